@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Installs the Debian packages sft needs (and, with --test, those its tests need), then builds.
+# Usage: scripts/setup.sh [--test] [--sanitize] [--build-dir DIR]
+set -euo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+build="$root/build"; test=0; sanitize=OFF
+while [[ $# -gt 0 ]]; do
+  case "$1" in
+    --test) test=1 ;;
+    --sanitize) sanitize=ON ;;
+    --build-dir) build="$2"; shift ;;
+    *) echo "setup.sh: unknown option $1" >&2; exit 2 ;;
+  esac
+  shift
+done
+
+pkgs=(cmake g++ make pkg-config libdnnl-dev libsentencepiece-dev nlohmann-json3-dev libpcre2-dev
+      libcli11-dev libyaml-cpp-dev libfmt-dev libgtest-dev)
+# Test references run on Debian's PyTorch (CPU) in a virtualenv (scripts/setup_venv.sh).
+[[ $test == 1 ]] && pkgs+=(python3 python3-venv python3-pip python3-torch python3-numpy)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [[ ${#missing[@]} -gt 0 ]]; then
+  echo "setup: installing ${missing[*]}"
+  sudo=""; [[ $(id -u) -ne 0 ]] && sudo=sudo
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSFT_SANITIZE="$sanitize" >/dev/null
+cmake --build "$build" -j"$(nproc)"

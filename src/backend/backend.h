@@ -1,0 +1,111 @@
+// The Backend interface: memory, GEMMs and the op table (forward + backward per op) that the model
+// calls. The CPU backend (backend/cpu/) implements it with oneDNN + OpenMP/AVX-512 kernels; a CUDA
+// backend will implement the same table. Model code never sees which backend runs.
+//
+// Dimension letters used in every shape comment in the project:
+//   B batch rows, T tokens per row, N = B*T flattened tokens, C model dim, V vocab,
+//   L layers, NH query heads, NKV key/value heads, HS head dim, FF MLP hidden dim,
+//   QKV = (NH + 2*NKV) * HS fused projection width, S packed sequences in a batch, P positions.
+// Conventions: activation gradients are written (=) unless a method says it accumulates (+=);
+// parameter gradients always accumulate (+=), so micro-batches sum into one gradient buffer.
+#pragma once
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+
+#include "core/tensor.h"
+
+namespace sft {
+
+// Variable-length sequences packed into the N flattened tokens of a batch: sequence s occupies
+// tokens [cu_seqlens[s], cu_seqlens[s+1]). Attention is causal within a sequence and never
+// crosses a boundary. Host memory (the CPU backend reads it directly).
+struct SeqLayout {
+  const int32_t* cu_seqlens = nullptr;  // (S + 1), cu_seqlens[0] = 0, cu_seqlens[S] = N
+  int num_seqs = 0;                     // S
+  int max_seqlen = 0;                   // longest sequence, for tiling
+};
+
+struct AdamWParams {
+  float lr, beta1, beta2, eps, weight_decay;
+  int64_t step;  // 1-based step count after increment, for bias correction (as torch)
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual std::string name() const = 0;
+  virtual Device device() const = 0;
+
+  // ---- memory ----
+  virtual void* alloc(size_t bytes) = 0;  // zero-filled, 64-byte aligned
+  virtual void dealloc(void* ptr) = 0;
+  virtual void copy(void* dst, const void* src, size_t bytes) = 0;
+  virtual void fill_zero(Tensor t) = 0;
+
+  // GEMM operand precision: f32, or bf16 (operands rounded to bf16, fp32 accumulation and
+  // fp32 outputs). Weights stay fp32 in memory either way (master copy).
+  virtual void set_matmul_dtype(DType dt) = 0;
+  virtual DType matmul_dtype() const = 0;
+
+  // ---- linear: out (N, OC) (=, or += when accumulate) x (N, IC) · w (OC, IC)ᵀ + bias (OC) ----
+  virtual void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) = 0;
+  // dx (N, IC) = dout · w   (+= when accumulate_dx; dx may be empty to skip it)
+  // dw (OC, IC) += doutᵀ · x ; dbias (OC) += Σ_n dout (dbias may be empty)
+  virtual void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
+                               bool accumulate_dx) = 0;
+
+  // ---- embedding: out (N, C) = wte[tokens] ; dwte (V, C) += scatter(dout) ----
+  virtual void embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) = 0;
+  virtual void embedding_backward(Tensor dwte, Tensor dout, const int32_t* tokens) = 0;
+
+  // ---- RMSNorm (HF LlamaRMSNorm, fp32): out (N, C) = x * rstd * w, rstd (N) saved ----
+  virtual void rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) = 0;
+  // dx (N, C) += (accumulates: it feeds the residual stream); dw (C) +=
+  virtual void rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w,
+                                 Tensor rstd) = 0;
+
+  // ---- RoPE, rotate-half (HF apply_rotary_pos_emb), in place on the first NH + NKV heads of
+  // qkv (N, QKV) (the q and k parts). cos, sin (P, HS/2) indexed by positions (N).
+  // backward applies the inverse rotation in place to dqkv. ----
+  virtual void rope_forward(Tensor qkv, const int32_t* positions, Tensor cos, Tensor sin, int NH,
+                            int NKV, int HS) = 0;
+  virtual void rope_backward(Tensor dqkv, const int32_t* positions, Tensor cos, Tensor sin, int NH,
+                             int NKV, int HS) = 0;
+
+  // ---- attention: causal, GQA, variable-length, tiled online softmax (FlashAttention);
+  // never materialises a T×T matrix. qkv (N, QKV) holds q | k | v per token (after RoPE).
+  // out (N, NH*HS) ; lse (N, NH) = logsumexp of scaled scores per query, saved for backward.
+  // scale = 1/sqrt(HS). ----
+  virtual void attention_forward(Tensor out, Tensor lse, Tensor qkv, const SeqLayout& seqs, int NH,
+                                 int NKV, int HS) = 0;
+  // dqkv (N, QKV) = (written, all three parts)
+  virtual void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
+                                  const SeqLayout& seqs, int NH, int NKV, int HS) = 0;
+
+  // ---- SwiGLU: gu (N, 2*FF) = [gate | up] ; out (N, FF) = silu(gate) * up ----
+  virtual void swiglu_forward(Tensor out, Tensor gu) = 0;
+  // dgu (N, 2*FF) = (written)
+  virtual void swiglu_backward(Tensor dgu, Tensor dout, Tensor gu) = 0;
+
+  // ---- cross-entropy in fp32 over logits (N, V) with targets (N); target -100 = ignored ----
+  // losses (N) = -log softmax(logits)[target] (0 where ignored)
+  virtual void cross_entropy_forward(Tensor losses, Tensor logits, const int32_t* targets) = 0;
+  // Fused forward + backward: writes losses (N) and overwrites logits in place with
+  // dlogits = (softmax - onehot(target)) * dloss_scale (zero rows where ignored).
+  virtual void cross_entropy_forward_backward(Tensor losses, Tensor logits, const int32_t* targets,
+                                              float dloss_scale) = 0;
+
+  // ---- optimizer and reductions over flat fp32 buffers ----
+  // AdamW as torch.optim.AdamW: decoupled decay param *= 1 - lr*wd, then the Adam update.
+  virtual void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) = 0;
+  virtual double sum_squares(Tensor x) = 0;   // Σ x², accumulated in double
+  virtual void scale(Tensor x, float s) = 0;  // x *= s
+  virtual bool all_finite(Tensor x) = 0;
+};
+
+// "cpu" (always built) or "cuda" (a clear error until the CUDA backend exists).
+std::unique_ptr<Backend> create_backend(const std::string& name);
+
+}  // namespace sft

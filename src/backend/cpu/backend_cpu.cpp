@@ -1,0 +1,106 @@
+// CpuBackend: memory and the op table, forwarding to the kernels of kernels.h after checking
+// shapes. GEMMs live in matmul.cpp.
+#include "backend/cpu/backend_cpu.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+
+#include "backend/cpu/kernels.h"
+
+namespace sft {
+
+void* CpuBackend::alloc(size_t bytes) {
+  size_t rounded = (bytes + 63) / 64 * 64;
+  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  if (!p) fail("cpu", "out of memory allocating {} MB", bytes >> 20);
+  std::memset(p, 0, rounded);
+  return p;
+}
+void CpuBackend::dealloc(void* ptr) { std::free(ptr); }
+void CpuBackend::copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
+void CpuBackend::fill_zero(Tensor t) { std::memset(t.data, 0, t.nbytes()); }
+
+void CpuBackend::embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) {
+  cpu::embedding_forward(out.f32(), tokens, wte.f32(), out.numel() / wte.dim(1), wte.dim(1));
+}
+void CpuBackend::embedding_backward(Tensor dwte, Tensor dout, const int32_t* tokens) {
+  cpu::embedding_backward(dwte.f32(), dout.f32(), tokens, dout.numel() / dwte.dim(1), dwte.dim(1));
+}
+
+void CpuBackend::rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
+  const int64_t C = w.numel(), N = x.numel() / C;
+  SFT_ASSERT(out.numel() == N * C && rstd.numel() >= N);
+  cpu::rms_norm_forward(out.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps);
+}
+void CpuBackend::rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w,
+                                   Tensor rstd) {
+  const int64_t C = w.numel(), N = x.numel() / C;
+  cpu::rms_norm_backward(dx.f32(), dw.f32(), dout.f32(), x.f32(), w.f32(), rstd.f32(), N, C);
+}
+
+void CpuBackend::rope_forward(Tensor qkv, const int32_t* positions, Tensor cos, Tensor sin, int NH,
+                              int NKV, int HS) {
+  const int64_t N = qkv.numel() / (int64_t(NH + 2 * NKV) * HS);
+  cpu::rope_forward(qkv.f32(), positions, cos.f32(), sin.f32(), N, NH, NKV, HS);
+}
+void CpuBackend::rope_backward(Tensor dqkv, const int32_t* positions, Tensor cos, Tensor sin,
+                               int NH, int NKV, int HS) {
+  const int64_t N = dqkv.numel() / (int64_t(NH + 2 * NKV) * HS);
+  cpu::rope_backward(dqkv.f32(), positions, cos.f32(), sin.f32(), N, NH, NKV, HS);
+}
+
+void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, const SeqLayout& seqs,
+                                   int NH, int NKV, int HS) {
+  cpu::attention_forward(out.f32(), lse.f32(), qkv.f32(), seqs, NH, NKV, HS);
+}
+void CpuBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
+                                    const SeqLayout& seqs, int NH, int NKV, int HS) {
+  cpu::attention_backward(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), lse.f32(), seqs, NH, NKV,
+                          HS);
+}
+
+void CpuBackend::swiglu_forward(Tensor out, Tensor gu) {
+  const int64_t FF = gu.dim(-1) / 2, N = gu.numel() / (2 * FF);
+  cpu::swiglu_forward(out.f32(), gu.f32(), N, FF);
+}
+void CpuBackend::swiglu_backward(Tensor dgu, Tensor dout, Tensor gu) {
+  const int64_t FF = gu.dim(-1) / 2, N = gu.numel() / (2 * FF);
+  cpu::swiglu_backward(dgu.f32(), dout.f32(), gu.f32(), N, FF);
+}
+
+void CpuBackend::cross_entropy_forward(Tensor losses, Tensor logits, const int32_t* targets) {
+  const int64_t V = logits.dim(-1), N = logits.numel() / V;
+  cpu::cross_entropy_forward(losses.f32(), logits.f32(), targets, N, V);
+}
+void CpuBackend::cross_entropy_forward_backward(Tensor losses, Tensor logits,
+                                                const int32_t* targets, float dloss_scale) {
+  const int64_t V = logits.dim(-1), N = logits.numel() / V;
+  cpu::cross_entropy_forward_backward(losses.f32(), logits.f32(), targets, N, V, dloss_scale);
+}
+
+void CpuBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) {
+  SFT_ASSERT(param.numel() == grad.numel() && m.numel() == param.numel() &&
+             v.numel() == param.numel());
+  cpu::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), p);
+}
+
+double CpuBackend::sum_squares(Tensor x) { return cpu::sum_squares(x.f32(), x.numel()); }
+
+void CpuBackend::scale(Tensor x, float s) {
+  float* p = x.f32();
+  const int64_t n = x.numel();
+#pragma omp parallel for simd schedule(static)
+  for (int64_t i = 0; i < n; ++i) p[i] *= s;
+}
+
+bool CpuBackend::all_finite(Tensor x) {
+  const float* p = x.f32();
+  const int64_t n = x.numel();
+  int bad = 0;
+#pragma omp parallel for reduction(| : bad) schedule(static)
+  for (int64_t i = 0; i < n; ++i) bad |= !std::isfinite(p[i]);
+  return !bad;
+}
+
+}  // namespace sft

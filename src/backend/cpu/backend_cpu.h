@@ -1,0 +1,56 @@
+// CpuBackend: the Backend interface on the host. GEMMs go through oneDNN matmul (fp32, or bf16
+// operands with fp32 accumulation); every other op is a kernel of backend/cpu/kernels.h.
+#pragma once
+#include <memory>
+
+#include "backend/backend.h"
+
+namespace sft {
+
+class CpuBackend final : public Backend {
+ public:
+  CpuBackend();
+  ~CpuBackend() override;
+  std::string name() const override { return "cpu"; }
+  Device device() const override { return Device::cpu; }
+
+  void* alloc(size_t bytes) override;
+  void dealloc(void* ptr) override;
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(Tensor t) override;
+  void set_matmul_dtype(DType dt) override;
+  DType matmul_dtype() const override { return matmul_dtype_; }
+
+  void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
+  void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
+                       bool accumulate_dx) override;
+  void embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) override;
+  void embedding_backward(Tensor dwte, Tensor dout, const int32_t* tokens) override;
+  void rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) override;
+  void rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w,
+                         Tensor rstd) override;
+  void rope_forward(Tensor qkv, const int32_t* positions, Tensor cos, Tensor sin, int NH, int NKV,
+                    int HS) override;
+  void rope_backward(Tensor dqkv, const int32_t* positions, Tensor cos, Tensor sin, int NH,
+                     int NKV, int HS) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, const SeqLayout& seqs, int NH,
+                         int NKV, int HS) override;
+  void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
+                          const SeqLayout& seqs, int NH, int NKV, int HS) override;
+  void swiglu_forward(Tensor out, Tensor gu) override;
+  void swiglu_backward(Tensor dgu, Tensor dout, Tensor gu) override;
+  void cross_entropy_forward(Tensor losses, Tensor logits, const int32_t* targets) override;
+  void cross_entropy_forward_backward(Tensor losses, Tensor logits, const int32_t* targets,
+                                      float dloss_scale) override;
+  void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) override;
+  double sum_squares(Tensor x) override;
+  void scale(Tensor x, float s) override;
+  bool all_finite(Tensor x) override;
+
+ private:
+  struct Gemm;  // oneDNN engine, stream and bf16 scratch (matmul.cpp)
+  std::unique_ptr<Gemm> gemm_;
+  DType matmul_dtype_ = DType::f32;
+};
+
+}  // namespace sft

@@ -1,0 +1,50 @@
+// sft: full-parameter supervised fine-tuning of LLaMA-family models. main() dispatches to the
+// subcommands and is the only place that catches exceptions.
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <string_view>
+
+#include "cli/commands.h"
+#include "core/check.h"
+
+namespace {
+
+struct Command {
+  const char* name;
+  int (*run)(int, char**);
+  const char* help;
+};
+
+constexpr Command kCommands[] = {
+    {"init",     sft::run_init,     "write a randomly initialised HF model directory"},
+    {"bench",    sft::run_bench,    "time training steps of a preset model"},
+    {"tokenize", sft::run_tokenize, "encode text with a model's tokenizer, or decode ids"},
+};
+
+void print_usage(std::FILE* out) {
+  std::fprintf(out, "usage: sft <command> [options]   (sft <command> --help for its options)\n\ncommands:\n");
+  for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.help);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h") {
+    print_usage(argc < 2 ? stderr : stdout);
+    return argc < 2 ? 2 : 0;
+  }
+  try {
+    for (const Command& c : kCommands)
+      if (std::string_view(argv[1]) == c.name) return c.run(argc - 1, argv + 1);
+    std::fprintf(stderr, "sft: unknown command '%s'\n", argv[1]);
+    print_usage(stderr);
+    return 2;
+  } catch (const sft::Error& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "error: %s\n", e.what());
+    return 1;
+  }
+}

@@ -1,0 +1,28 @@
+// Deterministic HF-style initialisation: each tensor draws from its own stream seeded by
+// (seed, tensor index), so results do not depend on thread count.
+#include "model/init.h"
+
+#include <random>
+
+namespace sft {
+
+void init_weights(LlamaModel& model, uint64_t seed) {
+  const float std_dev = float(model.config().initializer_range);
+  const auto& table = model.param_table();
+  for (size_t i = 0; i < table.size(); ++i) {
+    const ParamRef& p = table[i];
+    float* x = p.view.f32();
+    const int64_t n = p.view.numel();
+    const bool is_norm = p.hf_name.find("norm") != std::string::npos;
+    const bool is_bias = p.hf_name.ends_with(".bias");
+    if (is_norm || is_bias) {
+      for (int64_t j = 0; j < n; ++j) x[j] = is_norm ? 1.0f : 0.0f;
+      continue;
+    }
+    std::mt19937_64 rng(seed * 1000003u + i);
+    std::normal_distribution<float> dist(0.0f, std_dev);
+    for (int64_t j = 0; j < n; ++j) x[j] = dist(rng);
+  }
+}
+
+}  // namespace sft

@@ -1,0 +1,343 @@
+// LlamaModel: forward and backward of the LLaMA decoder as straight sequences of Backend ops,
+// matching HF LlamaForCausalLM (modeling_llama.py): embed → L × [RMSNorm, q/k/v (+bias), RoPE,
+// causal GQA attention, o_proj, residual, RMSNorm, gate/up, SwiGLU, down, residual] → RMSNorm →
+// LM head → fp32 cross-entropy. backward() walks the same list in reverse; with recompute on,
+// only each layer's input residual is kept and the layer is re-run just before its backward.
+#include "model/llama.h"
+
+#include <algorithm>
+#include <cmath>
+
+namespace sft {
+
+int64_t Batch::num_targets() const {
+  return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != -100; });
+}
+
+// Activations of one decoder layer (kept per layer, or one set reused when recomputing).
+struct LayerActs {
+  Tensor xn1;      // (N, C)       input_layernorm output
+  Tensor rstd1;    // (N)
+  Tensor qkv;      // (N, QKV)     q | k | v after RoPE
+  Tensor att;      // (N, NH*HS)   attention output
+  Tensor lse;      // (N, NH)      attention logsumexp
+  Tensor res_mid;  // (N, C)       residual after attention
+  Tensor xn2;      // (N, C)       post_attention_layernorm output
+  Tensor rstd2;    // (N)
+  Tensor gu;       // (N, 2*FF)    gate | up
+  Tensor h;        // (N, FF)      silu(gate) * up
+};
+
+struct LlamaModel::Acts {
+  int64_t capacity = 0;          // N the buffers hold
+  std::vector<Tensor> res;       // (L+1) × (N, C) residual stream: res[l] is layer l's input
+  std::vector<LayerActs> layer;  // (L) without recompute, (1) with
+  Tensor xf;                     // (N, C)  final norm output
+  Tensor rstdf;                  // (N)
+  Tensor logits;                 // (head_chunk, V)
+  Tensor losses;                 // (head_chunk)
+  Tensor xf_rows;                // (N, C)  rows of xf that have a target (training head)
+  Tensor dxf_rows;               // (N, C)
+  // backward scratch
+  Tensor dres;                   // (N, C)  gradient of the residual stream
+  Tensor dxn;                    // (N, C)
+  Tensor dqkv;                   // (N, QKV)
+  Tensor datt;                   // (N, NH*HS)
+  Tensor dgu;                    // (N, 2*FF)
+  Tensor dh;                     // (N, FF)
+  // RoPE tables for the current batch
+  Tensor cos, sin;               // (P, HS/2)
+  int64_t rope_positions = 0, rope_seq_len = -1;
+  std::vector<void*> owned;
+};
+
+Tensor LlamaModel::alloc_f32(std::initializer_list<int64_t> dims) {
+  int64_t n = 1;
+  for (int64_t d : dims) n *= d;
+  void* p = be_.alloc(size_t(n) * 4);
+  owned_.push_back(p);
+  Tensor t(p, DType::f32, dims, be_.device());
+  return t;
+}
+
+// Lay out every parameter in one flat buffer in HF order; the same offsets give the gradients.
+static void layout_weights(const LlamaConfig& c, float* base, Weights& w) {
+  const int64_t C = c.hidden_size, V = c.vocab_size, FF = c.intermediate_size;
+  const int64_t QKV = c.qkv_dim(), AO = c.num_attention_heads * c.head_dim;
+  int64_t off = 0;
+  auto take = [&](std::initializer_list<int64_t> dims) {
+    Tensor t(base + off, DType::f32, dims);
+    off += t.numel();
+    return t;
+  };
+  w.embed = take({V, C});
+  w.layers.resize(size_t(c.num_hidden_layers));
+  for (LayerWeights& lw : w.layers) {
+    lw.attn_norm = take({C});
+    lw.wqkv = take({QKV, C});
+    lw.bqkv = c.has_qkv_bias() ? take({QKV}) : Tensor();
+    lw.wo = take({C, AO});
+    lw.bo = c.has_o_bias() ? take({C}) : Tensor();
+    lw.mlp_norm = take({C});
+    lw.wgu = take({2 * FF, C});
+    lw.wdown = take({C, FF});
+  }
+  w.final_norm = take({C});
+  w.lm_head = c.tie_word_embeddings ? w.embed : take({V, C});
+}
+
+static int64_t count_params(const LlamaConfig& c) {
+  Weights w;
+  layout_weights(c, nullptr, w);
+  const Tensor& last = c.tie_word_embeddings ? w.final_norm : w.lm_head;
+  return (last.f32() - static_cast<float*>(nullptr)) + last.numel();
+}
+
+LlamaModel::LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions opt)
+    : cfg_(cfg), be_(backend), opt_(opt), acts_(std::make_unique<Acts>()) {
+  const int64_t n = count_params(cfg_);
+  params_ = alloc_f32({n});
+  grads_ = alloc_f32({n});
+  layout_weights(cfg_, params_.f32(), w_);
+  layout_weights(cfg_, grads_.f32(), g_);
+  table_ = build_param_table(cfg_, w_);
+}
+
+LlamaModel::~LlamaModel() {
+  for (void* p : owned_) be_.dealloc(p);
+}
+
+std::vector<ParamRef> LlamaModel::grad_table() const { return build_param_table(cfg_, g_); }
+
+int64_t LlamaModel::num_matmul_params() const {
+  const LayerWeights& l = w_.layers.front();
+  return cfg_.num_hidden_layers * (l.wqkv.numel() + l.wo.numel() + l.wgu.numel() + l.wdown.numel()) +
+         w_.lm_head.numel();
+}
+
+void LlamaModel::zero_grad() { be_.fill_zero(grads_); }
+
+void LlamaModel::ensure_capacity(const Batch& batch) {
+  const int64_t N = batch.num_tokens();
+  SFT_CHECK(N > 0, "model", "empty batch");
+  SFT_CHECK(int64_t(batch.tokens.size()) == N && int64_t(batch.targets.size()) == N &&
+                int64_t(batch.positions.size()) == N && batch.cu_seqlens.size() >= 2 &&
+                batch.cu_seqlens.back() == N,
+            "model", "inconsistent batch: B*T = {}, tokens {}, targets {}, positions {}, cu_seqlens end {}",
+            N, batch.tokens.size(), batch.targets.size(), batch.positions.size(),
+            batch.cu_seqlens.empty() ? -1 : batch.cu_seqlens.back());
+  for (int64_t i = 0; i < N; ++i) {
+    SFT_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < cfg_.vocab_size, "model",
+              "token id {} at position {} is outside the vocabulary (vocab_size {})", batch.tokens[i], i,
+              cfg_.vocab_size);
+    SFT_CHECK(batch.targets[i] == -100 || (batch.targets[i] >= 0 && batch.targets[i] < cfg_.vocab_size),
+              "model", "target {} at position {} is outside the vocabulary (vocab_size {})",
+              batch.targets[i], i, cfg_.vocab_size);
+  }
+  Acts& a = *acts_;
+  const bool layers_match = a.layer.size() == (opt_.recompute ? 1u : size_t(cfg_.num_hidden_layers));
+  if (N <= a.capacity && layers_match) return;
+  for (void* p : a.owned) be_.dealloc(p);
+  a = Acts{};
+  auto alloc = [&](std::initializer_list<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    void* p = be_.alloc(size_t(n) * 4);
+    a.owned.push_back(p);
+    return Tensor(p, DType::f32, dims, be_.device());
+  };
+  const int64_t C = cfg_.hidden_size, V = cfg_.vocab_size, FF = cfg_.intermediate_size;
+  const int64_t NH = cfg_.num_attention_heads, QKV = cfg_.qkv_dim(), AO = NH * cfg_.head_dim;
+  const int64_t L = cfg_.num_hidden_layers, chunk = std::min(opt_.head_chunk, N);
+  a.capacity = N;
+  for (int64_t l = 0; l <= L; ++l) a.res.push_back(alloc({N, C}));
+  a.layer.resize(opt_.recompute ? 1 : size_t(L));
+  for (LayerActs& la : a.layer) {
+    la = {alloc({N, C}), alloc({N}), alloc({N, QKV}), alloc({N, AO}), alloc({N, NH}),
+          alloc({N, C}), alloc({N, C}), alloc({N}), alloc({N, 2 * FF}), alloc({N, FF})};
+  }
+  a.xf = alloc({N, C});
+  a.rstdf = alloc({N});
+  a.logits = alloc({chunk, V});
+  a.losses = alloc({chunk});
+  a.xf_rows = alloc({N, C});
+  a.dxf_rows = alloc({N, C});
+  a.dres = alloc({N, C});
+  a.dxn = alloc({N, C});
+  a.dqkv = alloc({N, QKV});
+  a.datt = alloc({N, AO});
+  a.dgu = alloc({N, 2 * FF});
+  a.dh = alloc({N, FF});
+}
+
+// cos/sin (P, HS/2) of position × inv_freq in fp32, as HF LlamaRotaryEmbedding.
+void LlamaModel::prepare_rope(const Batch& batch) {
+  Acts& a = *acts_;
+  const int64_t P = *std::max_element(batch.positions.begin(), batch.positions.end()) + 1;
+  int64_t max_len = 0;
+  for (size_t s = 0; s + 1 < batch.cu_seqlens.size(); ++s)
+    max_len = std::max<int64_t>(max_len, batch.cu_seqlens[s + 1] - batch.cu_seqlens[s]);
+  // Dynamic NTK scaling depends on the sequence length; the others do not.
+  const int64_t seq_len = cfg_.rope_scaling == RopeScaling::dynamic ? max_len : 0;
+  if (P <= a.rope_positions && seq_len == a.rope_seq_len) return;
+  const std::vector<float> inv_freq = rope_inv_freq(cfg_, seq_len);
+  const int64_t half = int64_t(inv_freq.size());
+  if (P > a.rope_positions) {
+    a.cos = alloc_f32({P, half});
+    a.sin = alloc_f32({P, half});
+  }
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = float(p) * inv_freq[size_t(i)];
+      a.cos.f32()[p * half + i] = std::cos(angle);
+      a.sin.f32()[p * half + i] = std::sin(angle);
+    }
+  a.rope_positions = std::max(P, a.rope_positions);
+  a.rope_seq_len = seq_len;
+}
+
+static Tensor rows(const Tensor& t, int64_t n) {  // the first n rows of an (N, ...) buffer
+  Tensor r = t;
+  r.shape[0] = n;
+  return r;
+}
+
+void LlamaModel::layer_forward(int l, const Batch& batch, const SeqLayout& seqs, bool save) {
+  const LayerWeights& w = w_.layers[size_t(l)];
+  LayerActs& a = acts_->layer[save && !opt_.recompute ? size_t(l) : 0];
+  const int64_t N = batch.num_tokens();
+  const int NH = int(cfg_.num_attention_heads), NKV = int(cfg_.num_key_value_heads), HS = int(cfg_.head_dim);
+  const Tensor x = rows(acts_->res[size_t(l)], N), out = rows(acts_->res[size_t(l) + 1], N);
+  const Tensor xn1 = rows(a.xn1, N), qkv = rows(a.qkv, N), att = rows(a.att, N), res_mid = rows(a.res_mid, N);
+  const Tensor xn2 = rows(a.xn2, N), gu = rows(a.gu, N), h = rows(a.h, N);
+  // attention block
+  be_.rms_norm_forward(xn1, a.rstd1, x, w.attn_norm, float(cfg_.rms_norm_eps));
+  be_.linear_forward(qkv, xn1, w.wqkv, w.bqkv, false);
+  be_.rope_forward(qkv, batch.positions.data(), acts_->cos, acts_->sin, NH, NKV, HS);
+  be_.attention_forward(att, a.lse, qkv, seqs, NH, NKV, HS);
+  be_.copy(res_mid.data, x.data, x.nbytes());
+  be_.linear_forward(res_mid, att, w.wo, w.bo, true);  // res_mid = x + o_proj(att)
+  // MLP block
+  be_.rms_norm_forward(xn2, a.rstd2, res_mid, w.mlp_norm, float(cfg_.rms_norm_eps));
+  be_.linear_forward(gu, xn2, w.wgu, Tensor(), false);
+  be_.swiglu_forward(h, gu);
+  be_.copy(out.data, res_mid.data, res_mid.nbytes());
+  be_.linear_forward(out, h, w.wdown, Tensor(), true);  // out = res_mid + down_proj(h)
+}
+
+// Expects acts_->dres = dL/d res[l+1]; leaves dL/d res[l] there. Parameter grads accumulate.
+void LlamaModel::layer_backward(int l, const Batch& batch, const SeqLayout& seqs) {
+  if (opt_.recompute) layer_forward(l, batch, seqs, true);
+  const LayerWeights& w = w_.layers[size_t(l)];
+  LayerWeights& g = g_.layers[size_t(l)];
+  LayerActs& a = acts_->layer[opt_.recompute ? 0 : size_t(l)];
+  Acts& s = *acts_;
+  const int64_t N = batch.num_tokens();
+  const int NH = int(cfg_.num_attention_heads), NKV = int(cfg_.num_key_value_heads), HS = int(cfg_.head_dim);
+  const Tensor x = rows(s.res[size_t(l)], N), dres = rows(s.dres, N), dxn = rows(s.dxn, N);
+  const Tensor dh = rows(s.dh, N), dgu = rows(s.dgu, N), datt = rows(s.datt, N), dqkv = rows(s.dqkv, N);
+  // MLP block, reversed
+  be_.linear_backward(dh, g.wdown, Tensor(), dres, rows(a.h, N), w.wdown, false);
+  be_.swiglu_backward(dgu, dh, rows(a.gu, N));
+  be_.linear_backward(dxn, g.wgu, Tensor(), dgu, rows(a.xn2, N), w.wgu, false);
+  be_.rms_norm_backward(dres, g.mlp_norm, dxn, rows(a.res_mid, N), w.mlp_norm, a.rstd2);  // dres += 
+  // attention block, reversed
+  be_.linear_backward(datt, g.wo, g.bo, dres, rows(a.att, N), w.wo, false);
+  be_.attention_backward(dqkv, datt, rows(a.qkv, N), rows(a.att, N), a.lse, seqs, NH, NKV, HS);
+  be_.rope_backward(dqkv, batch.positions.data(), s.cos, s.sin, NH, NKV, HS);
+  be_.linear_backward(dxn, g.wqkv, g.bqkv, dqkv, rows(a.xn1, N), w.wqkv, false);
+  be_.rms_norm_backward(dres, g.attn_norm, dxn, x, w.attn_norm, a.rstd1);  // dres +=
+}
+
+// Inference head: logits for every token in chunks, optional copy-out, loss sum over targets.
+double LlamaModel::head_forward(const Batch& batch, float* logits_out) {
+  Acts& a = *acts_;
+  const int64_t N = batch.num_tokens(), V = cfg_.vocab_size, C = cfg_.hidden_size;
+  const int64_t chunk = a.logits.dim(0);
+  double loss = 0.0;
+  for (int64_t n0 = 0; n0 < N; n0 += chunk) {
+    const int64_t n = std::min(chunk, N - n0);
+    Tensor x(a.xf.f32() + n0 * C, DType::f32, {n, C}), logits = rows(a.logits, n);
+    be_.linear_forward(logits, x, w_.lm_head, Tensor(), false);
+    if (logits_out) be_.copy(logits_out + n0 * V, logits.data, logits.nbytes());
+    be_.cross_entropy_forward(rows(a.losses, n), logits, batch.targets.data() + n0);
+    for (int64_t i = 0; i < n; ++i) loss += a.losses.f32()[i];
+  }
+  return loss;
+}
+
+// Training head: only rows with a target need logits (prompt and padding rows have zero loss
+// gradient), so they are gathered first; LM head, cross-entropy and its backward run per chunk
+// and the full (N, V) logits never exist. Writes dL/d xf into acts_->dxn.
+double LlamaModel::head_forward_backward(const Batch& batch, float loss_scale) {
+  Acts& a = *acts_;
+  const int64_t N = batch.num_tokens(), C = cfg_.hidden_size;
+  const int64_t chunk = a.logits.dim(0);
+  std::vector<int64_t> idx;
+  std::vector<int32_t> tgt;
+  for (int64_t i = 0; i < N; ++i)
+    if (batch.targets[size_t(i)] != -100) {
+      idx.push_back(i);
+      tgt.push_back(batch.targets[size_t(i)]);
+    }
+  const int64_t M = int64_t(idx.size());
+  for (int64_t r = 0; r < M; ++r)
+    be_.copy(a.xf_rows.f32() + r * C, a.xf.f32() + idx[size_t(r)] * C, size_t(C) * 4);
+  double loss = 0.0;
+  for (int64_t r0 = 0; r0 < M; r0 += chunk) {
+    const int64_t n = std::min(chunk, M - r0);
+    Tensor x(a.xf_rows.f32() + r0 * C, DType::f32, {n, C}), dx(a.dxf_rows.f32() + r0 * C, DType::f32, {n, C});
+    Tensor logits = rows(a.logits, n);
+    be_.linear_forward(logits, x, w_.lm_head, Tensor(), false);
+    be_.cross_entropy_forward_backward(rows(a.losses, n), logits, tgt.data() + r0, loss_scale);
+    for (int64_t i = 0; i < n; ++i) loss += a.losses.f32()[i];
+    be_.linear_backward(dx, g_.lm_head, Tensor(), logits, x, w_.lm_head, false);  // logits now hold dlogits
+  }
+  Tensor dxf = rows(a.dxn, N);
+  be_.fill_zero(dxf);
+  for (int64_t r = 0; r < M; ++r)
+    be_.copy(dxf.f32() + idx[size_t(r)] * C, a.dxf_rows.f32() + r * C, size_t(C) * 4);
+  return loss;
+}
+
+static SeqLayout seq_layout(const Batch& batch) {
+  SeqLayout s{batch.cu_seqlens.data(), int(batch.cu_seqlens.size()) - 1, 0};
+  for (int i = 0; i < s.num_seqs; ++i)
+    s.max_seqlen = std::max(s.max_seqlen, batch.cu_seqlens[size_t(i) + 1] - batch.cu_seqlens[size_t(i)]);
+  return s;
+}
+
+double LlamaModel::forward(const Batch& batch, float* logits) {
+  ensure_capacity(batch);
+  prepare_rope(batch);
+  const SeqLayout seqs = seq_layout(batch);
+  const int64_t N = batch.num_tokens();
+  Acts& a = *acts_;
+  be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), w_.embed);
+  for (int l = 0; l < int(cfg_.num_hidden_layers); ++l) layer_forward(l, batch, seqs, false);
+  be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), w_.final_norm, float(cfg_.rms_norm_eps));
+  return head_forward(batch, logits);
+}
+
+double LlamaModel::forward_backward(const Batch& batch, float loss_scale) {
+  ensure_capacity(batch);
+  prepare_rope(batch);
+  const SeqLayout seqs = seq_layout(batch);
+  const int64_t N = batch.num_tokens();
+  const int L = int(cfg_.num_hidden_layers);
+  Acts& a = *acts_;
+  // forward
+  be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), w_.embed);
+  for (int l = 0; l < L; ++l) layer_forward(l, batch, seqs, true);
+  be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), w_.final_norm, float(cfg_.rms_norm_eps));
+  const double loss = head_forward_backward(batch, loss_scale);
+  // backward
+  Tensor dres = rows(a.dres, N);
+  be_.fill_zero(dres);
+  be_.rms_norm_backward(dres, g_.final_norm, rows(a.dxn, N), rows(a.res.back(), N), w_.final_norm, a.rstdf);
+  for (int l = L - 1; l >= 0; --l) layer_backward(l, batch, seqs);
+  be_.embedding_backward(g_.embed, dres, batch.tokens.data());
+  return loss;
+}
+
+}  // namespace sft
