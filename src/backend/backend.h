@@ -48,6 +48,9 @@ class Backend {
   // fp32 outputs). Weights stay fp32 in memory either way (master copy).
   virtual void set_matmul_dtype(DType dt) = 0;
   virtual DType matmul_dtype() const = 0;
+  // Start of a forward or forward-backward pass. Within a pass weights do not change, so the
+  // backend may keep derived copies of weight operands (their bf16 rounding); this drops them.
+  virtual void begin_pass() = 0;
 
   // ---- linear: out (N, OC) (=, or += when accumulate) x (N, IC) · w (OC, IC)ᵀ + bias (OC) ----
   virtual void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) = 0;

@@ -308,6 +308,7 @@ static SeqLayout seq_layout(const Batch& batch) {
 }
 
 double LlamaModel::forward(const Batch& batch, float* logits) {
+  be_.begin_pass();
   ensure_capacity(batch);
   prepare_rope(batch);
   const SeqLayout seqs = seq_layout(batch);
@@ -320,6 +321,7 @@ double LlamaModel::forward(const Batch& batch, float* logits) {
 }
 
 double LlamaModel::forward_backward(const Batch& batch, float loss_scale) {
+  be_.begin_pass();
   ensure_capacity(batch);
   prepare_rope(batch);
   const SeqLayout seqs = seq_layout(batch);

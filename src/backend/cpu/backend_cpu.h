@@ -20,6 +20,7 @@ class CpuBackend final : public Backend {
   void fill_zero(Tensor t) override;
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
+  void begin_pass() override;
 
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,

@@ -21,7 +21,13 @@ struct CpuBackend::Gemm {
   dnnl::stream stream{engine};
   // Primitives by (transA, transB, M, N, K, dtype, accumulate, bias): built once per shape.
   std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, bool, bool>, dnnl::matmul> cache;
-  std::vector<uint16_t> scratch[3];  // bf16 copies of the operands
+  std::vector<uint16_t> scratch[3];  // bf16 copies of activation operands
+  // bf16 copies of weights, made once per pass: begin_pass() marks them stale (keeping the memory).
+  struct CachedWeight {
+    std::vector<uint16_t> data;
+    bool valid = false;
+  };
+  std::unordered_map<const float*, CachedWeight> weight_cache;
 
   // C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)); A is stored (K, M) when transA,
   // B is stored (N, K) when transB. A and B share one dtype (f32 or bf16); C and bias are f32.
@@ -60,6 +66,17 @@ struct CpuBackend::Gemm {
     convert_f32_to_bf16(t.f32(), buf.data(), size_t(t.numel()));
     return buf.data();
   }
+
+  const void* weight(const Tensor& w, DType dt) {
+    if (dt == DType::f32) return w.f32();
+    CachedWeight& c = weight_cache[w.f32()];
+    if (!c.valid || c.data.size() != size_t(w.numel())) {
+      c.data.resize(size_t(w.numel()));
+      convert_f32_to_bf16(w.f32(), c.data.data(), c.data.size());
+      c.valid = true;
+    }
+    return c.data.data();
+  }
 };
 
 static memory::data_type dnnl_type(DType dt) {
@@ -75,11 +92,15 @@ void CpuBackend::set_matmul_dtype(DType dt) {
   matmul_dtype_ = dt;
 }
 
+void CpuBackend::begin_pass() {
+  for (auto& [ptr, cached] : gemm_->weight_cache) cached.valid = false;
+}
+
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
   SFT_ASSERT(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC));
   const void* a = gemm_->operand(x, matmul_dtype_, 0);
-  const void* b = gemm_->operand(w, matmul_dtype_, 1);
+  const void* b = gemm_->weight(w, matmul_dtype_);
   gemm_->run(false, true, N, OC, IC, a, b, out.f32(), bias.empty() ? nullptr : bias.f32(),
              dnnl_type(matmul_dtype_), accumulate);
 }
@@ -91,7 +112,7 @@ void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout
   const auto dt = dnnl_type(matmul_dtype_);
   const void* g = gemm_->operand(dout, matmul_dtype_, 0);  // (N, OC), used by both GEMMs
   if (!dx.empty()) {
-    const void* b = gemm_->operand(w, matmul_dtype_, 1);
+    const void* b = gemm_->weight(w, matmul_dtype_);
     gemm_->run(false, false, N, IC, OC, g, b, dx.f32(), nullptr, dt, accumulate_dx);
   }
   const void* a = gemm_->operand(x, matmul_dtype_, 2);
