@@ -1,0 +1,67 @@
+// TrainConfig: every setting of `sft train`, named as FastChat / HF TrainingArguments name them.
+// Filled by the option table (cli/options.cpp) from flags and --config files; the trainer reads it.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace sft {
+
+struct TrainConfig {
+  // model and data (FastChat ModelArguments / DataArguments)
+  std::string model_name_or_path;
+  std::string data_path;
+  std::string eval_data_path;
+  std::string conversation_template = "vicuna_v1.1";
+  bool lazy_preprocess = false;
+  int64_t model_max_length = 512;
+  bool packing = true;
+  std::string padding_side = "right";
+  std::string tokenizer_kind = "auto";  // auto | sentencepiece | json
+  bool strict_data = false;
+  // output and checkpoints
+  std::string output_dir;
+  std::string save_strategy = "steps";  // no | steps | epoch
+  int64_t save_steps = 500;
+  int64_t save_total_limit = 0;  // 0 = keep all
+  std::string resume_from_checkpoint;
+  // schedule
+  double num_train_epochs = 3.0;
+  int64_t max_steps = -1;
+  int64_t per_device_train_batch_size = 8;
+  int64_t per_device_eval_batch_size = 8;
+  int64_t gradient_accumulation_steps = 1;
+  double learning_rate = 5e-5;
+  double weight_decay = 0.0;
+  double adam_beta1 = 0.9;
+  double adam_beta2 = 0.999;
+  double adam_epsilon = 1e-8;
+  double max_grad_norm = 1.0;
+  std::string lr_scheduler_type = "linear";
+  double warmup_ratio = 0.0;
+  int64_t warmup_steps = 0;
+  std::string loss_normalization = "global_token_mean";  // | micro_batch_mean
+  int64_t max_bad_steps = 10;
+  // evaluation and logging
+  std::string evaluation_strategy = "no";  // no | steps | epoch (alias --eval_strategy)
+  int64_t eval_steps = 0;                   // 0 = logging_steps, as HF
+  int64_t logging_steps = 500;
+  std::string report_to = "tensorboard";
+  // precision and memory
+  bool bf16 = false;
+  bool fp16 = false;
+  bool tf32 = false;
+  bool gradient_checkpointing = false;
+  std::string device = "cpu";
+  int64_t threads = 0;  // 0 = all cores
+  int64_t seed = 42;
+  // accepted for compatibility (see cli/options.cpp for what each does)
+  std::string fsdp;
+  std::string fsdp_transformer_layer_cls_to_wrap;
+  std::string optim = "adamw_torch";
+  std::string cache_dir;
+  bool trust_remote_code = false;
+  int64_t local_rank = -1;
+};
+
+}  // namespace sft
