@@ -12,6 +12,7 @@
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "backend/profiling.h"
 #include "cli/commands.h"
 #include "model/init.h"
 #include "model/llama.h"
@@ -55,7 +56,7 @@ int run_bench(int argc, char** argv) {
   std::string preset_name = "tiny", dtype = "bf16", device = "cpu";
   int steps = 5, warmup = 1, threads = 0;
   double peak_gflops = 0.0;
-  bool json = false, recompute = false;
+  bool json = false, recompute = false, profile = false;
   app.add_option("--preset", preset_name, "tiny | small | base | 1b")->capture_default_str();
   app.add_option("--dtype", dtype, "GEMM precision: fp32 | bf16")->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
@@ -66,6 +67,7 @@ int run_bench(int argc, char** argv) {
                  "peak for MFU (default: 780 bf16 / 420 fp32, the 2-core AVX-512 peaks measured here)");
   app.add_option("--device", device, "cpu | cuda")->capture_default_str();
   app.add_flag("--gradient_checkpointing", recompute, "recompute each layer's activations in backward");
+  app.add_flag("--profile", profile, "print time per op (each op timed separately; slows the run a little)");
   app.add_flag("--json", json, "print one JSON object as the last line");
   try {
     app.parse(argc, argv);
@@ -76,7 +78,13 @@ int run_bench(int argc, char** argv) {
   if (peak_gflops <= 0) peak_gflops = dtype == "bf16" ? 780.0 : 420.0;
 
   const Preset preset = get_preset(preset_name);
-  auto backend = create_backend(device);
+  std::unique_ptr<Backend> backend = create_backend(device);
+  ProfilingBackend* profiler = nullptr;
+  if (profile) {
+    auto wrapped = std::make_unique<ProfilingBackend>(std::move(backend));
+    profiler = wrapped.get();
+    backend = std::move(wrapped);
+  }
   backend->set_matmul_dtype(dtype == "bf16" ? DType::bf16 : DType::f32);
   LlamaModel model(preset.config, *backend, ModelOptions{.recompute = recompute});
   init_weights(model, 1234);
@@ -98,8 +106,10 @@ int run_bench(int argc, char** argv) {
     opt.step(1e-4f);
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) total_s += dt;
+    if (profiler && s + 1 == warmup) profiler->report_and_reset();  // drop the warmup steps
     std::printf("step %d%s: loss %.4f, %.3f s\n", s, s < warmup ? " (warmup)" : "", loss, dt);
   }
+  if (profiler) std::printf("per-op time over %d timed steps:\n%s", steps, profiler->report_and_reset().c_str());
   const double tokens_per_s = double(batch.num_tokens()) * steps / total_s;
   const double gflops = tokens_per_s * flops_per_token / 1e9;
   const double mfu = gflops / peak_gflops;

@@ -1,0 +1,63 @@
+// ProfilingBackend: a Backend decorator that forwards every op to another backend and adds up
+// wall time and call counts per op, for `sft bench --profile`. Ops are synchronous on the CPU;
+// an asynchronous backend would need a sync per op here (it makes profiles, not fast runs).
+#pragma once
+#include <map>
+#include <string>
+
+#include "backend/backend.h"
+
+namespace sft {
+
+class ProfilingBackend final : public Backend {
+ public:
+  explicit ProfilingBackend(std::unique_ptr<Backend> inner) : inner_(std::move(inner)) {}
+  std::string name() const override { return inner_->name(); }
+  Device device() const override { return inner_->device(); }
+  // A table of ops by total time, with calls and share of the total; then resets the counters.
+  std::string report_and_reset();
+
+  void* alloc(size_t bytes) override { return inner_->alloc(bytes); }
+  void dealloc(void* ptr) override { inner_->dealloc(ptr); }
+  void copy(void* dst, const void* src, size_t bytes) override;
+  void fill_zero(Tensor t) override;
+  void set_matmul_dtype(DType dt) override { inner_->set_matmul_dtype(dt); }
+  DType matmul_dtype() const override { return inner_->matmul_dtype(); }
+  void begin_pass() override { inner_->begin_pass(); }
+  void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
+  void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
+                       bool accumulate_dx) override;
+  void embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) override;
+  void embedding_backward(Tensor dwte, Tensor dout, const int32_t* tokens) override;
+  void rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) override;
+  void rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) override;
+  void rope_forward(Tensor qkv, const int32_t* positions, Tensor cos, Tensor sin, int NH, int NKV,
+                    int HS) override;
+  void rope_backward(Tensor dqkv, const int32_t* positions, Tensor cos, Tensor sin, int NH, int NKV,
+                     int HS) override;
+  void attention_forward(Tensor out, Tensor lse, Tensor qkv, const SeqLayout& seqs, int NH, int NKV,
+                         int HS) override;
+  void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
+                          const SeqLayout& seqs, int NH, int NKV, int HS) override;
+  void swiglu_forward(Tensor out, Tensor gu) override;
+  void swiglu_backward(Tensor dgu, Tensor dout, Tensor gu) override;
+  void cross_entropy_forward(Tensor losses, Tensor logits, const int32_t* targets) override;
+  void cross_entropy_forward_backward(Tensor losses, Tensor logits, const int32_t* targets,
+                                      float dloss_scale) override;
+  void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) override;
+  double sum_squares(Tensor x) override;
+  void scale(Tensor x, float s) override;
+  bool all_finite(Tensor x) override;
+
+ private:
+  struct Stat {
+    double seconds = 0;
+    int64_t calls = 0;
+  };
+  template <typename F>
+  auto timed(const char* op, F&& f);
+  std::unique_ptr<Backend> inner_;
+  std::map<std::string, Stat> stats_;
+};
+
+}  // namespace sft
