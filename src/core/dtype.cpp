@@ -55,14 +55,14 @@ void convert_f32_to_bf16_avx512(const float* src, uint16_t* dst, size_t n);
 }
 
 void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
-  static const bool has_bf16 = __builtin_cpu_supports("avx512bf16");
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
   // Blocks of 64K elements spread over threads; tiny inputs stay on the calling thread.
   const size_t block = 1 << 16;
   const int64_t blocks = int64_t((n + block - 1) / block);
 #pragma omp parallel for schedule(static) if (blocks > 1)
   for (int64_t b = 0; b < blocks; ++b) {
     size_t i0 = size_t(b) * block, i1 = std::min(n, i0 + block);
-    if (has_bf16) {
+    if (has_avx512) {
       detail::convert_f32_to_bf16_avx512(src + i0, dst + i0, i1 - i0);
     } else {
       for (size_t i = i0; i < i1; ++i) dst[i] = f32_to_bf16(src[i]);

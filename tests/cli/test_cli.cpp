@@ -21,12 +21,12 @@ namespace fs = std::filesystem;
 
 namespace {
 
-struct Run {
+struct CmdResult {
   int code;
   std::string out;  // stdout and stderr together
 };
 
-Run run(const std::string& cmd) {
+CmdResult run(const std::string& cmd) {
   std::string out;
   FILE* p = popen((cmd + " 2>&1").c_str(), "r");
   std::array<char, 4096> buf;
@@ -56,7 +56,7 @@ fs::path temp_dir(const std::string& name) {
 
 TEST(Init, WritesAnHfModelDirectory) {
   const fs::path out = temp_dir("init");
-  Run r = run(kSft + " init --preset tiny --tokenizer " + kTokenizer + " --output_dir " + out.string() + " --seed 3");
+  CmdResult r = run(kSft + " init --preset tiny --tokenizer " + kTokenizer + " --output_dir " + out.string() + " --seed 3");
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* f : {"config.json", "model.safetensors", "generation_config.json", "tokenizer.model",
                         "tokenizer_config.json", "special_tokens_map.json"})
@@ -70,7 +70,7 @@ TEST(Init, WritesAnHfModelDirectory) {
 
   // HF Transformers loads it as a user would.
   if (!fs::exists(kPython)) GTEST_SKIP() << "no test virtualenv: run scripts/setup_venv.sh";
-  Run py = run(kPython + " " + kRoot + "/tools/hf_load_check.py " + out.string());
+  CmdResult py = run(kPython + " " + kRoot + "/tools/hf_load_check.py " + out.string());
   ASSERT_EQ(py.code, 0) << py.out;
   auto j = nlohmann::json::parse(last_line(py.out));
   EXPECT_EQ(j["architectures"][0], "LlamaForCausalLM");
@@ -89,7 +89,7 @@ TEST(Init, WritesAnHfModelDirectory) {
 TEST(Init, SameSeedSameWeightsOtherSeedOtherWeights) {
   const fs::path a = temp_dir("seed_a"), b = temp_dir("seed_b"), c = temp_dir("seed_c");
   for (auto& [dir, seed] : {std::pair{a, 5}, {b, 5}, {c, 6}}) {
-    Run r = run(kSft + " init --preset tiny --dtype fp32 --tokenizer " + kTokenizer + " --output_dir " +
+    CmdResult r = run(kSft + " init --preset tiny --dtype fp32 --tokenizer " + kTokenizer + " --output_dir " +
                 dir.string() + " --seed " + std::to_string(seed));
     ASSERT_EQ(r.code, 0) << r.out;
   }
@@ -103,7 +103,7 @@ TEST(Init, SameSeedSameWeightsOtherSeedOtherWeights) {
 }
 
 TEST(Init, BadArgumentsFailClearly) {
-  Run r = run(kSft + " init --preset huge --tokenizer " + kTokenizer + " --output_dir /tmp/x");
+  CmdResult r = run(kSft + " init --preset huge --tokenizer " + kTokenizer + " --output_dir /tmp/x");
   EXPECT_NE(r.code, 0);
   EXPECT_NE(r.out.find("unknown preset 'huge'"), std::string::npos) << r.out;
   r = run(kSft + " init --preset tiny --tokenizer /nonexistent --output_dir /tmp/x");
@@ -112,7 +112,7 @@ TEST(Init, BadArgumentsFailClearly) {
 }
 
 TEST(Bench, JsonLastLine) {
-  Run r = run(kSft + " bench --preset tiny --dtype fp32 --steps 1 --warmup 0 --json");
+  CmdResult r = run(kSft + " bench --preset tiny --dtype fp32 --steps 1 --warmup 0 --json");
   ASSERT_EQ(r.code, 0) << r.out;
   auto j = nlohmann::json::parse(last_line(r.out));
   for (const char* k : {"preset", "dtype", "tokens_per_s", "gflops", "mfu", "peak_rss_mb"})
@@ -125,7 +125,7 @@ TEST(Bench, JsonLastLine) {
 }
 
 TEST(Cli, UnknownCommand) {
-  Run r = run(kSft + " frobnicate");
+  CmdResult r = run(kSft + " frobnicate");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.out.find("unknown command 'frobnicate'"), std::string::npos);
 }

@@ -9,6 +9,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/check.h"
 #include "train/schedule.h"
 
 namespace sft {
