@@ -87,6 +87,12 @@ class Backend {
   virtual void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                                   const SeqLayout& seqs, int NH, int NKV, int HS) = 0;
 
+  // ---- attention for generation with a KV cache: qkv_cache (P, QKV) holds q | k | v of every
+  // position so far (after RoPE); the queries are rows [start, start + n), each attending
+  // causally to rows [0, its own index]. out (n, NH*HS). ----
+  virtual void attention_forward_cached(Tensor out, Tensor qkv_cache, int64_t start, int64_t n, int NH,
+                                        int NKV, int HS) = 0;
+
   // ---- SwiGLU: gu (N, 2*FF) = [gate | up] ; out (N, FF) = silu(gate) * up ----
   virtual void swiglu_forward(Tensor out, Tensor gu) = 0;
   // dgu (N, 2*FF) = (written)

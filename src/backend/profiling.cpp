@@ -78,6 +78,10 @@ void ProfilingBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, 
                                           const SeqLayout& seqs, int NH, int NKV, int HS) {
   timed("attention_backward", [&] { inner_->attention_backward(dqkv, dout, qkv, out, lse, seqs, NH, NKV, HS); });
 }
+void ProfilingBackend::attention_forward_cached(Tensor out, Tensor qkv_cache, int64_t start, int64_t n, int NH,
+                                                int NKV, int HS) {
+  timed("attention_forward_cached", [&] { inner_->attention_forward_cached(out, qkv_cache, start, n, NH, NKV, HS); });
+}
 void ProfilingBackend::swiglu_forward(Tensor out, Tensor gu) {
   timed("swiglu_forward", [&] { inner_->swiglu_forward(out, gu); });
 }

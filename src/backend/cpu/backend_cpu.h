@@ -38,6 +38,8 @@ class CpuBackend final : public Backend {
                          int NKV, int HS) override;
   void attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                           const SeqLayout& seqs, int NH, int NKV, int HS) override;
+  void attention_forward_cached(Tensor out, Tensor qkv_cache, int64_t start, int64_t n, int NH, int NKV,
+                                int HS) override;
   void swiglu_forward(Tensor out, Tensor gu) override;
   void swiglu_backward(Tensor dgu, Tensor dout, Tensor gu) override;
   void cross_entropy_forward(Tensor losses, Tensor logits, const int32_t* targets) override;
