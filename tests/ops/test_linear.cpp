@@ -57,7 +57,7 @@ void check_linear(DType dt, int64_t N, int64_t IC, int64_t OC) {
   be->linear_backward(Tensor(dx.data(), DType::f32, {N, IC}), Tensor(dw.data(), DType::f32, {OC, IC}),
                       Tensor(db.data(), DType::f32, {OC}), Tensor(dout.data(), DType::f32, {N, OC}),
                       Tensor(x.data(), DType::f32, {N, IC}), Tensor(w.data(), DType::f32, {OC, IC}), false);
-  std::vector<double> rdx(size_t(N * IC)), rdw(size_t(OC * IC)), rdb(size_t(OC));
+  std::vector<double> rdx(size_t(N * IC)), rdw(size_t(OC * IC)), rdb(static_cast<size_t>(OC));
   for (int64_t n = 0; n < N; ++n)
     for (int64_t i = 0; i < IC; ++i) {
       double s = 0;

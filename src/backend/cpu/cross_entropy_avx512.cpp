@@ -1,0 +1,90 @@
+// AVX-512 rows of the cross-entropy kernels in cross_entropy.cpp: row max, Σ e^(x-max) in two
+// 8-lane double accumulators, and the in-place scaled softmax. The vector exp is Cephes expf
+// (Cody-Waite + degree-6 polynomial, about 1 ulp). Called only after a run-time CPU check.
+#pragma GCC diagnostic push  // GCC 12 intrinsic headers warn about their own code (PR 105593)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#include <immintrin.h>
+#pragma GCC diagnostic pop
+
+#include <cmath>
+#include <cstdint>
+
+namespace sft::cpu::detail {
+
+// e^x, inputs clamped to [-104, 88.8] (results 0 and inf); NaN stays NaN.
+static inline __m512 exp_ps(__m512 x) {
+  x = _mm512_max_ps(_mm512_set1_ps(-104.0f), _mm512_min_ps(_mm512_set1_ps(88.8f), x));
+  const __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                        _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+  __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+  r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+  __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+  p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+  p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+  return _mm512_scalef_ps(p, n);
+}
+
+static inline __mmask16 tail_mask(int64_t left) {
+  return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
+}
+
+// Horizontal max / sum (GCC 12's _mm512_reduce_* macros trip -Wuninitialized in its own headers).
+static inline float hmax(__m512 v) {
+  __m256 a = _mm256_max_ps(_mm512_castps512_ps256(v), _mm512_extractf32x8_ps(v, 1));
+  __m128 b = _mm_max_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+  b = _mm_max_ps(b, _mm_movehl_ps(b, b));
+  return _mm_cvtss_f32(_mm_max_ss(b, _mm_movehdup_ps(b)));
+}
+static inline double hsum(__m512d v) {
+  __m256d a = _mm256_add_pd(_mm512_castpd512_pd256(v), _mm512_extractf64x4_pd(v, 1));
+  __m128d b = _mm_add_pd(_mm256_castpd256_pd128(a), _mm256_extractf128_pd(a, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(b, _mm_unpackhi_pd(b, b)));
+}
+
+static float row_max(const float* x, int64_t V) {
+  __m512 m0 = _mm512_set1_ps(-INFINITY), m1 = m0;
+  int64_t v = 0;
+  for (; v + 32 <= V; v += 32) {
+    m0 = _mm512_max_ps(m0, _mm512_loadu_ps(x + v));
+    m1 = _mm512_max_ps(m1, _mm512_loadu_ps(x + v + 16));
+  }
+  for (; v < V; v += 16) m0 = _mm512_mask_max_ps(m0, tail_mask(V - v), m0, _mm512_maskz_loadu_ps(tail_mask(V - v), x + v));
+  return hmax(_mm512_max_ps(m0, m1));
+}
+
+// Σ_v e^(x_v - m) in double; writes the exponentials back into x when store is set.
+template <bool store>
+static double sum_exp(float* x, int64_t V, float m) {
+  const __m512 mv = _mm512_set1_ps(m);
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int64_t v = 0; v < V; v += 16) {
+    const __mmask16 k = tail_mask(V - v);
+    const __m512 e = _mm512_maskz_mov_ps(k, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + v), mv)));
+    if (store) _mm512_mask_storeu_ps(x + v, k, e);
+    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+  }
+  return hsum(_mm512_add_pd(s0, s1));
+}
+
+float ce_row_lse_avx512(const float* x, int64_t V) {
+  const float m = row_max(x, V);
+  return m + float(std::log(sum_exp<false>(const_cast<float*>(x), V, m)));
+}
+
+float ce_row_softmax_avx512(float* x, int64_t V, float scale) {
+  const float m = row_max(x, V);
+  const double sum = sum_exp<true>(x, V, m);
+  const __m512 a = _mm512_set1_ps(float(scale / sum));
+  for (int64_t v = 0; v < V; v += 16) {
+    const __mmask16 k = tail_mask(V - v);
+    _mm512_mask_storeu_ps(x + v, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + v), a));
+  }
+  return m + float(std::log(sum));
+}
+
+}  // namespace sft::cpu::detail

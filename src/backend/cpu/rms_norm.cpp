@@ -1,0 +1,63 @@
+// RMSNorm forward/backward (HF LlamaRMSNorm in fp32): rstd = 1/sqrt(mean(x²) + eps),
+// out = (x * rstd) * w. mean(x²) is accumulated in float over vector lanes, as torch's fp32
+// reduction does. The backward accumulates into dx (it feeds the residual stream) and into dw
+// through per-row-block partials that are summed in block order: bit-reproducible for any
+// number of threads, since the blocks depend only on N.
+#include <algorithm>
+#include <cmath>
+#include <vector>
+
+#include "backend/cpu/kernels.h"
+
+namespace sft::cpu {
+
+void rms_norm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N,
+                      int64_t C, float eps) {
+#pragma omp parallel for schedule(static) if (N * C > (1 << 14))
+  for (int64_t n = 0; n < N; ++n) {
+    const float* xr = x + n * C;  // (C)
+    float* o = out + n * C;       // (C)
+    float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+    const float r = 1.0f / std::sqrt(ss / float(C) + eps);
+    rstd[n] = r;
+#pragma omp simd
+    for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] * r) * w[c];
+  }
+}
+
+// y = x r w, r = (mean(x²)+eps)^-1/2:  dx += r w dy - x r³/C Σ_c(dy w x) ;  dw += Σ_n dy x r
+void rms_norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
+                       const float* rstd, int64_t N, int64_t C) {
+  const int64_t blocks = std::max<int64_t>(1, std::min<int64_t>(64, (N + 15) / 16));
+  const int64_t rows = (N + blocks - 1) / blocks;
+  std::vector<float> partial(size_t(blocks * C), 0.0f);  // (blocks, C) partial sums of dw
+#pragma omp parallel for schedule(static) if (N * C > (1 << 14))
+  for (int64_t b = 0; b < blocks; ++b) {
+    float* pw = partial.data() + b * C;
+    for (int64_t n = b * rows; n < std::min(N, (b + 1) * rows); ++n) {
+      const float* g = dout + n * C;  // (C)
+      const float* xr = x + n * C;    // (C)
+      float* d = dx + n * C;          // (C)
+      const float r = rstd[n];
+      float dot = 0.0f;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t c = 0; c < C; ++c) dot += g[c] * w[c] * xr[c];
+      const float coef = dot * r * r * r / float(C);
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        d[c] += r * (w[c] * g[c]) - coef * xr[c];
+        pw[c] += g[c] * (xr[c] * r);
+      }
+    }
+  }
+#pragma omp parallel for schedule(static) if (blocks * C > (1 << 14))
+  for (int64_t c = 0; c < C; ++c) {
+    float s = 0.0f;
+    for (int64_t b = 0; b < blocks; ++b) s += partial[size_t(b * C + c)];
+    dw[c] += s;
+  }
+}
+
+}  // namespace sft::cpu
