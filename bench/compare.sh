@@ -4,8 +4,9 @@
 #
 # Usage: bench/compare.sh [--presets "tiny small base"] [--dtypes "fp32 bf16"] [--steps N]
 #                         [--sft PATH] [--baseline-only] [--keep-logs]
-# Env:   PYTHON  interpreter for the baseline (default: <repo>/.venv/bin/python, from
-#                scripts/setup_venv.sh)
+# Env:   PYTHON  interpreter for the baseline (default: <repo>/.venv-bench/bin/python, the newest
+#                PyTorch, from scripts/setup_bench_venv.sh; else <repo>/.venv/bin/python, Debian's
+#                PyTorch 1.13, from scripts/setup_venv.sh)
 set -euo pipefail
 
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -16,9 +17,10 @@ threads=2
 sft="$root/build/sft"
 baseline_only=0
 keep_logs=0
-py="${PYTHON:-$root/.venv/bin/python}"
+if [[ -x "$root/.venv-bench/bin/python" ]]; then default_py="$root/.venv-bench/bin/python"; else default_py="$root/.venv/bin/python"; fi
+py="${PYTHON:-$default_py}"
 
-usage() { sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'; }
 die() { echo "compare.sh: error: $*" >&2; exit 1; }
 
 while [[ $# -gt 0 ]]; do
