@@ -104,6 +104,7 @@ LlamaModel::LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions op
 }
 
 LlamaModel::~LlamaModel() {
+  for (void* p : acts_->owned) be_.dealloc(p);
   for (void* p : owned_) be_.dealloc(p);
 }
 
