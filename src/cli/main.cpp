@@ -18,6 +18,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"train",    sft::run_train,    "fine-tune a model on chat data (FastChat / HF Trainer flags)"},
+    {"generate", sft::run_generate, "sample a chat reply from a model directory"},
     {"init",     sft::run_init,     "write a randomly initialised HF model directory"},
     {"bench",    sft::run_bench,    "time training steps of a preset model"},
     {"tokenize", sft::run_tokenize, "encode text with a model's tokenizer, or decode ids"},

@@ -1,0 +1,67 @@
+// `sft generate`: renders a one-turn chat with the model's template, encodes it exactly as
+// training does (labels by construction; the prompt is every token before the first trained
+// one), samples a reply with a KV cache and stops at the template's end-of-turn token.
+#include <CLI/CLI.hpp>
+#include <cstdio>
+#include <filesystem>
+
+#include "backend/backend.h"
+#include "cli/commands.h"
+#include "data/chat_template.h"
+#include "data/sample_encoder.h"
+#include "io/hf_model.h"
+#include "model/generate.h"
+#include "tokenizer/tokenizer.h"
+
+namespace sft {
+
+int run_generate(int argc, char** argv) {
+  CLI::App app{"sft generate: sample a chat reply from a model directory", "sft generate"};
+  std::string model_dir, prompt, system, template_name = "vicuna_v1.1", kind = "auto";
+  SamplingParams sp;
+  app.add_option("--model", model_dir, "HF model directory (e.g. a training output_dir)")->required();
+  app.add_option("--prompt", prompt, "the user message")->required();
+  app.add_option("--system", system, "system message (default: the template's)");
+  app.add_option("--conversation_template", template_name, "chat template")->capture_default_str();
+  app.add_option("--max_new_tokens", sp.max_new_tokens, "most tokens to generate")->capture_default_str();
+  app.add_option("--temperature", sp.temperature, "0 = greedy")->capture_default_str();
+  app.add_option("--top_p", sp.top_p, "nucleus sampling mass")->capture_default_str();
+  app.add_option("--seed", sp.seed, "sampling seed")->capture_default_str();
+  app.add_option("--tokenizer_kind", kind, "auto | sentencepiece | json")->capture_default_str();
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    return app.exit(e);
+  }
+  SFT_CHECK(sp.temperature >= 0, "generate", "--temperature must be >= 0, got {}", sp.temperature);
+  SFT_CHECK(sp.top_p > 0 && sp.top_p <= 1, "generate", "--top_p must be in (0, 1], got {}", sp.top_p);
+  auto backend = create_backend("cpu");
+  auto model = load_hf_model(model_dir, *backend);
+  auto tok = load_tokenizer(model_dir, parse_tokenizer_kind(kind));
+  const ChatTemplate& tmpl = find_template(template_name);
+
+  // The prompt is what training saw before the first trained token of an answer.
+  Conversation conv;
+  if (app.count("--system")) conv.system = system;
+  conv.messages = {{Role::user, prompt}, {Role::assistant, "x"}};
+  EncodedSample enc;
+  SampleEncoder(*tok).encode(render_segments(tmpl, conv), enc);
+  size_t first = 0;
+  while (first < enc.train.size() && !enc.train[first]) ++first;
+  const std::vector<int32_t> prompt_ids(enc.ids.begin(), enc.ids.begin() + int64_t(first));
+  // Stop at the template's end-of-turn token and at the model's eos ids.
+  std::vector<int32_t> stop(model->config().eos_token_ids.begin(), model->config().eos_token_ids.end());
+  if (auto id = tok->token_to_id(tmpl.eot)) stop.push_back(*id);
+  if (tok->eos_id() >= 0) stop.push_back(tok->eos_id());
+
+  const int64_t max_len = std::min<int64_t>(model->config().max_position_embeddings, int64_t(prompt_ids.size()) + sp.max_new_tokens);
+  SFT_CHECK(int64_t(prompt_ids.size()) < max_len, "generate", "the prompt has {} tokens, more than the model's context ({})",
+            prompt_ids.size(), model->config().max_position_embeddings);
+  Generator gen(*model, max_len);
+  std::vector<int32_t> out = gen.generate(prompt_ids, stop, sp);
+  if (!out.empty() && std::find(stop.begin(), stop.end(), out.back()) != stop.end()) out.pop_back();
+  std::printf("%s\n", tok->decode(out, true).c_str());
+  return 0;
+}
+
+}  // namespace sft
