@@ -9,5 +9,6 @@ int run_bench(int argc, char** argv);
 int run_tokenize(int argc, char** argv);
 int run_train(int argc, char** argv);
 int run_generate(int argc, char** argv);
+int run_data(int argc, char** argv);
 
 }  // namespace sft

@@ -18,6 +18,7 @@ struct Command {
 
 constexpr Command kCommands[] = {
     {"train",    sft::run_train,    "fine-tune a model on chat data (FastChat / HF Trainer flags)"},
+    {"data",     sft::run_data,     "stats, preview, dump or validate a chat data file"},
     {"generate", sft::run_generate, "sample a chat reply from a model directory"},
     {"init",     sft::run_init,     "write a randomly initialised HF model directory"},
     {"bench",    sft::run_bench,    "time training steps of a preset model"},

@@ -1,0 +1,180 @@
+// DataLoader: epoch plans (splitmix64 + Fisher-Yates with Lemire's bounded draw, so orders are
+// the same on every platform and standard library), best-fit-decreasing packing, batch assembly.
+#include "data/loader.h"
+
+#include <algorithm>
+#include <map>
+#include <numeric>
+
+#include "core/check.h"
+
+namespace sft {
+
+namespace {
+
+uint64_t splitmix64(uint64_t& x) {
+  uint64_t z = (x += 0x9E3779B97F4A7C15ull);
+  z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ull;
+  z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
+  return z ^ (z >> 31);
+}
+
+// Permutation of [0, n) for (seed, epoch, stream); identity when !shuffle.
+std::vector<int64_t> permutation(int64_t n, bool shuffle, uint64_t seed, int64_t epoch, uint64_t stream) {
+  std::vector<int64_t> p(static_cast<size_t>(n));
+  std::iota(p.begin(), p.end(), 0);
+  if (!shuffle) return p;
+  uint64_t s = seed;
+  uint64_t state = splitmix64(s) ^ (static_cast<uint64_t>(epoch) * 0xD1B54A32D192ED03ull) ^ (stream << 56);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const uint64_t bound = static_cast<uint64_t>(i) + 1;
+    const uint64_t j = static_cast<uint64_t>((static_cast<unsigned __int128>(splitmix64(state)) * bound) >> 64);
+    std::swap(p[i], p[static_cast<int64_t>(j)]);
+  }
+  return p;
+}
+
+}  // namespace
+
+int32_t pad_id_for(const Tokenizer& tok) {
+  for (int32_t id : {tok.unk_id(), tok.pad_id(), tok.eos_id()})
+    if (id >= 0) return id;
+  return 0;
+}
+
+std::vector<std::vector<int64_t>> plan_epoch(const Dataset& data, const LoaderOptions& opt, int64_t epoch) {
+  const std::vector<int64_t> order = permutation(data.size(), opt.shuffle, opt.seed, epoch, 0);
+  std::vector<std::vector<int64_t>> rows;
+  if (!opt.packing) {
+    rows.reserve(order.size());
+    for (int64_t i : order) rows.push_back({i});
+    return rows;
+  }
+  std::vector<int64_t> by_length = order;
+  std::stable_sort(by_length.begin(), by_length.end(),
+                   [&](int64_t a, int64_t b) { return data.length(a) > data.length(b); });
+  std::multimap<int64_t, size_t> space;  // free tokens -> row
+  for (int64_t i : by_length) {
+    const int64_t len = data.length(i);
+    SFT_ASSERT(len <= opt.max_length);
+    auto it = space.lower_bound(len);
+    if (it == space.end()) {
+      rows.push_back({i});
+      if (opt.max_length - len > 0) space.emplace(opt.max_length - len, rows.size() - 1);
+      continue;
+    }
+    const auto [free, row] = *it;
+    space.erase(it);
+    rows[row].push_back(i);
+    if (free - len > 0) space.emplace(free - len, row);
+  }
+  const std::vector<int64_t> row_order = permutation(static_cast<int64_t>(rows.size()), opt.shuffle, opt.seed, epoch, 1);
+  std::vector<std::vector<int64_t>> out(rows.size());
+  for (size_t r = 0; r < rows.size(); ++r) out[r] = std::move(rows[row_order[r]]);
+  return out;
+}
+
+void fill_batch(const Dataset& data, const std::vector<const std::vector<int64_t>*>& rows, const LoaderOptions& opt,
+                Batch& out) {
+  int64_t longest = 0;
+  for (const auto* row : rows) {
+    int64_t n = 0;
+    for (int64_t i : *row) n += data.length(i);
+    longest = std::max(longest, n);
+  }
+  const int64_t B = static_cast<int64_t>(rows.size());
+  const int64_t T = B == 0 ? 0 : opt.pad_to_max_length ? std::max(opt.max_length, longest) : longest;
+  out.B = B;
+  out.T = T;
+  out.tokens.assign(static_cast<size_t>(B * T), opt.pad_id);
+  out.targets.assign(static_cast<size_t>(B * T), -100);
+  out.positions.assign(static_cast<size_t>(B * T), 0);
+  out.cu_seqlens.assign(1, 0);
+  for (int64_t r = 0; r < B; ++r) {
+    int64_t at = r * T;
+    for (int64_t i : *rows[r]) {
+      const std::span<const int32_t> ids = data.ids(i);
+      const std::span<const uint8_t> train = data.train(i);
+      const int64_t len = static_cast<int64_t>(ids.size());
+      for (int64_t t = 0; t < len; ++t) {
+        out.tokens[at + t] = ids[t];
+        out.positions[at + t] = static_cast<int32_t>(t);
+        if (t + 1 < len && train[t + 1]) out.targets[at + t] = ids[t + 1];
+      }
+      at += len;
+      out.cu_seqlens.push_back(static_cast<int32_t>(at));
+    }
+    const int64_t row_end = (r + 1) * T;
+    if (at < row_end) {  // padding: its own sequence, positions from 0, no targets
+      for (int64_t t = at; t < row_end; ++t) out.positions[t] = static_cast<int32_t>(t - at);
+      out.cu_seqlens.push_back(static_cast<int32_t>(row_end));
+    }
+  }
+}
+
+DataLoader::DataLoader(const Dataset& data, LoaderOptions opt) : data_(data), opt_(opt) {
+  SFT_CHECK(data.size() > 0, "data", "{}: no usable samples", data.path());
+  SFT_CHECK(opt_.batch_size >= 1, "data", "batch size must be at least 1, got {}", opt_.batch_size);
+  SFT_CHECK(opt_.world_size >= 1 && opt_.rank >= 0 && opt_.rank < opt_.world_size, "data",
+            "rank {} is outside world size {}", opt_.rank, opt_.world_size);
+  SFT_CHECK(opt_.max_length >= data.model_max_length(), "data",
+            "loader max_length {} is below the data's model_max_length {}", opt_.max_length, data.model_max_length());
+  start_epoch(0);
+}
+
+void DataLoader::start_epoch(int64_t epoch) {
+  epoch_ = epoch;
+  row_ = 0;
+  rows_ = plan_epoch(data_, opt_, epoch);
+}
+
+int64_t DataLoader::batches_per_epoch() const {
+  const int64_t per_step = opt_.batch_size * opt_.world_size;
+  return (rows_per_epoch() + per_step - 1) / per_step;
+}
+
+bool DataLoader::next(Batch& out) {
+  const int64_t R = rows_per_epoch();
+  if (row_ >= R) {
+    start_epoch(epoch_ + 1);
+    return false;
+  }
+  std::vector<const std::vector<int64_t>*> mine;
+  const int64_t first = row_ + opt_.rank * opt_.batch_size;
+  for (int64_t r = first; r < std::min(first + opt_.batch_size, R); ++r) mine.push_back(&rows_[r]);
+  row_ += opt_.batch_size * opt_.world_size;
+  fill_batch(data_, mine, opt_, out);
+  return true;
+}
+
+nlohmann::json DataLoader::state() const {
+  return nlohmann::json{{"epoch", epoch_},
+                        {"row", std::min(row_, rows_per_epoch())},
+                        {"seed", opt_.seed},
+                        {"shuffle", opt_.shuffle},
+                        {"packing", opt_.packing},
+                        {"max_length", opt_.max_length},
+                        {"num_samples", data_.size()},
+                        {"fingerprint", fmt::format("{:016x}", data_.fingerprint())}};
+}
+
+void DataLoader::load_state(const nlohmann::json& s) {
+  try {
+    const auto check = [&](const char* key, const nlohmann::json& want) {
+      if (!s.contains(key) || s.at(key) != want)
+        fail("data", "loader state: {} is {}, but this run has {}", key, s.contains(key) ? s.at(key).dump() : "missing",
+             want.dump());
+    };
+    const nlohmann::json mine = state();
+    for (const char* key : {"seed", "shuffle", "packing", "max_length", "num_samples", "fingerprint"}) check(key, mine[key]);
+    const int64_t epoch = s.at("epoch").get<int64_t>(), row = s.at("row").get<int64_t>();
+    SFT_CHECK(epoch >= 0 && row >= 0, "data", "loader state: negative epoch {} or row {}", epoch, row);
+    start_epoch(epoch);
+    SFT_CHECK(row <= rows_per_epoch(), "data", "loader state: row {} is past the epoch's {} rows", row, rows_per_epoch());
+    row_ = row;
+  } catch (const nlohmann::json::exception& e) {
+    fail("data", "loader state: {}", e.what());
+  }
+}
+
+}  // namespace sft

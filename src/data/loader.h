@@ -1,0 +1,76 @@
+// Micro-batches of a Dataset for training: packing (samples concatenated into rows of at most
+// max_length tokens, each its own sequence for variable-length attention) or FastChat-style
+// right padding; a per-epoch order that is a pure function of (seed, epoch); sharding of rows
+// over (rank, world_size); and a position that saves and restores exactly as a small JSON.
+// Reference: FastChat padding (fastchat-sft.md §1.2); packing as TRL "bfd" (ecosystem.md §2.4).
+#pragma once
+#include <cstdint>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/dataset.h"
+#include "model/llama.h"
+
+namespace sft {
+
+struct LoaderOptions {
+  int64_t batch_size = 1;       // rows per micro-batch (per_device_train_batch_size)
+  int64_t max_length = 512;     // tokens per row (model_max_length)
+  bool packing = true;          // false: one sample per row, right-padded
+  bool pad_to_max_length = false;  // padding mode: rows padded to max_length (FastChat) instead of the batch's longest
+  bool shuffle = true;
+  uint64_t seed = 42;
+  int64_t rank = 0, world_size = 1;
+  int32_t pad_id = 0;           // see pad_id_for()
+};
+
+// The padding id: the tokenizer's unk (FastChat: pad = unk), else its pad, else its eos, else 0.
+// Padding never reaches the loss (targets -100) nor real tokens (its own sequence), so the choice
+// only shows in dumps.
+int32_t pad_id_for(const Tokenizer& tok);
+
+// Rows of one epoch: each row lists dataset sample indices. Packing places samples by best-fit
+// decreasing length into rows of max_length tokens (ties in shuffled order), then shuffles the
+// rows; padding puts one sample per row in shuffled order. Shared by every rank.
+std::vector<std::vector<int64_t>> plan_epoch(const Dataset& data, const LoaderOptions& opt, int64_t epoch);
+
+class DataLoader {
+ public:
+  DataLoader(const Dataset& data, LoaderOptions opt);
+
+  // Micro-batches per epoch: the same on every rank. A rank's last batch may hold fewer rows
+  // (even none: B = 0) when the rows do not divide evenly.
+  int64_t batches_per_epoch() const;
+  int64_t epoch() const { return epoch_; }
+  int64_t rows_per_epoch() const { return static_cast<int64_t>(rows_.size()); }
+
+  // Fills this rank's next micro-batch and returns true, or returns false at the end of an epoch
+  // (the next call starts the next epoch).
+  bool next(Batch& out);
+
+  // {"epoch", "row": rows of the epoch consumed by all ranks, "seed", "packing", "max_length",
+  // "num_samples", "fingerprint"}. load_state() checks that the data and options match (the
+  // batch size and world size may change: the row position is global).
+  nlohmann::json state() const;
+  void load_state(const nlohmann::json& state);
+
+  const LoaderOptions& options() const { return opt_; }
+
+ private:
+  void start_epoch(int64_t epoch);
+
+  const Dataset& data_;
+  LoaderOptions opt_;
+  int64_t epoch_ = -1;
+  int64_t row_ = 0;  // first row of the epoch not yet handed out (to any rank)
+  std::vector<std::vector<int64_t>> rows_;
+};
+
+// Builds a batch from rows of dataset samples: T = max_length when pad_to_max_length, else the
+// longest row. targets[t] = label of token t+1 of the same sample; -100 at each sample's last
+// token and on padding; positions restart per sample; padding is a sequence of its own.
+void fill_batch(const Dataset& data, const std::vector<const std::vector<int64_t>*>& rows, const LoaderOptions& opt,
+                Batch& out);
+
+}  // namespace sft

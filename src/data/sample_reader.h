@@ -1,0 +1,69 @@
+// Reading chat data files without loading them whole into JSON objects: the file is mapped and
+// split into the byte ranges of its samples (top-level elements of a JSON array, or lines of
+// JSON Lines) by a small scanner; each sample is parsed on its own (in parallel by the caller).
+// Formats: ShareGPT {"conversations": [{"from", "value"}], "system"?}, OpenAI/HF {"messages":
+// [{"role", "content"}]}, Alpaca {"instruction", "input"?, "output", "system"?, "history"?}.
+#pragma once
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/conversation.h"
+
+namespace sft {
+
+enum class DataFormat { auto_, sharegpt, messages, alpaca };
+
+// "auto" | "sharegpt" | "messages" | "alpaca" (sft::Error otherwise), and back.
+DataFormat parse_data_format(std::string_view name);
+std::string_view data_format_name(DataFormat f);
+
+class SampleFile {
+ public:
+  // Maps and splits `path`. sft::Error "[data] path: ..." when the file cannot be read, is empty,
+  // is not JSON (neither an array nor JSON Lines), or is JSON but not a list of samples.
+  explicit SampleFile(const std::string& path);
+  ~SampleFile();
+  SampleFile(const SampleFile&) = delete;
+  SampleFile& operator=(const SampleFile&) = delete;
+
+  const std::string& path() const { return path_; }
+  bool json_lines() const { return json_lines_; }
+  size_t bytes() const { return size_; }
+  int64_t size() const { return static_cast<int64_t>(ranges_.size()); }
+  std::string_view text(int64_t i) const;  // the raw JSON of sample i
+  int64_t line(int64_t i) const;           // 1-based line where sample i starts
+
+  // Byte offset just past sample i.
+  size_t end_offset(int64_t i) const { return ranges_.at(static_cast<size_t>(i)).second; }
+  // Drops the mapped pages before byte `offset` from memory (they are read again if used).
+  void release_before(size_t offset) const;
+
+  // The format of the file: from the keys of its first sample that is a JSON object
+  // (conversations -> sharegpt, messages -> messages, instruction -> alpaca); sharegpt if none.
+  DataFormat detect_format() const;
+
+ private:
+  void split_array(size_t start);
+  void split_lines();
+
+  std::string path_;
+  const char* data_ = nullptr;
+  size_t size_ = 0;
+  bool json_lines_ = false;
+  std::vector<std::pair<size_t, size_t>> ranges_;  // [begin, end) byte offsets of each sample
+  std::vector<int64_t> lines_;                      // 1-based line of each sample's first byte
+};
+
+// Parses one sample's JSON in format `fmt` (not auto_) into a validated conversation. On failure
+// returns the issue (its index left to the caller). dropped_leading_assistant as in
+// normalize_messages().
+struct ParsedSample {
+  std::optional<SampleIssue> issue;
+  bool dropped_leading_assistant = false;
+};
+ParsedSample parse_sample(std::string_view json, DataFormat fmt, Conversation& out);
+
+}  // namespace sft
