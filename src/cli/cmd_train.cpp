@@ -4,8 +4,10 @@
 // --resume_from_checkpoint) and runs the training loop (train/trainer.cpp).
 #include <omp.h>
 
+#include <cerrno>
 #include <cmath>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
@@ -18,6 +20,8 @@
 #include "io/checkpoint.h"
 #include "io/hf_model.h"
 #include "tokenizer/tokenizer.h"
+#include "train/interrupt.h"
+#include "train/memory_check.h"
 #include "train/trainer.h"
 
 namespace sft {
@@ -63,6 +67,45 @@ void require(const std::string& value, const char* flag) {
   SFT_CHECK(!value.empty(), "train", "--{} is required (sft train --help lists every option)", flag);
 }
 
+// Input paths are checked before anything is loaded; nothing is ever downloaded.
+void require_inputs(const TrainConfig& cfg) {
+  const fs::path model(cfg.model_name_or_path);
+  SFT_CHECK(fs::is_directory(model), "train", "--model_name_or_path {}: {}", model.string(),
+            fs::exists(model) ? "not a directory (an HF model directory is expected)"
+                              : "no such directory (a local HF model directory; sft downloads nothing)");
+  SFT_CHECK(fs::exists(model / "config.json"), "train", "--model_name_or_path {}: no config.json in it", model.string());
+  for (auto [flag, path] : {std::pair{"data_path", &cfg.data_path}, std::pair{"eval_data_path", &cfg.eval_data_path}}) {
+    if (path->empty()) continue;
+    SFT_CHECK(fs::is_regular_file(*path), "train", "--{} {}: {}", flag, *path,
+              fs::exists(*path) ? "not a regular file" : "no such file");
+  }
+}
+
+// output_dir is created (with parents) and must take a file: better to learn that now than at the
+// first checkpoint, hours in.
+void require_writable_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  SFT_CHECK(!ec && fs::is_directory(dir), "train", "--output_dir {}: cannot create it: {}", dir,
+            ec ? ec.message() : "a file of that name exists");
+  const std::string probe = (fs::path(dir) / ".sft-write-test").string();
+  std::FILE* f = std::fopen(probe.c_str(), "wb");
+  const int err = errno;
+  SFT_CHECK(f != nullptr, "train", "--output_dir {} is not writable: {}", dir, std::strerror(err));
+  const bool ok = std::fputs("ok", f) >= 0 && std::fclose(f) == 0;
+  fs::remove(probe, ec);
+  SFT_CHECK(ok, "train", "--output_dir {}: writing a test file failed", dir);
+}
+
+// The largest micro-batch the loader can produce: at most B rows, each at most model_max_length
+// tokens, never more rows than the epoch has nor longer than the data (packing) or its longest
+// sample (padding).
+int64_t max_batch_tokens(const Dataset& data, const DataLoader& loader, const TrainConfig& cfg) {
+  const int64_t rows = std::min<int64_t>(cfg.per_device_train_batch_size, std::max<int64_t>(1, loader.rows_per_epoch()));
+  const int64_t longest = cfg.packing ? data.stats().tokens : std::min(data.stats().longest, cfg.model_max_length);
+  return rows * std::max<int64_t>(1, std::min(cfg.model_max_length, longest));
+}
+
 }  // namespace
 
 int run_train(int argc, char** argv) {
@@ -84,6 +127,8 @@ int run_train(int argc, char** argv) {
             cfg.save_steps);
   std::printf("sft train, resolved configuration:\n%s", describe_train_config(cfg).c_str());
   for (const std::string& n : parsed.notices) std::printf("note: %s\n", n.c_str());
+  require_inputs(cfg);
+  require_writable_dir(cfg.output_dir);
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
 
   auto backend = create_backend(cfg.device);
@@ -99,8 +144,6 @@ int run_train(int argc, char** argv) {
     mcfg.rope_scaling = RopeScaling::linear;
     mcfg.rope_factor = factor;
   }
-  LlamaModel model(mcfg, *backend, ModelOptions{.recompute = cfg.gradient_checkpointing});
-  load_hf_weights(model_dir, model);
   auto tok = load_tokenizer(model_dir, parse_tokenizer_kind(cfg.tokenizer_kind));
   SFT_CHECK(tok->vocab_size() <= mcfg.vocab_size, "train", "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
             model_dir, tok->vocab_size(), mcfg.vocab_size);
@@ -126,6 +169,19 @@ int run_train(int argc, char** argv) {
     std::printf("note: --evaluation_strategy %s without --eval_data_path: no evaluation\n", cfg.evaluation_strategy.c_str());
   }
 
+  // Will it fit? Checked before a byte of the model is allocated.
+  int64_t max_tokens = max_batch_tokens(train_data, loader, cfg);
+  for (const Batch& b : eval_batches) max_tokens = std::max(max_tokens, b.num_tokens());
+  const ModelOptions mopt{.recompute = cfg.gradient_checkpointing};
+  const MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, cfg.bf16);
+  const int64_t available = available_memory_bytes();
+  std::printf("memory: %s; %s\n", describe(plan).c_str(),
+              available < 0 ? "free memory unknown" : fmt::format("{:.1f} GiB available", double(available) / (1 << 30)).c_str());
+  if (backend->device() == Device::cpu)  // host memory; a GPU backend checks its own device memory
+    check_memory_fits(plan, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
+  LlamaModel model(mcfg, *backend, mopt);
+  load_hf_weights(model_dir, model);
+
   // Resume as FastChat does: the newest complete checkpoint in output_dir, unless one is named.
   std::string resume = cfg.resume_from_checkpoint;
   if (resume.empty()) {
@@ -137,7 +193,13 @@ int run_train(int argc, char** argv) {
   CheckpointFiles files{model_dir, tokenizer_files(model_dir)};
   if (fs::exists(fs::path(model_dir) / "generation_config.json")) files.extra_files.push_back("generation_config.json");
 
+  if (cfg.save_on_interrupt) install_interrupt_handlers();
   const TrainResult r = train(cfg, model, TrainerInputs{&stream, &eval_batches, files, resume});
+  if (r.interrupted_by != 0) {
+    std::printf("interrupted by %s after step %ld: saved %s; run the same command again to resume\n",
+                signal_name(r.interrupted_by), long(r.steps), r.final_dir.c_str());
+    return 128 + r.interrupted_by;
+  }
   std::printf("done: %ld steps, final loss %.4f; model saved in %s\n", long(r.steps), r.final_loss, r.final_dir.c_str());
   return 0;
 }

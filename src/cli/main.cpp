@@ -1,5 +1,6 @@
 // sft: full-parameter supervised fine-tuning of LLaMA-family models. main() dispatches to the
 // subcommands and is the only place that catches exceptions.
+#include <csignal>
 #include <cstdio>
 #include <cstring>
 #include <exception>
@@ -33,6 +34,9 @@ void print_usage(std::FILE* out) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  // A file-size limit (ulimit -f) then fails the write with EFBIG, reported like a full disk,
+  // instead of killing the process in the middle of a checkpoint.
+  std::signal(SIGXFSZ, SIG_IGN);
   if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h") {
     print_usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;

@@ -50,6 +50,7 @@ const std::vector<Option> kOptions = {
   {"save_steps",           &C::save_steps,           "optimizer steps between checkpoints (save_strategy steps)"},
   {"save_total_limit",     &C::save_total_limit,     "keep at most this many checkpoints (0: all)"},
   {"resume_from_checkpoint",&C::resume_from_checkpoint,"checkpoint directory to resume from (default: the newest complete one in output_dir)"},
+  {"save_on_interrupt",    &C::save_on_interrupt,    "on SIGINT/SIGTERM save a checkpoint after the current step, then exit (128 + signal)"},
   // schedule and optimizer
   {"num_train_epochs",     &C::num_train_epochs,     "epochs over the training data"},
   {"max_steps",            &C::max_steps,            "optimizer steps to run; overrides num_train_epochs when > 0"},

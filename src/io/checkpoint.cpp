@@ -58,6 +58,16 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
   const fs::path tmp = fs::path(output_dir) / fmt::format(".tmp-checkpoint-{}", step);
   fs::remove_all(tmp);
   fs::create_directories(tmp);
+  // A save that fails (disk full, I/O error) leaves no partial directory behind; the previous
+  // checkpoints are never touched before the new one is complete.
+  struct RemoveUnlessDone {
+    const fs::path& dir;
+    bool done = false;
+    ~RemoveUnlessDone() {
+      std::error_code ec;
+      if (!done) fs::remove_all(dir, ec);
+    }
+  } cleanup{tmp};
   save_hf_model(model, tmp.string(), SaveOptions{.dtype = DType::f32});
   write_generation_config(model.config(), tmp.string());
   write_safetensors((tmp / "optimizer.safetensors").string(),
@@ -79,6 +89,7 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
   std::error_code ec;
   fs::rename(tmp, final_dir, ec);
   SFT_CHECK(!ec, "checkpoint", "cannot rename {} to {}: {}", tmp.string(), final_dir.string(), ec.message());
+  cleanup.done = true;
   fsync_path(output_dir);
   return final_dir.string();
 }

@@ -86,7 +86,7 @@ static void layout_weights(const LlamaConfig& c, float* base, Weights& w) {
   w.lm_head = c.tie_word_embeddings ? w.embed : take({V, C});
 }
 
-static int64_t count_params(const LlamaConfig& c) {
+int64_t LlamaModel::count_params(const LlamaConfig& c) {
   Weights w;
   layout_weights(c, nullptr, w);
   const Tensor& last = c.tie_word_embeddings ? w.final_norm : w.lm_head;
@@ -140,19 +140,25 @@ void LlamaModel::ensure_capacity(const Batch& batch) {
   if (N <= a.capacity && layers_match) return;
   for (void* p : a.owned) be_.dealloc(p);
   a = Acts{};
-  auto alloc = [&](std::initializer_list<int64_t> dims) {
+  lay_out_acts(cfg_, opt_, N, a, [&](std::initializer_list<int64_t> dims) {
     int64_t n = 1;
     for (int64_t d : dims) n *= d;
     void* p = be_.alloc(size_t(n) * 4);
     a.owned.push_back(p);
     return Tensor(p, DType::f32, dims, be_.device());
-  };
-  const int64_t C = cfg_.hidden_size, V = cfg_.vocab_size, FF = cfg_.intermediate_size;
-  const int64_t NH = cfg_.num_attention_heads, QKV = cfg_.qkv_dim(), AO = NH * cfg_.head_dim;
-  const int64_t L = cfg_.num_hidden_layers, chunk = std::min(opt_.head_chunk, N);
+  });
+}
+
+// Every activation buffer for N tokens, each obtained from alloc(dims): ensure_capacity()
+// allocates through it and activation_bytes() counts through it, so the two never disagree.
+template <class Alloc>
+void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc) {
+  const int64_t C = cfg.hidden_size, V = cfg.vocab_size, FF = cfg.intermediate_size;
+  const int64_t NH = cfg.num_attention_heads, QKV = cfg.qkv_dim(), AO = NH * cfg.head_dim;
+  const int64_t L = cfg.num_hidden_layers, chunk = std::min(opt.head_chunk, N);
   a.capacity = N;
   for (int64_t l = 0; l <= L; ++l) a.res.push_back(alloc({N, C}));
-  a.layer.resize(opt_.recompute ? 1 : size_t(L));
+  a.layer.resize(opt.recompute ? 1 : size_t(L));
   for (LayerActs& la : a.layer) {
     la = {alloc({N, C}), alloc({N}), alloc({N, QKV}), alloc({N, AO}), alloc({N, NH}),
           alloc({N, C}), alloc({N, C}), alloc({N}), alloc({N, 2 * FF}), alloc({N, FF})};
@@ -169,6 +175,18 @@ void LlamaModel::ensure_capacity(const Batch& batch) {
   a.datt = alloc({N, AO});
   a.dgu = alloc({N, 2 * FF});
   a.dh = alloc({N, FF});
+}
+
+int64_t LlamaModel::activation_bytes(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N) {
+  Acts a;
+  int64_t bytes = 0;
+  lay_out_acts(cfg, opt, N, a, [&](std::initializer_list<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    bytes += n * 4;
+    return Tensor();
+  });
+  return bytes;
 }
 
 // cos/sin (P, HS/2) of position × inv_freq in fp32, as HF LlamaRotaryEmbedding.

@@ -89,10 +89,16 @@ class LlamaModel {
   std::vector<ParamRef> grad_table() const;
   // Matmul weight count (excludes norms, biases and the embedding lookup) for FLOP counts (§9).
   int64_t num_matmul_params() const;
+  // Parameter count of a config, and the bytes of activation buffers forward_backward() allocates
+  // for a batch of N tokens (the memory check before training uses both).
+  static int64_t count_params(const LlamaConfig& cfg);
+  static int64_t activation_bytes(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N);
 
  private:
   struct Acts;
   void ensure_capacity(const Batch& batch);
+  template <class Alloc>
+  static void lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc);
   void prepare_rope(const Batch& batch);
   void layer_forward(int l, const Batch& batch, const SeqLayout& seqs, bool save);
   void layer_backward(int l, const Batch& batch, const SeqLayout& seqs);

@@ -25,6 +25,7 @@ struct TrainConfig {
   int64_t save_steps = 500;
   int64_t save_total_limit = 0;  // 0 = keep all
   std::string resume_from_checkpoint;
+  bool save_on_interrupt = true;  // SIGINT/SIGTERM: save a checkpoint, then exit
   // schedule
   double num_train_epochs = 3.0;
   int64_t max_steps = -1;

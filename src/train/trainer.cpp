@@ -14,6 +14,7 @@
 
 #include "io/hf_model.h"
 #include "io/safetensors.h"
+#include "train/interrupt.h"
 #include "train/metrics_log.h"
 #include "train/optimizer.h"
 #include "train/plot.h"
@@ -98,7 +99,9 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in) {
                           {"train_batch_size", cfg.per_device_train_batch_size}};
   };
   const std::string plot_path = (fs::path(cfg.output_dir) / "loss.svg").string();
+  int64_t last_saved = -1;
   auto save = [&](int64_t step) {
+    last_saved = step;
     const std::string dir = save_checkpoint(cfg.output_dir, step, model, opt, trainer_state(step), in.files);
     rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir);
     write_loss_plot(plot_path, logs.plot, cfg.output_dir);
@@ -213,6 +216,14 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in) {
     if ((cfg.save_strategy == "steps" && done % cfg.save_steps == 0 && done != total) ||
         (cfg.save_strategy == "epoch" && epoch_end && done != total))
       save(done);
+    // SIGINT/SIGTERM: the step is complete, so save it and stop; the same command resumes exactly.
+    if (cfg.save_on_interrupt && interrupt_signal() != 0 && done != total) {
+      logs.console.finish();
+      if (last_saved != done) save(done);
+      result.interrupted_by = interrupt_signal();
+      result.final_dir = (fs::path(cfg.output_dir) / fmt::format("checkpoint-{}", done)).string();
+      return result;
+    }
   }
   logs.console.finish();
   if (has_eval && (logs.plot.eval_loss.empty() || logs.plot.eval_loss.back().step != total)) run_eval(total);

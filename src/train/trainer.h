@@ -46,7 +46,8 @@ struct TrainResult {
   int64_t steps = 0;
   double final_loss = 0;
   std::vector<double> step_losses;  // per optimizer step, this process only
-  std::string final_dir;
+  std::string final_dir;   // output_dir, or the checkpoint written when interrupted
+  int interrupted_by = 0;  // the signal that stopped the run (save_on_interrupt), else 0
 };
 
 TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs inputs);

@@ -3,56 +3,13 @@
 // JSON keys; bad arguments fail with a clear message and a non-zero exit code.
 #include <gtest/gtest.h>
 
-#include <array>
-#include <cstdio>
-#include <filesystem>
-#include <fstream>
-#include <iterator>
-#include <unistd.h>
-#include <sys/wait.h>
-#include <string>
-
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
+#include "cli_test_util.h"
 #include "io/hf_model.h"
 
-namespace fs = std::filesystem;
-
-namespace {
-
-struct CmdResult {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-CmdResult run(const std::string& cmd) {
-  std::string out;
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), p)) out.append(buf.data(), n);
-  int status = pclose(p);
-  return {WEXITSTATUS(status), out};
-}
-
-std::string last_line(const std::string& s) {
-  size_t end = s.find_last_not_of('\n');
-  size_t start = s.rfind('\n', end);
-  return s.substr(start == std::string::npos ? 0 : start + 1, end - (start == std::string::npos ? 0 : start + 1) + 1);
-}
-
-const std::string kSft = SFT_BINARY;
-const std::string kRoot = SFT_SOURCE_DIR;
-const std::string kTokenizer = kRoot + "/assets/tokenizer/llama2";
-const std::string kPython = kRoot + "/.venv/bin/python";
-
-fs::path temp_dir(const std::string& name) {
-  fs::path d = fs::temp_directory_path() / ("sft_test_cli_" + name + "_" + std::to_string(::getpid()));
-  fs::remove_all(d);
-  return d;
-}
-
-}  // namespace
+using namespace cli_test;
 
 TEST(Init, WritesAnHfModelDirectory) {
   const fs::path out = temp_dir("init");
@@ -93,10 +50,7 @@ TEST(Init, SameSeedSameWeightsOtherSeedOtherWeights) {
                 dir.string() + " --seed " + std::to_string(seed));
     ASSERT_EQ(r.code, 0) << r.out;
   }
-  auto read = [](const fs::path& p) {
-    std::ifstream f(p / "model.safetensors", std::ios::binary);
-    return std::string(std::istreambuf_iterator<char>(f), {});
-  };
+  auto read = [](const fs::path& p) { return read_file(p / "model.safetensors"); };
   EXPECT_EQ(read(a), read(b));
   EXPECT_NE(read(a), read(c));
   for (auto& d : {a, b, c}) fs::remove_all(d);

@@ -1,0 +1,88 @@
+// Memory plan of a training run and the check against free memory (see memory_check.h).
+#include "train/memory_check.h"
+
+#include <fstream>
+#include <sstream>
+
+#include <fmt/format.h>
+
+namespace sft {
+
+MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens, bool bf16) {
+  MemoryPlan p;
+  p.params = LlamaModel::count_params(cfg);
+  p.weights = p.grads = 4 * p.params;
+  p.optimizer = 8 * p.params;
+  p.weight_copies = bf16 ? 2 * p.params : 0;  // upper bound: the CPU backend rounds matmul weights once per pass
+  p.max_tokens = max_tokens;
+  p.activations = max_tokens > 0 ? LlamaModel::activation_bytes(cfg, opt, max_tokens) : 0;
+  return p;
+}
+
+namespace {
+
+int64_t read_int_file(const std::string& path) {  // -1 when absent or "max"
+  std::ifstream f(path);
+  std::string s;
+  if (!(f >> s) || s == "max") return -1;
+  try {
+    return std::stoll(s);
+  } catch (...) {  // not a number: treat as no limit
+    return -1;
+  }
+}
+
+std::string human(int64_t bytes) {
+  const double b = double(bytes);
+  if (b >= 1024.0 * 1024 * 1024) return fmt::format("{:.1f} GiB", b / (1024.0 * 1024 * 1024));
+  return fmt::format("{:.1f} MiB", b / (1024.0 * 1024));
+}
+
+}  // namespace
+
+int64_t available_memory_bytes() {
+  int64_t avail = -1;
+  std::ifstream mi("/proc/meminfo");
+  for (std::string line; std::getline(mi, line);) {
+    if (line.rfind("MemAvailable:", 0) == 0) {
+      std::istringstream ss(line.substr(13));
+      int64_t kb = 0;
+      if (ss >> kb) avail = kb * 1024;
+    }
+  }
+  // cgroup v2, then v1: a container's limit is often far below the host's free memory.
+  int64_t limit = read_int_file("/sys/fs/cgroup/memory.max"), used = read_int_file("/sys/fs/cgroup/memory.current");
+  if (limit < 0) {
+    limit = read_int_file("/sys/fs/cgroup/memory/memory.limit_in_bytes");
+    used = read_int_file("/sys/fs/cgroup/memory/memory.usage_in_bytes");
+    if (limit >= (int64_t(1) << 60)) limit = -1;  // v1 reports "no limit" as a huge number
+  }
+  if (limit > 0 && used >= 0) {
+    const int64_t room = std::max<int64_t>(0, limit - used);
+    avail = avail < 0 ? room : std::min(avail, room);
+  }
+  return avail;
+}
+
+std::string describe(const MemoryPlan& p) {
+  std::string s = fmt::format("weights {}, gradients {}, AdamW moments {}", human(p.weights), human(p.grads),
+                              human(p.optimizer));
+  if (p.weight_copies) s += fmt::format(", bf16 weight copies {}", human(p.weight_copies));
+  s += fmt::format(", activations {} for {} tokens per micro-batch = {}", human(p.activations), p.max_tokens,
+                   human(p.total()));
+  return s;
+}
+
+void check_memory_fits(const MemoryPlan& p, int64_t available, int64_t batch_size, int64_t seq_len, bool recompute) {
+  if (available < 0 || p.total() <= available) return;
+  std::string fix = fmt::format("lower --per_device_train_batch_size (now {}) or --model_max_length (now {})",
+                                batch_size, seq_len);
+  if (!recompute) fix += ", or turn on --gradient_checkpointing True";
+  if (p.weights + p.grads + p.optimizer > available)
+    fix = "the model's weights, gradients and AdamW moments alone do not fit: use a smaller model or a machine "
+          "with more memory";
+  fail("train", "not enough memory: this run needs about {} ({}), but only {} is available. {}", human(p.total()),
+       describe(p), human(available), fix);
+}
+
+}  // namespace sft

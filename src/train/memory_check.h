@@ -1,0 +1,38 @@
+// The memory check before training: what a run will hold (fp32 weights, gradients, AdamW moments,
+// the backend's bf16 weight copies, activations for the largest micro-batch) against what the
+// machine (or its cgroup) has free, so that a batch that cannot fit fails in seconds with what to
+// reduce instead of being OOM-killed mid-run. Sizes come from LlamaModel's own allocation plan.
+#pragma once
+#include <cstdint>
+#include <string>
+
+#include "model/llama.h"
+
+namespace sft {
+
+struct MemoryPlan {
+  int64_t params = 0;            // parameter count
+  int64_t weights = 0;           // bytes: fp32 master weights
+  int64_t grads = 0;             //        fp32 gradients
+  int64_t optimizer = 0;         //        AdamW m and v (fp32)
+  int64_t weight_copies = 0;     //        bf16 matmul operands kept per pass (bf16 only)
+  int64_t activations = 0;       //        activation buffers for max_tokens (LlamaModel::activation_bytes)
+  int64_t max_tokens = 0;        // N = B*T of the largest micro-batch
+  int64_t total() const { return weights + grads + optimizer + weight_copies + activations; }
+};
+
+MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens, bool bf16);
+
+// Bytes this process can still take: MemAvailable from /proc/meminfo, capped by the cgroup v2
+// (memory.max - memory.current) or v1 limit when one is set; -1 when unknown.
+int64_t available_memory_bytes();
+
+// One line per part, e.g. "weights 64.0 MiB, gradients 64.0 MiB, ... = 1.2 GiB".
+std::string describe(const MemoryPlan& plan);
+
+// An sft::Error when plan.total() exceeds `available` (skipped when available < 0), naming the
+// parts and what to reduce (batch size, model_max_length, gradient checkpointing).
+void check_memory_fits(const MemoryPlan& plan, int64_t available, int64_t batch_size, int64_t seq_len,
+                       bool recompute);
+
+}  // namespace sft
