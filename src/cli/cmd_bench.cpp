@@ -66,6 +66,9 @@ int run_bench(int argc, char** argv) {
   app.add_option("--peak_gflops", peak_gflops,
                  "peak for MFU (default: 780 bf16 / 420 fp32, the 2-core AVX-512 peaks measured here)");
   app.add_option("--device", device, "cpu | cuda")->capture_default_str();
+  int64_t batch_size = 0, seq_len = 0;
+  app.add_option("--batch_size", batch_size, "rows per step (default: the preset's)");
+  app.add_option("--seq_len", seq_len, "tokens per row (default: the preset's)");
   app.add_flag("--gradient_checkpointing", recompute, "recompute each layer's activations in backward");
   app.add_flag("--profile", profile, "print time per op (each op timed separately; slows the run a little)");
   app.add_flag("--json", json, "print one JSON object as the last line");
@@ -77,7 +80,9 @@ int run_bench(int argc, char** argv) {
   if (threads > 0) omp_set_num_threads(threads);
   if (peak_gflops <= 0) peak_gflops = dtype == "bf16" ? 780.0 : 420.0;
 
-  const Preset preset = get_preset(preset_name);
+  Preset preset = get_preset(preset_name);
+  if (batch_size > 0) preset.batch = batch_size;  // e.g. the shapes of a training run, to compare
+  if (seq_len > 0) preset.seq_len = seq_len;
   std::unique_ptr<Backend> backend = create_backend(device);
   ProfilingBackend* profiler = nullptr;
   if (profile) {
