@@ -41,6 +41,21 @@ TEST(MemoryCheck, PlanMatchesTheModel) {
   EXPECT_EQ(p.total(), p.weights + p.grads + p.optimizer + p.weight_copies + p.activations);
 }
 
+// With recompute, one more layer costs only its checkpoint (the layer input, (N, C) fp32); without,
+// it costs all of its saved activations.
+TEST(MemoryCheck, RecomputeGrowsOnlyByTheLayerCheckpoints) {
+  LlamaConfig cfg = get_preset("small").config;
+  const int64_t N = 2048, C = cfg.hidden_size;
+  auto bytes = [&](int64_t layers, bool recompute) {
+    LlamaConfig c = cfg;
+    c.num_hidden_layers = layers;
+    return LlamaModel::activation_bytes(c, {.recompute = recompute}, N);
+  };
+  EXPECT_EQ(bytes(9, true) - bytes(8, true), N * C * 4);
+  EXPECT_EQ(bytes(32, true) - bytes(8, true), 24 * N * C * 4);
+  EXPECT_GT(bytes(9, false) - bytes(8, false), 8 * N * C * 4);
+}
+
 TEST(MemoryCheck, RefusesWhatDoesNotFitWithAdvice) {
   const MemoryPlan p = plan_training_memory(get_preset("small").config, {}, 16384, true);
   EXPECT_EQ(error_of(p, p.total(), false), "");
