@@ -1,9 +1,8 @@
-// CUDA FlashAttention (backend/cuda/attention_*.cu) against the plain CPU reference
-// (cpu::ref::attention_forward / attention_backward, double accumulation): out, lse and all of
-// dqkv for MHA, GQA and MQA, HS 64 and 128 (tensor cores with bf16 operands) and odd HS (FMA
-// kernels), packed rows of uneven lengths incl. 1 and 0, fp32 and bf16 operands. Inputs are fresh
-// random numbers each run (the seed is printed on failure); outputs are poisoned with NaN before
-// each launch. Skipped, saying why, when no CUDA device is usable (as on the build machines).
+// CUDA FlashAttention (backend/cuda/attention_*.cu) against the CPU reference (cpu::ref, double
+// accumulation): out, lse and all of dqkv for MHA/GQA/MQA, HS 64 and 128 (tensor cores with bf16
+// operands) and odd HS (FMA kernels), packed rows of uneven lengths incl. 1 and 0, fp32 and bf16.
+// Fresh random inputs each run (seed printed on failure), outputs poisoned with NaN before each
+// launch. Skipped, saying why, when no CUDA device is usable (as on the build machines).
 #include <gtest/gtest.h>
 
 #include <algorithm>

@@ -1,10 +1,8 @@
-// FlashAttention backward on the GPU (FlashAttention-2, Alg. 2): D = rowsum(dO ∘ O) first; then
-// one block per (key tile, kv head, sequence) keeps its K, V tile and the dK, dV accumulators
-// on chip and loops over the NH/NKV query heads of the group and their query tiles from the
-// diagonal on, recomputing P = 2^(S·c - lse·log2 e) per tile and dS = P ∘ (dP - D) · scale.
-// dK, dV are owned by one block (written once, deterministic); dQ gets a contribution from every
-// key tile, added with fp32 atomics into dqkv's q part (zeroed first) as FlashAttention-2 does: the
-// alternative, a second pass per query tile, would recompute S and dP (7 tile products instead of 5).
+// FlashAttention backward on the GPU (FlashAttention-2, Alg. 2): D = rowsum(dO ∘ O), then one block
+// per (key tile, kv head, sequence) keeps K, V, dK, dV on chip and loops over the group's query heads
+// and their query tiles from the diagonal on, recomputing P = 2^(S·c - lse·log2 e), dS = P∘(dP - D)·scale.
+// dK, dV are written once by their block (deterministic); dQ gets fp32 atomics from every key tile into
+// dqkv's q part (zeroed first), as FlashAttention-2 does: a second pass per query tile would redo S, dP.
 #include <algorithm>
 
 #include "backend/cuda/attention.cuh"
