@@ -1,6 +1,7 @@
 // The Backend interface: memory, GEMMs and the op table (forward + backward per op) that the model
-// calls. The CPU backend (backend/cpu/) implements it with oneDNN + OpenMP/AVX-512 kernels; a CUDA
-// backend will implement the same table. Model code never sees which backend runs.
+// calls. The CPU backend (backend/cpu/) implements it with oneDNN + OpenMP/AVX-512 kernels, the
+// CUDA backend (backend/cuda/) with cuBLASLt + CUDA kernels. Model code never sees which backend
+// runs; it reads and writes backend memory from the host only through copy() (host_access.h).
 //
 // Dimension letters used in every shape comment in the project:
 //   B batch rows, T tokens per row, N = B*T flattened tokens, C model dim, V vocab,
@@ -20,7 +21,7 @@ namespace sft {
 
 // Variable-length sequences packed into the N flattened tokens of a batch: sequence s occupies
 // tokens [cu_seqlens[s], cu_seqlens[s+1]). Attention is causal within a sequence and never
-// crosses a boundary. Host memory (the CPU backend reads it directly).
+// crosses a boundary. Host memory (a GPU backend copies it to the device itself).
 struct SeqLayout {
   const int32_t* cu_seqlens = nullptr;  // (S + 1), cu_seqlens[0] = 0, cu_seqlens[S] = N
   int num_seqs = 0;                     // S
@@ -41,8 +42,21 @@ class Backend {
   // ---- memory ----
   virtual void* alloc(size_t bytes) = 0;  // zero-filled, 64-byte aligned
   virtual void dealloc(void* ptr) = 0;
+  // Any direction between host memory and this backend's memory; complete on return when either
+  // side is host memory.
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(Tensor t) = 0;
+
+  // ---- device control and facts (the defaults suit a synchronous host backend) ----
+  // Ops may run asynchronously; this waits for all of them (for timing).
+  virtual void synchronize() {}
+  // "cpu", or the GPU's name, compute capability and memory, for reports.
+  virtual std::string device_description() const { return name(); }
+  // High-water mark of device memory this backend held (allocations and its own scratch),
+  // 0 when not tracked (the CPU backend: see the process's peak RSS instead).
+  virtual size_t peak_memory_bytes() const { return 0; }
+  // TF32 tensor-core math for fp32 GEMMs (--tf32 True); no effect where there is none.
+  virtual void set_tf32(bool) {}
 
   // GEMM operand precision: f32, or bf16 (operands rounded to bf16, fp32 accumulation and
   // fp32 outputs). Weights stay fp32 in memory either way (master copy).
@@ -114,7 +128,11 @@ class Backend {
   virtual bool all_finite(Tensor x) = 0;
 };
 
-// "cpu" (always built) or "cuda" (a clear error until the CUDA backend exists).
+// "cpu" (always built) or "cuda" (a clear error when this build has no CUDA backend or no usable
+// GPU is present).
 std::unique_ptr<Backend> create_backend(const std::string& name);
+// "" when create_backend("cuda") can work here, else the reason (no CUDA backend in this build,
+// no GPU, driver too old, compute capability below 8.0). Tests skip GPU checks on it.
+std::string cuda_unavailable_reason();
 
 }  // namespace sft

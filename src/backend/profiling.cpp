@@ -11,15 +11,21 @@ namespace sft {
 
 template <typename F>
 auto ProfilingBackend::timed(const char* op, F&& f) {
+  inner_->synchronize();
   const auto t0 = std::chrono::steady_clock::now();
   struct Done {  // adds the time on every exit path, including for value-returning ops
+    Backend& be;
     Stat& s;
     std::chrono::steady_clock::time_point t0;
     ~Done() {
+      try {
+        be.synchronize();
+      } catch (...) {  // a device fault: the next op (outside a destructor) reports it
+      }
       s.seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
       ++s.calls;
     }
-  } done{stats_[op], t0};
+  } done{*inner_, stats_[op], t0};
   return f();
 }
 

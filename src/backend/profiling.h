@@ -1,6 +1,7 @@
 // ProfilingBackend: a Backend decorator that forwards every op to another backend and adds up
-// wall time and call counts per op, for `sft bench --profile`. Ops are synchronous on the CPU;
-// an asynchronous backend would need a sync per op here (it makes profiles, not fast runs).
+// wall time and call counts per op, for `sft bench --profile`. Each op is bracketed by
+// synchronize() so that an asynchronous (GPU) backend's time lands on the op that spent it; that
+// makes profiles, not fast runs.
 #pragma once
 #include <map>
 #include <string>
@@ -17,6 +18,10 @@ class ProfilingBackend final : public Backend {
   // A table of ops by total time, with calls and share of the total; then resets the counters.
   std::string report_and_reset();
 
+  void synchronize() override { inner_->synchronize(); }
+  std::string device_description() const override { return inner_->device_description(); }
+  size_t peak_memory_bytes() const override { return inner_->peak_memory_bytes(); }
+  void set_tf32(bool on) override { inner_->set_tf32(on); }
   void* alloc(size_t bytes) override { return inner_->alloc(bytes); }
   void dealloc(void* ptr) override { inner_->dealloc(ptr); }
   void copy(void* dst, const void* src, size_t bytes) override;

@@ -1,16 +1,35 @@
-// create_backend(): the one place that maps a device name to a Backend implementation.
-// CUDA is not built yet: asking for it is a clear error rather than a silent CPU fallback.
+// create_backend(): the one place that maps a device name to a Backend implementation. The CUDA
+// backend exists only in builds configured with nvcc (SFT_HAVE_CUDA, set by CMake for this file
+// alone); otherwise asking for it is a clear error rather than a silent CPU fallback.
 #include "backend/backend.h"
 #include "backend/cpu/backend_cpu.h"
+#ifdef SFT_HAVE_CUDA
+#include "backend/cuda/create.h"
+#endif
+#ifndef SFT_NO_CUDA_REASON
+#define SFT_NO_CUDA_REASON "it was configured without one"
+#endif
 
 namespace sft {
 
 std::unique_ptr<Backend> create_backend(const std::string& name) {
   if (name == "cpu") return std::make_unique<CpuBackend>();
+#ifdef SFT_HAVE_CUDA
+  if (name == "cuda") return create_cuda_backend();
+#else
   if (name == "cuda")
-    fail("backend", "--device cuda: this build has no CUDA backend (it is not implemented yet); "
-                    "use --device cpu");
+    fail("backend", "--device cuda: this build has no CUDA backend ({}); install the CUDA toolkit and rebuild "
+                    "(cmake -DSFT_CUDA=ON), or use --device cpu", SFT_NO_CUDA_REASON);
+#endif
   fail("backend", "unknown device '{}', expected 'cpu' or 'cuda'", name);
+}
+
+std::string cuda_unavailable_reason() {
+#ifdef SFT_HAVE_CUDA
+  return cuda_probe();
+#else
+  return std::string("this build has no CUDA backend (") + SFT_NO_CUDA_REASON + ")";
+#endif
 }
 
 }  // namespace sft

@@ -1,6 +1,8 @@
 // `sft bench`: times full training steps (forward, backward, AdamW) of a preset model on random
 // tokens and reports tokens/s, achieved GFLOP/s and MFU (FLOPs per token = 6·N + 12·L·d·T,
-// design.md §9) and peak RSS. --json puts one JSON object on the last line.
+// design.md §9) and peak RSS; on --device cuda also the GPU and its peak memory (the backend's
+// high-water mark), with MFU against the H100/H200 dense peak. --json puts one JSON object on the
+// last line.
 #include <sys/resource.h>
 #include <omp.h>
 
@@ -9,6 +11,7 @@
 #include <cstdio>
 #include <random>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "backend/backend.h"
@@ -56,7 +59,7 @@ int run_bench(int argc, char** argv) {
   std::string preset_name = "tiny", dtype = "bf16", device = "cpu";
   int steps = 5, warmup = 1, threads = 0;
   double peak_gflops = 0.0;
-  bool json = false, recompute = false, profile = false;
+  bool json = false, recompute = false, profile = false, tf32 = false;
   app.add_option("--preset", preset_name, "tiny | small | base | 1b")->capture_default_str();
   app.add_option("--dtype", dtype, "GEMM precision: fp32 | bf16")->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
@@ -64,12 +67,14 @@ int run_bench(int argc, char** argv) {
   app.add_option("--warmup", warmup, "untimed steps first")->capture_default_str();
   app.add_option("--threads", threads, "OpenMP threads (0 = all cores)")->capture_default_str();
   app.add_option("--peak_gflops", peak_gflops,
-                 "peak for MFU (default: 780 bf16 / 420 fp32, the 2-core AVX-512 peaks measured here)");
+                 "peak for MFU (default: cpu 780 bf16 / 420 fp32, the 2-core AVX-512 peaks measured here; "
+                 "cuda 989000 bf16, 494500 tf32, 67000 fp32, H100/H200 SXM dense)");
   app.add_option("--device", device, "cpu | cuda")->capture_default_str();
   int64_t batch_size = 0, seq_len = 0;
   app.add_option("--batch_size", batch_size, "rows per step (default: the preset's)");
   app.add_option("--seq_len", seq_len, "tokens per row (default: the preset's)");
   app.add_flag("--gradient_checkpointing", recompute, "recompute each layer's activations in backward");
+  app.add_flag("--tf32", tf32, "TF32 tensor cores for fp32 GEMMs (GPU only)");
   app.add_flag("--profile", profile, "print time per op (each op timed separately; slows the run a little)");
   app.add_flag("--json", json, "print one JSON object as the last line");
   try {
@@ -78,7 +83,9 @@ int run_bench(int argc, char** argv) {
     return app.exit(e);
   }
   if (threads > 0) omp_set_num_threads(threads);
-  if (peak_gflops <= 0) peak_gflops = dtype == "bf16" ? 780.0 : 420.0;
+  const bool gpu = device == "cuda";
+  if (peak_gflops <= 0)
+    peak_gflops = gpu ? (dtype == "bf16" ? 989000.0 : tf32 ? 494500.0 : 67000.0) : (dtype == "bf16" ? 780.0 : 420.0);
 
   Preset preset = get_preset(preset_name);
   if (batch_size > 0) preset.batch = batch_size;  // e.g. the shapes of a training run, to compare
@@ -91,6 +98,7 @@ int run_bench(int argc, char** argv) {
     backend = std::move(wrapped);
   }
   backend->set_matmul_dtype(dtype == "bf16" ? DType::bf16 : DType::f32);
+  backend->set_tf32(tf32);
   LlamaModel model(preset.config, *backend, ModelOptions{.recompute = recompute});
   init_weights(model, 1234);
   AdamW opt(model, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.0f});
@@ -100,15 +108,18 @@ int run_bench(int argc, char** argv) {
   const LlamaConfig& c = preset.config;
   const double flops_per_token = 6.0 * double(model.num_matmul_params()) +
                                  12.0 * double(c.num_hidden_layers) * double(c.hidden_size) * double(preset.seq_len);
-  std::printf("sft bench: preset %s (%.1fM params), dtype %s, B=%ld T=%ld, %d threads%s\n",
-              preset.name.c_str(), double(model.num_params()) / 1e6, dtype.c_str(), long(preset.batch),
-              long(preset.seq_len), omp_get_max_threads(), recompute ? ", gradient checkpointing" : "");
+  std::printf("sft bench: preset %s (%.1fM params), dtype %s%s, B=%ld T=%ld, %s%s\n", preset.name.c_str(),
+              double(model.num_params()) / 1e6, dtype.c_str(), tf32 && dtype == "fp32" ? " (tf32)" : "",
+              long(preset.batch), long(preset.seq_len),
+              gpu ? backend->device_description().c_str() : fmt::format("{} threads", omp_get_max_threads()).c_str(),
+              recompute ? ", gradient checkpointing" : "");
   double total_s = 0.0, loss = 0.0;
   for (int s = 0; s < warmup + steps; ++s) {
     auto t0 = std::chrono::steady_clock::now();
     model.zero_grad();
     loss = model.forward_backward(batch, loss_scale) * loss_scale;
     opt.step(1e-4f);
+    backend->synchronize();  // GPU ops are asynchronous: the step ends when they are done
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) total_s += dt;
     if (profiler && s + 1 == warmup) profiler->report_and_reset();  // drop the warmup steps
@@ -118,13 +129,24 @@ int run_bench(int argc, char** argv) {
   const double tokens_per_s = double(batch.num_tokens()) * steps / total_s;
   const double gflops = tokens_per_s * flops_per_token / 1e9;
   const double mfu = gflops / peak_gflops;
-  std::printf("tokens/s %.1f | %.1f GFLOP/s | MFU %.1f%% of %.0f GFLOP/s | peak RSS %.0f MB\n", tokens_per_s,
-              gflops, 100.0 * mfu, peak_gflops, peak_rss_mb());
+  const double peak_gpu_mb = double(backend->peak_memory_bytes()) / (1024.0 * 1024.0);
+  std::printf("tokens/s %.1f | %.1f GFLOP/s | MFU %.1f%% of %.0f GFLOP/s | peak RSS %.0f MB%s\n", tokens_per_s,
+              gflops, 100.0 * mfu, peak_gflops, peak_rss_mb(),
+              gpu ? fmt::format(" | peak GPU memory {:.0f} MiB", peak_gpu_mb).c_str() : "");
   if (json) {
     nlohmann::json j = {{"preset", preset.name}, {"dtype", dtype},     {"tokens_per_s", tokens_per_s},
                         {"gflops", gflops},      {"mfu", mfu},         {"peak_rss_mb", peak_rss_mb()},
                         {"impl", "sft"},         {"threads", omp_get_max_threads()},
                         {"gradient_checkpointing", recompute}};
+    if (gpu) {
+      j["device"] = "cuda";
+      j["gpu"] = backend->device_description();
+      j["peak_gpu_mb"] = peak_gpu_mb;
+      j["batch"] = preset.batch;
+      j["seq_len"] = preset.seq_len;
+      j["tf32"] = tf32;
+      j["peak_gflops"] = peak_gflops;
+    }
     std::printf("%s\n", j.dump().c_str());
   }
   return 0;

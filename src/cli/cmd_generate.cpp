@@ -17,7 +17,7 @@ namespace sft {
 
 int run_generate(int argc, char** argv) {
   CLI::App app{"sft generate: sample a chat reply from a model directory", "sft generate"};
-  std::string model_dir, prompt, system, template_name = "vicuna_v1.1", kind = "auto";
+  std::string model_dir, prompt, system, template_name = "vicuna_v1.1", kind = "auto", device = "cpu";
   SamplingParams sp;
   app.add_option("--model", model_dir, "HF model directory (e.g. a training output_dir)")->required();
   app.add_option("--prompt", prompt, "the user message")->required();
@@ -28,6 +28,7 @@ int run_generate(int argc, char** argv) {
   app.add_option("--top_p", sp.top_p, "nucleus sampling mass")->capture_default_str();
   app.add_option("--seed", sp.seed, "sampling seed")->capture_default_str();
   app.add_option("--tokenizer_kind", kind, "auto | sentencepiece | json")->capture_default_str();
+  app.add_option("--device", device, "cpu | cuda")->capture_default_str();
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -35,7 +36,7 @@ int run_generate(int argc, char** argv) {
   }
   SFT_CHECK(sp.temperature >= 0, "generate", "--temperature must be >= 0, got {}", sp.temperature);
   SFT_CHECK(sp.top_p > 0 && sp.top_p <= 1, "generate", "--top_p must be in (0, 1], got {}", sp.top_p);
-  auto backend = create_backend("cpu");
+  auto backend = create_backend(device);
   auto model = load_hf_model(model_dir, *backend);
   auto tok = load_tokenizer(model_dir, parse_tokenizer_kind(kind));
   const ChatTemplate& tmpl = find_template(template_name);

@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "backend/host_access.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
 
@@ -70,9 +71,10 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
   } cleanup{tmp};
   save_hf_model(model, tmp.string(), SaveOptions{.dtype = DType::f32});
   write_generation_config(model.config(), tmp.string());
+  const HostTensor m(model.backend(), optimizer.m(), true), v(model.backend(), optimizer.v(), true);
   write_safetensors((tmp / "optimizer.safetensors").string(),
-                    {SafetensorsWriteItem::from_tensor("exp_avg", optimizer.m()),
-                     SafetensorsWriteItem::from_tensor("exp_avg_sq", optimizer.v())},
+                    {SafetensorsWriteItem::from_tensor("exp_avg", m.host_view()),
+                     SafetensorsWriteItem::from_tensor("exp_avg_sq", v.host_view())},
                     {{"step", std::to_string(optimizer.steps_taken())}});
   write_file_atomic((tmp / "trainer_state.json").string(), trainer_state.dump(2));
   for (const std::string& f : files.extra_files) {

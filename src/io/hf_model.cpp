@@ -13,6 +13,7 @@
 #include <map>
 #include <set>
 
+#include "backend/host_access.h"
 #include "core/check.h"
 #include "io/safetensors.h"
 
@@ -173,9 +174,9 @@ void load_hf_weights(const std::string& dir, LlamaModel& model) {
   if (!parts.empty()) fail("hf_model", "{}: {}", dir, fmt::join(parts, "; "));
 
   for (const ParamRef& p : table) {
-    SFT_CHECK(p.view.device == Device::cpu, "hf_model", "{}: loading into {} memory is not supported yet", dir,
-              model.backend().name());
-    copy_to_f32(*w.tensors.at(p.hf_name), p.view.f32());
+    HostTensor host(model.backend(), p.view, false);  // the parameter itself on the CPU backend
+    copy_to_f32(*w.tensors.at(p.hf_name), host.f32());
+    host.store();
   }
 }
 
@@ -203,8 +204,6 @@ void save_hf_model(LlamaModel& model, const std::string& dir, const SaveOptions&
   std::vector<std::vector<const ParamRef*>> shards(1);
   uint64_t shard_bytes = 0, total_bytes = 0;
   for (const ParamRef& p : table) {
-    SFT_CHECK(p.view.device == Device::cpu, "hf_model", "{}: saving from {} memory is not supported yet", dir,
-              model.backend().name());
     const uint64_t nb = uint64_t(p.view.numel()) * dtype_size(dt);
     if (!shards.back().empty() && shard_bytes + nb > uint64_t(opt.max_shard_bytes)) {
       shards.emplace_back();
@@ -222,8 +221,11 @@ void save_hf_model(LlamaModel& model, const std::string& dir, const SaveOptions&
                                                 : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1,
                                                               shards.size());
     std::vector<SafetensorsWriteItem> items;
+    std::vector<HostTensor> host;  // device tensors staged one shard at a time (zero copy on the CPU)
+    host.reserve(shards[s].size());
     for (const ParamRef* p : shards[s]) {
-      items.push_back(SafetensorsWriteItem::from_tensor(p->hf_name, p->view));
+      const HostTensor& h = host.emplace_back(model.backend(), p->view, true);
+      items.push_back(SafetensorsWriteItem::from_tensor(p->hf_name, h.host_view()));
       weight_map[p->hf_name] = file;
     }
     write_safetensors((root / file).string(), items, {}, dt);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <numeric>
 
+#include "backend/host_access.h"
+
 namespace sft {
 
 Tensor Generator::alloc(std::initializer_list<int64_t> dims) {
@@ -32,12 +34,15 @@ Generator::Generator(LlamaModel& model, int64_t max_len) : model_(model), max_le
   const int64_t half = int64_t(inv_freq.size());
   cos_ = alloc({max_len, half});
   sin_ = alloc({max_len, half});
+  HostTensor cos(model.backend(), cos_, false), sin(model.backend(), sin_, false);
   for (int64_t p = 0; p < max_len; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const float angle = float(p) * inv_freq[size_t(i)];
-      cos_.f32()[p * half + i] = std::cos(angle);
-      sin_.f32()[p * half + i] = std::sin(angle);
+      cos.f32()[p * half + i] = std::cos(angle);
+      sin.f32()[p * half + i] = std::sin(angle);
     }
+  cos.store();
+  sin.store();
 }
 
 Generator::~Generator() {

@@ -4,6 +4,8 @@
 
 #include <random>
 
+#include "backend/host_access.h"
+
 namespace sft {
 
 void init_weights(LlamaModel& model, uint64_t seed) {
@@ -11,17 +13,19 @@ void init_weights(LlamaModel& model, uint64_t seed) {
   const auto& table = model.param_table();
   for (size_t i = 0; i < table.size(); ++i) {
     const ParamRef& p = table[i];
-    float* x = p.view.f32();
+    HostTensor host(model.backend(), p.view, false);  // the weights themselves on the CPU
+    float* x = host.f32();
     const int64_t n = p.view.numel();
     const bool is_norm = p.hf_name.find("norm") != std::string::npos;
     const bool is_bias = p.hf_name.ends_with(".bias");
     if (is_norm || is_bias) {
       for (int64_t j = 0; j < n; ++j) x[j] = is_norm ? 1.0f : 0.0f;
-      continue;
+    } else {
+      std::mt19937_64 rng(seed * 1000003u + i);
+      std::normal_distribution<float> dist(0.0f, std_dev);
+      for (int64_t j = 0; j < n; ++j) x[j] = dist(rng);
     }
-    std::mt19937_64 rng(seed * 1000003u + i);
-    std::normal_distribution<float> dist(0.0f, std_dev);
-    for (int64_t j = 0; j < n; ++j) x[j] = dist(rng);
+    host.store();
   }
 }
 

@@ -6,7 +6,10 @@
 #include "model/llama.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
+
+#include "backend/host_access.h"
 
 namespace sft {
 
@@ -35,7 +38,7 @@ struct LlamaModel::Acts {
   Tensor xf;                     // (N, C)  final norm output
   Tensor rstdf;                  // (N)
   Tensor logits;                 // (head_chunk, V)
-  Tensor losses;                 // (head_chunk)
+  Tensor losses;                 // (N)  per-row losses of the head, read by the host once per pass
   Tensor xf_rows;                // (N, C)  rows of xf that have a target (training head)
   Tensor dxf_rows;               // (N, C)
   // backward scratch
@@ -61,12 +64,12 @@ Tensor LlamaModel::alloc_f32(std::initializer_list<int64_t> dims) {
 }
 
 // Lay out every parameter in one flat buffer in HF order; the same offsets give the gradients.
-static void layout_weights(const LlamaConfig& c, float* base, Weights& w) {
+static void layout_weights(const LlamaConfig& c, float* base, Weights& w, Device dev = Device::cpu) {
   const int64_t C = c.hidden_size, V = c.vocab_size, FF = c.intermediate_size;
   const int64_t QKV = c.qkv_dim(), AO = c.num_attention_heads * c.head_dim;
   int64_t off = 0;
   auto take = [&](std::initializer_list<int64_t> dims) {
-    Tensor t(base + off, DType::f32, dims);
+    Tensor t(base + off, DType::f32, dims, dev);
     off += t.numel();
     return t;
   };
@@ -98,8 +101,8 @@ LlamaModel::LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions op
   const int64_t n = count_params(cfg_);
   params_ = alloc_f32({n});
   grads_ = alloc_f32({n});
-  layout_weights(cfg_, params_.f32(), w_);
-  layout_weights(cfg_, grads_.f32(), g_);
+  layout_weights(cfg_, params_.f32(), w_, be_.device());
+  layout_weights(cfg_, grads_.f32(), g_, be_.device());
   table_ = build_param_table(cfg_, w_);
 }
 
@@ -166,7 +169,7 @@ void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, i
   a.xf = alloc({N, C});
   a.rstdf = alloc({N});
   a.logits = alloc({chunk, V});
-  a.losses = alloc({chunk});
+  a.losses = alloc({N});
   a.xf_rows = alloc({N, C});
   a.dxf_rows = alloc({N, C});
   a.dres = alloc({N, C});
@@ -205,12 +208,15 @@ void LlamaModel::prepare_rope(const Batch& batch) {
     a.cos = alloc_f32({P, half});
     a.sin = alloc_f32({P, half});
   }
+  HostTensor cos(be_, a.cos, false), sin(be_, a.sin, false);
   for (int64_t p = 0; p < P; ++p)
     for (int64_t i = 0; i < half; ++i) {
       const float angle = float(p) * inv_freq[size_t(i)];
-      a.cos.f32()[p * half + i] = std::cos(angle);
-      a.sin.f32()[p * half + i] = std::sin(angle);
+      cos.f32()[p * half + i] = std::cos(angle);
+      sin.f32()[p * half + i] = std::sin(angle);
     }
+  cos.store();
+  sin.store();
   a.rope_positions = std::max(P, a.rope_positions);
   a.rope_seq_len = seq_len;
 }
@@ -219,6 +225,30 @@ static Tensor rows(const Tensor& t, int64_t n) {  // the first n rows of an (N, 
   Tensor r = t;
   r.shape[0] = n;
   return r;
+}
+
+static Tensor rows(const Tensor& t, int64_t start, int64_t n) {  // rows [start, start + n) of a 2-D buffer
+  return Tensor(t.f32() + start * t.dim(1), DType::f32, {n, t.dim(1)}, t.device);
+}
+
+// Σ of the first n per-row losses (in row order, in double), read through the host once.
+static double sum_losses(Backend& be, const Tensor& losses, int64_t n) {
+  const HostTensor l(be, rows(losses, n), true);
+  double sum = 0.0;
+  for (int64_t i = 0; i < n; ++i) sum += l.f32()[i];
+  return sum;
+}
+
+// Runs of consecutive values in idx as {first value, position in idx, length}: rows are gathered
+// and scattered one run (one copy) at a time.
+static std::vector<std::array<int64_t, 3>> index_runs(const std::vector<int64_t>& idx) {
+  std::vector<std::array<int64_t, 3>> runs;
+  for (size_t r = 0; r < idx.size(); ++r)
+    if (!runs.empty() && runs.back()[0] + runs.back()[2] == idx[r])
+      ++runs.back()[2];
+    else
+      runs.push_back({idx[r], int64_t(r), 1});
+  return runs;
 }
 
 void LlamaModel::layer_forward(int l, const Batch& batch, const SeqLayout& seqs, bool save) {
@@ -271,18 +301,17 @@ void LlamaModel::layer_backward(int l, const Batch& batch, const SeqLayout& seqs
 // Inference head: logits for every token in chunks, optional copy-out, loss sum over targets.
 double LlamaModel::head_forward(const Batch& batch, float* logits_out) {
   Acts& a = *acts_;
-  const int64_t N = batch.num_tokens(), V = cfg_.vocab_size, C = cfg_.hidden_size;
+  const int64_t N = batch.num_tokens(), V = cfg_.vocab_size;
   const int64_t chunk = a.logits.dim(0);
-  double loss = 0.0;
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {
     const int64_t n = std::min(chunk, N - n0);
-    Tensor x(a.xf.f32() + n0 * C, DType::f32, {n, C}), logits = rows(a.logits, n);
+    const Tensor x = rows(a.xf, n0, n), logits = rows(a.logits, n);
     be_.linear_forward(logits, x, w_.lm_head, Tensor(), false);
     if (logits_out) be_.copy(logits_out + n0 * V, logits.data, logits.nbytes());
-    be_.cross_entropy_forward(rows(a.losses, n), logits, batch.targets.data() + n0);
-    for (int64_t i = 0; i < n; ++i) loss += a.losses.f32()[i];
+    be_.cross_entropy_forward(Tensor(a.losses.f32() + n0, DType::f32, {n}, a.losses.device), logits,
+                              batch.targets.data() + n0);
   }
-  return loss;
+  return sum_losses(be_, a.losses, N);
 }
 
 // Training head: only rows with a target need logits (prompt and padding rows have zero loss
@@ -300,23 +329,22 @@ double LlamaModel::head_forward_backward(const Batch& batch, float loss_scale) {
       tgt.push_back(batch.targets[size_t(i)]);
     }
   const int64_t M = int64_t(idx.size());
-  for (int64_t r = 0; r < M; ++r)
-    be_.copy(a.xf_rows.f32() + r * C, a.xf.f32() + idx[size_t(r)] * C, size_t(C) * 4);
-  double loss = 0.0;
+  const auto runs = index_runs(idx);
+  for (const auto& [first, pos, len] : runs)
+    be_.copy(a.xf_rows.f32() + pos * C, a.xf.f32() + first * C, size_t(len * C) * 4);
   for (int64_t r0 = 0; r0 < M; r0 += chunk) {
     const int64_t n = std::min(chunk, M - r0);
-    Tensor x(a.xf_rows.f32() + r0 * C, DType::f32, {n, C}), dx(a.dxf_rows.f32() + r0 * C, DType::f32, {n, C});
-    Tensor logits = rows(a.logits, n);
+    const Tensor x = rows(a.xf_rows, r0, n), dx = rows(a.dxf_rows, r0, n), logits = rows(a.logits, n);
     be_.linear_forward(logits, x, w_.lm_head, Tensor(), false);
-    be_.cross_entropy_forward_backward(rows(a.losses, n), logits, tgt.data() + r0, loss_scale);
-    for (int64_t i = 0; i < n; ++i) loss += a.losses.f32()[i];
+    be_.cross_entropy_forward_backward(Tensor(a.losses.f32() + r0, DType::f32, {n}, a.losses.device), logits,
+                                       tgt.data() + r0, loss_scale);
     be_.linear_backward(dx, g_.lm_head, Tensor(), logits, x, w_.lm_head, false);  // logits now hold dlogits
   }
   Tensor dxf = rows(a.dxn, N);
   be_.fill_zero(dxf);
-  for (int64_t r = 0; r < M; ++r)
-    be_.copy(dxf.f32() + idx[size_t(r)] * C, a.dxf_rows.f32() + r * C, size_t(C) * 4);
-  return loss;
+  for (const auto& [first, pos, len] : runs)
+    be_.copy(dxf.f32() + first * C, a.dxf_rows.f32() + pos * C, size_t(len * C) * 4);
+  return sum_losses(be_, a.losses, M);
 }
 
 static SeqLayout seq_layout(const Batch& batch) {

@@ -13,7 +13,7 @@ namespace {
 Tensor row_slice(const Tensor& t, int64_t row0, int64_t rows) {
   int64_t row_elems = t.ndim == 2 ? t.shape[1] : 1;
   float* base = t.f32() + row0 * row_elems;
-  return t.ndim == 2 ? Tensor(base, DType::f32, {rows, t.shape[1]}) : Tensor(base, DType::f32, {rows});
+  return t.ndim == 2 ? Tensor(base, DType::f32, {rows, t.shape[1]}, t.device) : Tensor(base, DType::f32, {rows}, t.device);
 }
 
 }  // namespace

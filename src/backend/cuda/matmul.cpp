@@ -1,0 +1,214 @@
+// Linear layers on the GPU through cuBLASLt: out = x·wᵀ (+ b), dx = dout·w, dw += doutᵀ·x. The
+// row-major (rows, cols) buffers are column-major (cols, rows) to cuBLAS, so out (N, OC) is
+// C (OC, N) = op(w) · x with w transposed (TN), dx is NN and dw is NT; nothing is copied to
+// transpose. bf16 mode rounds the operands into bf16 scratch (weights once per pass, cached until
+// begin_pass()) and accumulates in fp32 with fp32 outputs; fp32 mode uses TF32 tensor cores only
+// when set_tf32(true). One plan (descriptors + heuristic algorithm) per shape and alignment.
+#include <cublasLt.h>
+
+#include <algorithm>
+#include <map>
+#include <tuple>
+#include <unordered_map>
+
+#include <fmt/format.h>
+
+#include "backend/cuda/backend_cuda.h"
+#include "backend/cuda/check.h"
+#include "backend/cuda/kernels.h"
+
+#define SFT_CUBLAS_CHECK(op, call)                                                                    \
+  do {                                                                                                \
+    const cublasStatus_t sft_st_ = (call);                                                            \
+    if (sft_st_ != CUBLAS_STATUS_SUCCESS)                                                             \
+      ::sft::cuda::fail_call(op, #call, __FILE__, __LINE__, cublasLtGetStatusString(sft_st_));        \
+  } while (0)
+
+namespace sft {
+
+namespace {
+
+constexpr size_t kWorkspaceBytes = size_t(32) << 20;  // cuBLASLt's recommendation for Hopper
+
+// The largest power of two (up to 256) that divides the address: cuBLASLt must only pick
+// algorithms that work at this alignment (its default assumes 256).
+uint32_t alignment(const void* p) {
+  const auto a = reinterpret_cast<uintptr_t>(p);
+  return uint32_t(std::min<uintptr_t>(a & (~a + 1), 256));
+}
+
+}  // namespace
+
+struct CudaBackend::Gemm {
+  // (transA, transB, m, n, k, lda, ldb, ldc, bf16, tf32, alignment of A, B, C)
+  using Key = std::tuple<bool, bool, int64_t, int64_t, int64_t, int64_t, int64_t, int64_t, bool, bool, uint32_t,
+                         uint32_t, uint32_t>;
+  struct Plan {
+    cublasLtMatmulDesc_t desc = nullptr;
+    cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
+    cublasLtMatmulAlgo_t algo{};
+  };
+  struct Buffer {
+    uint16_t* data = nullptr;
+    size_t capacity = 0;  // elements
+    bool valid = false;   // weights: holds the current pass's rounding
+  };
+
+  CudaBackend& be;
+  cublasLtHandle_t handle = nullptr;
+  void* workspace = nullptr;
+  std::map<Key, Plan> plans;
+  Buffer scratch[2];                                   // bf16 activation operands
+  std::unordered_map<const float*, Buffer> weights;   // bf16 copies of weights, by fp32 address
+
+  explicit Gemm(CudaBackend& backend) : be(backend) {
+    SFT_CUBLAS_CHECK("cublasLt", cublasLtCreate(&handle));
+    workspace = be.alloc_scratch(kWorkspaceBytes, "cuBLASLt workspace");
+  }
+  ~Gemm() {  // no throwing here: status codes are ignored on teardown
+    for (auto& [key, p] : plans) {
+      cublasLtMatrixLayoutDestroy(p.a);
+      cublasLtMatrixLayoutDestroy(p.b);
+      cublasLtMatrixLayoutDestroy(p.c);
+      cublasLtMatmulDescDestroy(p.desc);
+    }
+    for (Buffer& b : scratch) be.free_device(b.data);
+    for (auto& [ptr, b] : weights) be.free_device(b.data);
+    be.free_device(workspace);
+    if (handle) cublasLtDestroy(handle);
+  }
+
+  void ensure(Buffer& b, size_t n, const char* what) {
+    if (b.capacity >= n) return;
+    be.free_device(b.data);
+    b = Buffer{};
+    b.data = static_cast<uint16_t*>(be.alloc_scratch(n * sizeof(uint16_t), what));
+    b.capacity = n;
+  }
+
+  // The operand as the GEMM reads it: the fp32 data itself, or its bf16 rounding in scratch[slot].
+  const void* operand(const Tensor& t, DType dt, int slot) {
+    if (dt == DType::f32) return t.f32();
+    ensure(scratch[slot], size_t(t.numel()), "bf16 GEMM operand");
+    cuda::f32_to_bf16(scratch[slot].data, t.f32(), t.numel(), be.stream_);
+    return scratch[slot].data;
+  }
+
+  const void* weight(const Tensor& w, DType dt) {
+    if (dt == DType::f32) return w.f32();
+    Buffer& b = weights[w.f32()];
+    if (!b.valid || b.capacity != size_t(w.numel())) {
+      if (b.capacity != size_t(w.numel())) {
+        be.free_device(b.data);
+        b = Buffer{};
+        ensure(b, size_t(w.numel()), "bf16 weight copy");
+      }
+      cuda::f32_to_bf16(b.data, w.f32(), w.numel(), be.stream_);
+      b.valid = true;
+    }
+    return b.data;
+  }
+
+  Plan& plan(const Key& key, const char* op) {
+    auto it = plans.find(key);
+    if (it != plans.end()) return it->second;
+    const auto [ta, tb, m, n, k, lda, ldb, ldc, bf16, tf32, align_a, align_b, align_c] = key;
+    Plan p;
+    const cublasComputeType_t compute = !bf16 && tf32 ? CUBLAS_COMPUTE_32F_FAST_TF32 : CUBLAS_COMPUTE_32F;
+    SFT_CUBLAS_CHECK(op, cublasLtMatmulDescCreate(&p.desc, compute, CUDA_R_32F));
+    const cublasOperation_t op_a = ta ? CUBLAS_OP_T : CUBLAS_OP_N, op_b = tb ? CUBLAS_OP_T : CUBLAS_OP_N;
+    SFT_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSA, &op_a, sizeof(op_a)));
+    SFT_CUBLAS_CHECK(op, cublasLtMatmulDescSetAttribute(p.desc, CUBLASLT_MATMUL_DESC_TRANSB, &op_b, sizeof(op_b)));
+    const cudaDataType_t ab = bf16 ? CUDA_R_16BF : CUDA_R_32F;
+    // Stored shapes (column-major rows, cols) before op(): A is k x m when transposed, B is n x k.
+    SFT_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.a, ab, uint64_t(ta ? k : m), uint64_t(ta ? m : k), lda));
+    SFT_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.b, ab, uint64_t(tb ? n : k), uint64_t(tb ? k : n), ldb));
+    SFT_CUBLAS_CHECK(op, cublasLtMatrixLayoutCreate(&p.c, CUDA_R_32F, uint64_t(m), uint64_t(n), ldc));
+    cublasLtMatmulPreference_t pref = nullptr;
+    SFT_CUBLAS_CHECK(op, cublasLtMatmulPreferenceCreate(&pref));
+    const uint64_t ws = kWorkspaceBytes;
+    SFT_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MAX_WORKSPACE_BYTES, &ws,
+                                                              sizeof(ws)));
+    const std::pair<cublasLtMatmulPreferenceAttributes_t, uint32_t> aligns[] = {
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_A_BYTES, align_a},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_B_BYTES, align_b},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_C_BYTES, align_c},
+        {CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES, align_c}};
+    for (const auto& [attr, value] : aligns)
+      SFT_CUBLAS_CHECK(op, cublasLtMatmulPreferenceSetAttribute(pref, attr, &value, sizeof(value)));
+    cublasLtMatmulHeuristicResult_t result{};
+    int found = 0;
+    const cublasStatus_t st =
+        cublasLtMatmulAlgoGetHeuristic(handle, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    cublasLtMatmulPreferenceDestroy(pref);
+    if (st != CUBLAS_STATUS_SUCCESS || found == 0)
+      fail("cuda", "{}: cuBLASLt has no algorithm for {}{} m={} n={} k={} ({}{}, alignments {}/{}/{}): {}", op,
+           ta ? "T" : "N", tb ? "T" : "N", m, n, k, bf16 ? "bf16" : "fp32", !bf16 && tf32 ? " tf32" : "", align_a,
+           align_b, align_c, st != CUBLAS_STATUS_SUCCESS ? cublasLtGetStatusString(st) : "none found");
+    p.algo = result.algo;
+    return plans.emplace(key, p).first->second;
+  }
+
+  // C (m, n) = / += op(A) (m, k) · op(B) (k, n), column-major, fp32 C; beta 0 or 1.
+  void run(bool ta, bool tb, int64_t m, int64_t n, int64_t k, const void* A, int64_t lda, const void* B,
+           int64_t ldb, float* C, int64_t ldc, bool accumulate, DType dt, bool tf32, const char* op) {
+    if (m == 0 || n == 0) return;
+    if (k == 0) {  // an empty sum: C = 0 (or unchanged)
+      if (!accumulate) SFT_CUDA_CHECK(op, cudaMemset2DAsync(C, size_t(ldc) * 4, 0, size_t(m) * 4, size_t(n), be.stream_));
+      return;
+    }
+    const Key key{ta, tb, m, n, k, lda, ldb, ldc, dt == DType::bf16, tf32, alignment(A), alignment(B), alignment(C)};
+    Plan& p = plan(key, op);
+    const float alpha = 1.0f, beta = accumulate ? 1.0f : 0.0f;
+    SFT_CUBLAS_CHECK(op, cublasLtMatmul(handle, p.desc, &alpha, A, p.a, B, p.b, &beta, C, p.c, C, p.c, &p.algo,
+                                        workspace, kWorkspaceBytes, be.stream_));
+  }
+};
+
+void CudaBackend::create_gemm() { gemm_.reset(new Gemm(*this)); }
+void CudaBackend::GemmDeleter::operator()(Gemm* g) const { delete g; }
+
+void CudaBackend::forget_weights(const void* begin, size_t bytes) {
+  const auto* lo = static_cast<const char*>(begin);
+  for (auto it = gemm_->weights.begin(); it != gemm_->weights.end();) {
+    const auto* p = reinterpret_cast<const char*>(it->first);
+    if (p >= lo && p < lo + bytes) {
+      free_device(it->second.data);
+      it = gemm_->weights.erase(it);
+    } else {
+      ++it;
+    }
+  }
+}
+
+void CudaBackend::begin_pass() {
+  for (auto& [ptr, b] : gemm_->weights) b.valid = false;
+}
+
+void CudaBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
+  const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
+  SFT_ASSERT(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC));
+  const void* a = gemm_->weight(w, matmul_dtype_);
+  const void* b = gemm_->operand(x, matmul_dtype_, 0);
+  // outᵀ (OC, N) = wᵀ-stored (IC, OC) transposed · xᵀ (IC, N)
+  gemm_->run(true, false, OC, N, IC, a, IC, b, IC, out.f32(), OC, accumulate, matmul_dtype_, tf32_, "linear_forward");
+  if (!bias.empty()) cuda::add_bias(out.f32(), bias.f32(), N, OC, stream_);
+}
+
+void CudaBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
+                                  bool accumulate_dx) {
+  const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
+  SFT_ASSERT(w.dim(1) == IC && dout.numel() == N * OC && dw.numel() == OC * IC);
+  const void* g = gemm_->operand(dout, matmul_dtype_, 0);  // doutᵀ (OC, N), used by both GEMMs
+  if (!dx.empty()) {  // dxᵀ (IC, N) = w-stored (IC, OC) · doutᵀ (OC, N)
+    const void* a = gemm_->weight(w, matmul_dtype_);
+    gemm_->run(false, false, IC, N, OC, a, IC, g, OC, dx.f32(), IC, accumulate_dx, matmul_dtype_, tf32_,
+               "linear_backward (dx)");
+  }
+  // dwᵀ (IC, OC) += xᵀ (IC, N) · (doutᵀ (OC, N))ᵀ
+  const void* xa = gemm_->operand(x, matmul_dtype_, 1);
+  gemm_->run(false, true, IC, OC, N, xa, IC, g, OC, dw.f32(), IC, true, matmul_dtype_, tf32_, "linear_backward (dw)");
+  if (!dbias.empty()) cuda::bias_backward(dbias.f32(), dout.f32(), N, OC, stream_);
+}
+
+}  // namespace sft
