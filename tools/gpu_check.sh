@@ -1,0 +1,135 @@
+#!/usr/bin/env bash
+# The one GPU check of the CUDA backend (issue 5), in two halves:
+#
+#   tools/gpu_check.sh pack [BUILD_DIR]   here, on a build machine (no GPU needed): builds sft and
+#       test_cuda in BUILD_DIR (default build-cuda), generates the HF parity fixtures, and packs
+#       into BUILD_DIR/carry/ the stripped binaries, the shared libraries they need that a GPU image
+#       may lack (oneDNN, SentencePiece, yaml-cpp, fmt, PCRE2, libgomp) and the fixtures.
+#   tools/gpu_check.sh run [CARRY_DIR]    on the lent GPU machine (nvcc 13, python3 with torch and
+#       transformers, but none of the Debian -dev packages sft builds against, so nothing is built
+#       there): runs test_cuda, `sft bench --device cuda` on presets base and 1b with and without
+#       --gradient_checkpointing, the HF/PyTorch baseline (bench/pytorch_baseline.py) on the same
+#       shapes, and prints one summary table last. Logs and JSON go to $OUT (or /tmp/gpu_check).
+#
+# With the device tool:  run(command="tools/gpu_check.sh run build-cuda/carry",
+#                            carry=["build-cuda/carry"], timeout_s=540)
+# Budget: about 6 minutes on an H200 (each step has its own timeout; a failing step is recorded
+# and the rest still run).
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+mode=${1:-run}
+
+pack() {
+  local build=${1:-$root/build-cuda}
+  set -e
+  cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSFT_CUDA=ON >/dev/null
+  cmake --build "$build" -j"$(nproc)" --target sft test_cuda test_model
+  # The parity fixtures (tools/make_reference.py through the test venv) are made by test_model.
+  "$build/test_model" --gtest_filter='HF/Parity.Fp32LogitsLossGrads/mha_untied' >/dev/null
+  local fx="$build/tests/fixtures/generated/parity"
+  [[ -f "$fx/stamp" ]] || { echo "gpu_check pack: no parity fixtures in $fx" >&2; exit 1; }
+  local carry="$build/carry"
+  rm -rf "$carry" && mkdir -p "$carry/stage/lib"
+  cp "$build/sft" "$build/test_cuda" "$carry/stage/"
+  strip --strip-debug "$carry/stage/sft" "$carry/stage/test_cuda"
+  # Libraries outside glibc, the GCC runtime (the GPU image's is newer, and its Python needs that
+  # one) and the CUDA toolkit (the GPU machine has its own libcublasLt.so.13).
+  ldd "$build/sft" "$build/test_cuda" | awk '/=> \//{print $3}' | sort -u |
+    grep -Ev '/(libc|libm|libpthread|libdl|librt|ld-linux[^/]*|libstdc\+\+|libgcc_s|libcublas[^/]*|libcuda[^/]*)\.so' |
+    while read -r lib; do cp -L "$lib" "$carry/stage/lib/"; done
+  cp -r "$fx" "$carry/stage/parity"
+  tar -C "$carry/stage" -cJf "$carry/sft-gpu.tar.xz" .
+  rm -rf "$carry/stage"
+  du -h "$carry/sft-gpu.tar.xz"
+}
+
+run() {
+  local carry=${1:-$root/build-cuda/carry}
+  local out=${OUT:-/tmp/gpu_check}
+  local work=/tmp/sft-gpu
+  mkdir -p "$out" "$work"
+  tar -C "$work" -xJf "$carry/sft-gpu.tar.xz" || { echo "gpu_check: cannot unpack $carry/sft-gpu.tar.xz" >&2; exit 1; }
+  # cuBLASLt: the toolkit's, else the one in PyTorch's nvidia-cublas wheel.
+  local cublas_dir=""
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
+           "$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null)"; do
+    [[ -n "$d" && -e "$d/libcublasLt.so.13" ]] && { cublas_dir=$d; break; }
+  done
+  # Only sft's processes see the carried libraries (python3 keeps its own).
+  local libs="$work/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+  local sft=(env LD_LIBRARY_PATH="$libs" SFT_PARITY_FIXTURES="$work/parity" "$work/sft")
+  local test_cuda=(env LD_LIBRARY_PATH="$libs" SFT_PARITY_FIXTURES="$work/parity" "$work/test_cuda")
+  {
+    echo "== $(date -u +%FT%TZ) $(hostname)"
+    nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv 2>&1
+    echo "cublasLt from: ${cublas_dir:-not found}"
+    LD_LIBRARY_PATH="$libs" ldd "$work/sft" | grep -E 'not found|cublas' || true
+    python3 -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__)'
+  } 2>&1 | tee "$out/env.txt"
+
+  local status=()
+  step() {  # step NAME TIMEOUT CMD... : runs with a timeout, log in $out/NAME.log, records the status
+    local name=$1 limit=$2; shift 2
+    echo "== $name: $*"
+    timeout "$limit" "$@" >"$out/$name.log" 2>&1
+    local rc=$?
+    tail -n 3 "$out/$name.log"
+    status+=("$name rc=$rc")
+  }
+
+  step test_cuda 150 "${test_cuda[@]}" --gtest_brief=1
+  grep -E '^\[  (PASSED|FAILED|SKIPPED) ' "$out/test_cuda.log"
+
+  for preset in base 1b; do
+    local bargs=(--preset "$preset" --dtype bf16)
+    local pargs=(--preset "$preset" --dtype bf16)
+    if [[ $preset == 1b ]]; then
+      bargs+=(--batch_size 8 --warmup 1 --steps 4); pargs+=(--batch_size 8 --warmup 1 --steps 4)
+    else
+      bargs+=(--batch_size 8 --warmup 2 --steps 10); pargs+=(--batch_size 8 --warmup 2 --steps 10)
+    fi
+    for gc in "" --gradient_checkpointing; do
+      local tag="${preset}${gc:+_gc}"
+      step "sft_$tag" 120 "${sft[@]}" bench --device cuda "${bargs[@]}" $gc --json
+      step "torch_$tag" 150 python3 "$root/bench/pytorch_baseline.py" --device cuda "${pargs[@]}" $gc --json
+    done
+  done
+
+  printf '%s\n' "${status[@]}" >"$out/status.txt"
+  python3 - "$out" <<'EOF'
+import json, os, sys
+out = sys.argv[1]
+def last_json(name):
+    try:
+        lines = open(os.path.join(out, name + ".log")).read().strip().splitlines()
+        return json.loads(lines[-1]) if lines else None
+    except (OSError, ValueError):
+        return None
+gpu = ""
+rows = []
+for preset in ("base", "1b"):
+    for gc in ("", "_gc"):
+        tag = preset + gc
+        s, t = last_json("sft_" + tag), last_json("torch_" + tag)
+        gpu = gpu or (s or {}).get("gpu") or (t or {}).get("gpu") or ""
+        def cell(j):
+            if not j:
+                return ("failed", "", "")
+            return (f"{j['tokens_per_s']:.0f}", f"{100 * j['mfu']:.1f}%", f"{j.get('peak_gpu_mb', 0):.0f}")
+        ratio = f"{s['tokens_per_s'] / t['tokens_per_s']:.2f}x" if s and t else "-"
+        rows.append((tag, *cell(s), *cell(t), ratio))
+print(open(os.path.join(out, "status.txt")).read().strip())
+print(f"\nGPU: {gpu}   (bf16, MFU against 989 TFLOP/s; peak memory in MiB: sft = its allocations' high-water "
+      "mark, torch = max_memory_allocated)")
+head = ("run", "sft tok/s", "sft MFU", "sft MiB", "torch tok/s", "torch MFU", "torch MiB", "sft/torch")
+print(" | ".join(f"{h:>11}" for h in head))
+for r in rows:
+    print(" | ".join(f"{c:>11}" for c in r))
+EOF
+}
+
+case "$mode" in
+  pack) shift; pack "$@" ;;
+  run) shift || true; run "$@" ;;
+  *) sed -n '2,19p' "$0"; exit 2 ;;
+esac
