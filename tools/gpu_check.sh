@@ -49,12 +49,16 @@ run() {
   local work=/tmp/sft-gpu
   mkdir -p "$out" "$work"
   tar -C "$work" -xJf "$carry/sft-gpu.tar.xz" || { echo "gpu_check: cannot unpack $carry/sft-gpu.tar.xz" >&2; exit 1; }
-  # cuBLASLt: the toolkit's, else the one in PyTorch's nvidia-cublas wheel.
-  local cublas_dir=""
-  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib \
-           "$(python3 -c 'import nvidia.cublas, os; print(os.path.join(nvidia.cublas.__path__[0], "lib"))' 2>/dev/null)"; do
-    [[ -n "$d" && -e "$d/libcublasLt.so.13" ]] && { cublas_dir=$d; break; }
+  # cuBLASLt: the toolkit's, else the one in PyTorch's nvidia wheels (nvidia/cu13/lib or nvidia/cublas/lib).
+  local cublas_dir="" lib
+  for d in /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+    [[ -e "$d/libcublasLt.so.13" ]] && { cublas_dir=$d; break; }
   done
+  if [[ -z $cublas_dir ]]; then
+    lib=$(find $(python3 -c 'import site; print(" ".join(site.getsitepackages()))' 2>/dev/null) \
+            -name 'libcublasLt.so.13' 2>/dev/null | head -n 1)
+    [[ -n $lib ]] && cublas_dir=$(dirname "$lib")
+  fi
   # Only sft's processes see the carried libraries (python3 keeps its own).
   local libs="$work/lib${cublas_dir:+:$cublas_dir}${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
   local sft=(env LD_LIBRARY_PATH="$libs" SFT_PARITY_FIXTURES="$work/parity" "$work/sft")
