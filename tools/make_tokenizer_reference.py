@@ -8,6 +8,7 @@
 #   --llama2: a directory with the LLaMA-2 tokenizer.model (default assets/tokenizer/llama2)
 #   --shared: ../shared (optional): adds LLaMA-3, real chat data and the tokenizer test vectors.
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -131,6 +132,11 @@ def main():
     stamp_src.update(json.dumps([texts, args.shared is not None]).encode())
     stamp = stamp_src.hexdigest()
     stamp_path = os.path.join(args.out, "stamp")
+    # Test processes run in parallel (ctest -j) and each may call this: one builds, the others
+    # wait on the lock and then find the stamp up to date.
+    os.makedirs(os.path.dirname(os.path.abspath(args.out)), exist_ok=True)
+    lock = open(os.path.abspath(args.out) + ".lock", "w")
+    fcntl.flock(lock, fcntl.LOCK_EX)
     if os.path.exists(stamp_path) and open(stamp_path).read() == stamp:
         print("reference up to date:", args.out)
         return
