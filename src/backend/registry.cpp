@@ -24,6 +24,12 @@ std::unique_ptr<Backend> create_backend(const std::string& name) {
   fail("backend", "unknown device '{}', expected 'cpu' or 'cuda'", name);
 }
 
+double default_peak_gflops(Device device, DType matmul_dtype, bool tf32) {
+  const bool bf16 = matmul_dtype == DType::bf16;
+  if (device == Device::cuda) return bf16 ? 989000.0 : tf32 ? 494500.0 : 67000.0;
+  return bf16 ? 780.0 : 420.0;
+}
+
 std::string cuda_unavailable_reason() {
 #ifdef SFT_HAVE_CUDA
   return cuda_probe();

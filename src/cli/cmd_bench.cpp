@@ -85,7 +85,7 @@ int run_bench(int argc, char** argv) {
   if (threads > 0) omp_set_num_threads(threads);
   const bool gpu = device == "cuda";
   if (peak_gflops <= 0)
-    peak_gflops = gpu ? (dtype == "bf16" ? 989000.0 : tf32 ? 494500.0 : 67000.0) : (dtype == "bf16" ? 780.0 : 420.0);
+    peak_gflops = default_peak_gflops(gpu ? Device::cuda : Device::cpu, dtype == "bf16" ? DType::bf16 : DType::f32, tf32);
 
   Preset preset = get_preset(preset_name);
   if (batch_size > 0) preset.batch = batch_size;  // e.g. the shapes of a training run, to compare

@@ -133,6 +133,7 @@ int run_train(int argc, char** argv) {
 
   auto backend = create_backend(cfg.device);
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
+  backend->set_tf32(cfg.tf32);
   const std::string& model_dir = cfg.model_name_or_path;
   LlamaConfig mcfg = load_llama_config((fs::path(model_dir) / "config.json").string());
   // FastChat's RoPE rule (train.py): train past the context with linear scaling, saved in config.json.

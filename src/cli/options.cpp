@@ -77,7 +77,7 @@ const std::vector<Option> kOptions = {
   // precision and hardware
   {"bf16",                 &C::bf16,                 "bf16 GEMMs with fp32 accumulation; fp32 master weights, gradients and optimizer state"},
   {"fp16",                 &C::fp16,                 "not supported: use --bf16 True"},
-  {"tf32",                 &C::tf32,                 "TF32 matmuls on GPUs; no effect on CPU", {}, "--tf32: accepted for compatibility; it has no effect on the CPU backend"},
+  {"tf32",                 &C::tf32,                 "TF32 tensor cores for fp32 matmuls (--device cuda); no effect on CPU"},
   {"gradient_checkpointing",&C::gradient_checkpointing,"recompute each decoder layer's activations in backward"},
   {"device",               &C::device,               "compute device", {"cpu", "cuda"}},
   {"threads",              &C::threads,              "CPU threads (0: all cores)"},
@@ -239,6 +239,8 @@ ParsedOptions parse_train_options(int argc, char** argv) {
   }
   for (const Option& o : kOptions)
     if (o.compat && std::find(given.begin(), given.end(), &o) != given.end()) out.notices.push_back(o.compat);
+  if (out.config.tf32 && out.config.device == "cpu")
+    out.notices.push_back("--tf32: accepted for compatibility; it has no effect on the CPU backend");
   if (out.config.report_to == "wandb" || out.config.report_to == "all")
     out.notices.push_back("--report_to " + out.config.report_to +
                           ": Weights & Biases is not built in; metrics go to TensorBoard event files "

@@ -128,7 +128,7 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in) {
   double window_loss = 0, window_tokens_in = 0, window_seconds = 0;
   int64_t window_steps = 0;
   const double fpt = flops_per_token(model, cfg.model_max_length);
-  const double peak_gflops = model.backend().matmul_dtype() == DType::bf16 ? 780.0 : 420.0;
+  const double peak_gflops = default_peak_gflops(model.backend().device(), model.backend().matmul_dtype(), cfg.tf32);
   const auto run_start = std::chrono::steady_clock::now();
   for (int64_t step = start_step; step < total; ++step) {
     const auto t0 = std::chrono::steady_clock::now();

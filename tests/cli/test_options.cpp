@@ -96,6 +96,15 @@ TEST(TrainOptions, AliasAndWandbNotice) {
   EXPECT_NE(p.notices[0].find("Weights & Biases is not built in"), std::string::npos);
 }
 
+TEST(TrainOptions, Tf32IsACompatNoticeOnlyOnCpu) {
+  ParsedOptions cpu = parse({"--tf32", "True"});
+  ASSERT_EQ(cpu.notices.size(), 1u);
+  EXPECT_NE(cpu.notices[0].find("no effect on the CPU backend"), std::string::npos);
+  ParsedOptions gpu = parse({"--tf32", "True", "--device", "cuda"});
+  EXPECT_TRUE(gpu.config.tf32);
+  EXPECT_TRUE(gpu.notices.empty());
+}
+
 TEST(TrainOptions, ConfigFilesYamlAndJsonUnderFlags) {
   const auto dir = std::filesystem::temp_directory_path() / ("sft_opts_" + std::to_string(::getpid()));
   std::filesystem::create_directories(dir);
