@@ -20,7 +20,7 @@ struct CpuBackend::Gemm {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
   // Primitives by (transA, transB, M, N, K, dtype, accumulate, bias): built once per shape.
-  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, bool, bool>, dnnl::matmul> cache;
+  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, bool, bool>, std::pair<dnnl::matmul, memory::desc>> cache;
   std::vector<uint16_t> scratch[3];  // bf16 copies of activation operands
   // bf16 copies of weights, made once per pass: begin_pass() marks them stale (keeping the memory).
   struct CachedWeight {
@@ -28,6 +28,12 @@ struct CpuBackend::Gemm {
     bool valid = false;
   };
   std::unordered_map<const float*, CachedWeight> weight_cache;
+  // Packed rows make the token count M differ from batch to batch, so new GEMM shapes keep
+  // coming: primitives share one user scratchpad and the cache is bounded, else every shape keeps
+  // its own JIT code and scratchpad and a long run's memory grows (1.41 GB instead of 0.92 GB
+  // after the demo's 144 steps).
+  static constexpr size_t kMaxPrimitives = 64;
+  std::vector<uint8_t> scratchpad;
 
   // C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)); A is stored (K, M) when transA,
   // B is stored (N, K) when transB. A and B share one dtype (f32 or bf16); C and bias are f32.
@@ -41,20 +47,26 @@ struct CpuBackend::Gemm {
     memory::desc bias_md({1, N}, memory::data_type::f32, Tag::ab);
     if (it == cache.end()) {
       dnnl::primitive_attr attr;
+      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
       if (accumulate) {
         dnnl::post_ops ops;
         ops.append_sum(1.0f);
         attr.set_post_ops(ops);
       }
       auto desc = bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md) : dnnl::matmul::desc(a_md, b_md, c_md);
-      it = cache.emplace(key, dnnl::matmul(dnnl::matmul::primitive_desc(desc, attr, engine))).first;
+      if (cache.size() >= kMaxPrimitives) cache.clear();
+      dnnl::matmul::primitive_desc pd(desc, attr, engine);
+      const size_t need = pd.scratchpad_desc().get_size();
+      if (scratchpad.size() < need) scratchpad.resize(need);
+      it = cache.emplace(key, std::make_pair(dnnl::matmul(pd), pd.scratchpad_desc())).first;
     }
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(a_md, engine, const_cast<void*>(A))},
         {DNNL_ARG_WEIGHTS, memory(b_md, engine, const_cast<void*>(B))},
         {DNNL_ARG_DST, memory(c_md, engine, C)}};
     if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine, const_cast<float*>(bias)));
-    it->second.execute(stream, args);
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(it->second.second, engine, scratchpad.data()));
+    it->second.first.execute(stream, args);
     stream.wait();
   }
 
@@ -83,7 +95,9 @@ static memory::data_type dnnl_type(DType dt) {
   return dt == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
 }
 
-CpuBackend::CpuBackend() : gemm_(std::make_unique<Gemm>()) {}
+CpuBackend::CpuBackend() : gemm_(std::make_unique<Gemm>()) {
+  dnnl::set_primitive_cache_capacity(0);  // Gemm::cache is the one primitive cache (bounded)
+}
 CpuBackend::~CpuBackend() = default;
 
 void CpuBackend::set_matmul_dtype(DType dt) {
