@@ -15,17 +15,12 @@
 #include <vector>
 
 #include "backend/cpu/kernels.h"
+#include "ops_test_util.h"
 
 namespace sft {
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 struct Result {
   std::vector<float> out, lse, dqkv;

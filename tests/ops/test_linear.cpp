@@ -7,18 +7,13 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "ops_test_util.h"
 
 namespace sft {
 
 namespace {
 
-std::vector<float> randn(size_t n, uint32_t seed) {
-  std::mt19937 rng(seed);
-  std::normal_distribution<float> d;
-  std::vector<float> v(n);
-  for (auto& x : v) x = d(rng);
-  return v;
-}
+using test::randn;
 
 float round_bf16(float x) { return bf16_to_f32(f32_to_bf16(x)); }
 

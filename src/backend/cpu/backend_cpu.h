@@ -1,5 +1,6 @@
-// CpuBackend: the Backend interface on the host. GEMMs go through oneDNN matmul (fp32, or bf16
-// operands with fp32 accumulation); every other op is a kernel of backend/cpu/kernels.h.
+// CpuBackend: the Backend interface on the host. GEMMs (fp32, or bf16 operands with fp32
+// accumulation) run on our AVX-512 GEMM or on oneDNN matmul (backend/cpu/gemm.h, matmul.cpp);
+// every other op is a kernel of backend/cpu/kernels.h.
 #pragma once
 #include <memory>
 
@@ -51,7 +52,7 @@ class CpuBackend final : public Backend {
   bool all_finite(Tensor x) override;
 
  private:
-  struct Gemm;  // oneDNN engine, stream and bf16 scratch (matmul.cpp)
+  struct Gemm;  // routing between our GEMM and oneDNN, bf16 copies for oneDNN (matmul.cpp)
   std::unique_ptr<Gemm> gemm_;
   DType matmul_dtype_ = DType::f32;
 };

@@ -1,59 +1,62 @@
-// Linear layers on the CPU through oneDNN 2.6 matmul: out = x·wᵀ + b and its backward
-// (dx = dout·w, dw += doutᵀ·x). Weights are stored (OC, IC) row-major as torch nn.Linear; the
-// transposes are expressed as memory-format tags, never copied. In bf16 mode operands are rounded
-// to bf16 into scratch buffers and oneDNN accumulates in fp32 (brg:avx512_core_bf16 here).
+// Linear layers on the CPU: out = x·wᵀ + b and its backward (dx = dout·w, dw += doutᵀ·x), weights
+// stored (OC, IC) row-major as torch nn.Linear. GEMMs run on oneDNN 2.6 matmul (transposes as
+// memory-format tags, bf16 operands rounded into scratch, weights once per pass) only where the CPU
+// lacks the ISA of our AVX-512 GEMM (gemm_avx512.cpp), which runs every other GEMM: see use_ours().
+// SFT_GEMM=onednn sends every GEMM to oneDNN (A/B runs: bench/gemm_ab.sh).
+#include <cstdlib>
 #include <map>
-#include <unordered_map>
+#include <string_view>
 #include <tuple>
+#include <unordered_map>
 #include <vector>
 
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "backend/cpu/backend_cpu.h"
+#include "backend/cpu/gemm.h"
+#include "core/check.h"
 
 namespace sft {
 
 using dnnl::memory;
 using Tag = memory::format_tag;
 
-struct CpuBackend::Gemm {
+namespace {
+
+// oneDNN engine, stream and primitives by (transA, transB, M, N, K, dtype, accumulate, bias),
+// built once per shape; one per process.
+struct OneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  // Primitives by (transA, transB, M, N, K, dtype, accumulate, bias): built once per shape.
   std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, bool, bool>, std::pair<dnnl::matmul, memory::desc>> cache;
-  std::vector<uint16_t> scratch[3];  // bf16 copies of activation operands
-  // bf16 copies of weights, made once per pass: begin_pass() marks them stale (keeping the memory).
-  struct CachedWeight {
-    std::vector<uint16_t> data;
-    bool valid = false;
-  };
-  std::unordered_map<const float*, CachedWeight> weight_cache;
+  std::vector<uint16_t> scratch[2];  // bf16 operands of gemm_onednn
   // Packed rows make the token count M differ from batch to batch, so new GEMM shapes keep
-  // coming: primitives share one user scratchpad and the cache is bounded, else every shape keeps
-  // its own JIT code and scratchpad and a long run's memory grows (1.41 GB instead of 0.92 GB
-  // after the demo's 144 steps).
+  // coming: primitives share one user scratchpad and the cache is bounded (oneDNN's own cache
+  // off), else every shape keeps its own JIT code and scratchpad and a long run's memory grows
+  // (1.41 GB instead of 0.92 GB after the demo's 144 steps).
   static constexpr size_t kMaxPrimitives = 64;
   std::vector<uint8_t> scratchpad;
+  OneDnn() { dnnl::set_primitive_cache_capacity(0); }
 
-  // C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)); A is stored (K, M) when transA,
-  // B is stored (N, K) when transB. A and B share one dtype (f32 or bf16); C and bias are f32.
-  void run(bool transA, bool transB, int64_t M, int64_t N, int64_t K, const void* A, const void* B,
-           float* C, const float* bias, memory::data_type dt, bool accumulate) {
-    auto key = std::make_tuple(transA, transB, M, N, K, int(dt), accumulate, bias != nullptr);
+  // C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)); A and B share one dtype.
+  void run(const cpu::GemmArgs& g, const void* A, const void* B, memory::data_type dt) {
+    SFT_ASSERT(g.lda == (g.trans_a ? g.M : g.K) && g.ldb == (g.trans_b ? g.K : g.N) && g.ldc == g.N);
+    auto key = std::make_tuple(g.trans_a, g.trans_b, g.M, g.N, g.K, int(dt), g.accumulate, g.bias != nullptr);
     auto it = cache.find(key);
-    memory::desc a_md({M, K}, dt, transA ? Tag::ba : Tag::ab);
-    memory::desc b_md({K, N}, dt, transB ? Tag::ba : Tag::ab);
-    memory::desc c_md({M, N}, memory::data_type::f32, Tag::ab);
-    memory::desc bias_md({1, N}, memory::data_type::f32, Tag::ab);
+    memory::desc a_md({g.M, g.K}, dt, g.trans_a ? Tag::ba : Tag::ab);
+    memory::desc b_md({g.K, g.N}, dt, g.trans_b ? Tag::ba : Tag::ab);
+    memory::desc c_md({g.M, g.N}, memory::data_type::f32, Tag::ab);
+    memory::desc bias_md({1, g.N}, memory::data_type::f32, Tag::ab);
     if (it == cache.end()) {
       dnnl::primitive_attr attr;
       attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (accumulate) {
+      if (g.accumulate) {
         dnnl::post_ops ops;
         ops.append_sum(1.0f);
         attr.set_post_ops(ops);
       }
-      auto desc = bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md) : dnnl::matmul::desc(a_md, b_md, c_md);
+      auto desc = g.bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
+                         : dnnl::matmul::desc(a_md, b_md, c_md);
       if (cache.size() >= kMaxPrimitives) cache.clear();
       dnnl::matmul::primitive_desc pd(desc, attr, engine);
       const size_t need = pd.scratchpad_desc().get_size();
@@ -63,24 +66,84 @@ struct CpuBackend::Gemm {
     std::unordered_map<int, memory> args{
         {DNNL_ARG_SRC, memory(a_md, engine, const_cast<void*>(A))},
         {DNNL_ARG_WEIGHTS, memory(b_md, engine, const_cast<void*>(B))},
-        {DNNL_ARG_DST, memory(c_md, engine, C)}};
-    if (bias) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine, const_cast<float*>(bias)));
+        {DNNL_ARG_DST, memory(c_md, engine, g.C)}};
+    if (g.bias) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine, const_cast<float*>(g.bias)));
     args.emplace(DNNL_ARG_SCRATCHPAD, memory(it->second.second, engine, scratchpad.data()));
     it->second.first.execute(stream, args);
     stream.wait();
   }
+};
 
-  // The operand as the GEMM reads it: the fp32 data itself, or its bf16 rounding in scratch[slot].
-  const void* operand(const Tensor& t, DType dt, int slot) {
-    if (dt == DType::f32) return t.f32();
-    auto& buf = scratch[slot];
-    if (buf.size() < size_t(t.numel())) buf.resize(size_t(t.numel()));
-    convert_f32_to_bf16(t.f32(), buf.data(), size_t(t.numel()));
-    return buf.data();
+OneDnn& onednn() {
+  static OneDnn o;
+  return o;
+}
+
+const uint16_t* round_into(std::vector<uint16_t>& buf, const float* x, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  convert_f32_to_bf16(x, buf.data(), n);
+  return buf.data();
+}
+
+}  // namespace
+
+namespace cpu {
+
+bool gemm_avx512_supported(bool bf16) {
+  static const bool f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
+  static const bool b = f && __builtin_cpu_supports("avx512bf16");
+  return bf16 ? b : f;
+}
+
+void gemm_onednn(const GemmArgs& g, bool bf16) {
+  if (!bf16) return onednn().run(g, g.A, g.B, memory::data_type::f32);
+  OneDnn& o = onednn();
+  const uint16_t* a = round_into(o.scratch[0], g.A, size_t(g.M * g.K));
+  const uint16_t* b = round_into(o.scratch[1], g.B, size_t(g.K * g.N));
+  o.run(g, a, b, memory::data_type::bf16);
+}
+
+void gemm_onednn_bf16(const GemmArgs& g, const uint16_t* A_bf16, const uint16_t* B_bf16) {
+  onednn().run(g, A_bf16, B_bf16, memory::data_type::bf16);
+}
+
+}  // namespace cpu
+
+// Which GEMMs go to ours, and the bf16 copies of the oneDNN path: activations per call, weights
+// once per pass (begin_pass() marks them stale, keeping the memory).
+struct CpuBackend::Gemm {
+  enum class Route { ours, onednn } route = Route::ours;  // SFT_GEMM
+  std::vector<uint16_t> scratch[2];
+  struct CachedWeight {
+    std::vector<uint16_t> data;
+    bool valid = false;
+  };
+  std::unordered_map<const float*, CachedWeight> weight_cache;
+
+  Gemm() {
+    const char* env = std::getenv("SFT_GEMM");
+    const std::string_view v = env ? env : "";
+    SFT_CHECK(v.empty() || v == "ours" || v == "onednn", "cpu",
+              "SFT_GEMM is '{}', expected 'ours' or 'onednn' (or unset)", v);
+    if (v == "onednn") route = Route::onednn;
   }
 
-  const void* weight(const Tensor& w, DType dt) {
-    if (dt == DType::f32) return w.f32();
+  // Ours wherever the CPU has its ISA. Measured end to end (bench/gemm_ab.sh, 2 threads, best of 2,
+  // 2026-11-28, a 2-core EPYC whose register-only peaks are 234 GFLOP/s fp32 FMA and 468 vdpbf16ps):
+  // tokens/s oneDNN -> ours: tiny bf16 3295 -> 3373, small bf16 1144 -> 1230, base bf16 446 -> 471;
+  // fp32 tiny 1990 -> 1994, small 684 -> 717, base 271 -> 269. Both run the GEMMs of the presets at
+  // 85-95% of those peaks (tests/ops GemmBench); ours saves the bf16 operand copies of the oneDNN
+  // path (rounding happens while packing) and is faster on the LM head's dx and on K = 288.
+  bool use_ours(DType dt) const {
+    return route != Route::onednn && cpu::gemm_avx512_supported(dt == DType::bf16);
+  }
+
+  const uint16_t* activation(const Tensor& t, int slot) {
+    return round_into(scratch[slot], t.f32(), size_t(t.numel()));
+  }
+
+  const uint16_t* weight(const Tensor& w) {
     CachedWeight& c = weight_cache[w.f32()];
     if (!c.valid || c.data.size() != size_t(w.numel())) {
       c.data.resize(size_t(w.numel()));
@@ -89,15 +152,17 @@ struct CpuBackend::Gemm {
     }
     return c.data.data();
   }
+
+  // g on ours if routed there; false when the caller must run it on oneDNN.
+  bool run_ours(const cpu::GemmArgs& g, DType dt) {
+    if (!use_ours(dt)) return false;
+    if (dt == DType::bf16) cpu::gemm_bf16_avx512(g);
+    else cpu::gemm_f32_avx512(g);
+    return true;
+  }
 };
 
-static memory::data_type dnnl_type(DType dt) {
-  return dt == DType::bf16 ? memory::data_type::bf16 : memory::data_type::f32;
-}
-
-CpuBackend::CpuBackend() : gemm_(std::make_unique<Gemm>()) {
-  dnnl::set_primitive_cache_capacity(0);  // Gemm::cache is the one primitive cache (bounded)
-}
+CpuBackend::CpuBackend() : gemm_(std::make_unique<Gemm>()) {}
 CpuBackend::~CpuBackend() = default;
 
 void CpuBackend::set_matmul_dtype(DType dt) {
@@ -113,24 +178,45 @@ void CpuBackend::begin_pass() {
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
   SFT_ASSERT(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC));
-  const void* a = gemm_->operand(x, matmul_dtype_, 0);
-  const void* b = gemm_->weight(w, matmul_dtype_);
-  gemm_->run(false, true, N, OC, IC, a, b, out.f32(), bias.empty() ? nullptr : bias.f32(),
-             dnnl_type(matmul_dtype_), accumulate);
+  // out (N, OC) = / += x (N, IC) · wᵀ (+ bias)
+  const cpu::GemmArgs g{.trans_a = false, .trans_b = true, .M = N, .N = OC, .K = IC, .A = x.f32(),
+                        .lda = IC, .B = w.f32(), .ldb = IC, .C = out.f32(), .ldc = OC,
+                        .bias = bias.empty() ? nullptr : bias.f32(), .accumulate = accumulate};
+  const DType dt = matmul_dtype_;
+  if (gemm_->run_ours(g, dt)) return;
+  if (dt == DType::f32) cpu::gemm_onednn(g, false);
+  else cpu::gemm_onednn_bf16(g, gemm_->activation(x, 0), gemm_->weight(w));
 }
 
 void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x,
                                  Tensor w, bool accumulate_dx) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
   SFT_ASSERT(w.dim(1) == IC && dout.numel() == N * OC);
-  const auto dt = dnnl_type(matmul_dtype_);
-  const void* g = gemm_->operand(dout, matmul_dtype_, 0);  // (N, OC), used by both GEMMs
-  if (!dx.empty()) {
-    const void* b = gemm_->weight(w, matmul_dtype_);
-    gemm_->run(false, false, N, IC, OC, g, b, dx.f32(), nullptr, dt, accumulate_dx);
+  const DType dt = matmul_dtype_;
+  const uint16_t* dout16 = nullptr;  // dout's bf16 copy, made once for both oneDNN GEMMs
+  auto dout_bf16 = [&] { return dout16 ? dout16 : (dout16 = gemm_->activation(dout, 0)); };
+  if (!dx.empty()) {  // dx (N, IC) = / += dout (N, OC) · w (OC, IC)
+    const cpu::GemmArgs g{.trans_a = false, .trans_b = false, .M = N, .N = IC, .K = OC, .A = dout.f32(),
+                          .lda = OC, .B = w.f32(), .ldb = IC, .C = dx.f32(), .ldc = IC, .bias = nullptr,
+                          .accumulate = accumulate_dx};
+    if (gemm_->run_ours(g, dt)) {
+    } else if (dt == DType::f32) {
+      cpu::gemm_onednn(g, false);
+    } else {
+      cpu::gemm_onednn_bf16(g, dout_bf16(), gemm_->weight(w));
+    }
   }
-  const void* a = gemm_->operand(x, matmul_dtype_, 2);
-  gemm_->run(true, false, OC, IC, N, g, a, dw.f32(), nullptr, dt, true);  // dw += doutᵀ·x
+  {  // dw (OC, IC) += doutᵀ (OC, N) · x (N, IC)
+    const cpu::GemmArgs g{.trans_a = true, .trans_b = false, .M = OC, .N = IC, .K = N, .A = dout.f32(),
+                          .lda = OC, .B = x.f32(), .ldb = IC, .C = dw.f32(), .ldc = IC, .bias = nullptr,
+                          .accumulate = true};
+    if (gemm_->run_ours(g, dt)) {
+    } else if (dt == DType::f32) {
+      cpu::gemm_onednn(g, false);
+    } else {
+      cpu::gemm_onednn_bf16(g, dout_bf16(), gemm_->activation(x, 1));
+    }
+  }
   if (!dbias.empty()) {
     float* db = dbias.f32();
     const float* d = dout.f32();

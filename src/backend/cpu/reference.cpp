@@ -7,8 +7,10 @@
 #include <limits>
 #include <vector>
 
+#include "backend/cpu/gemm.h"
 #include "backend/cpu/kernels.h"
 #include "core/check.h"
+#include "core/dtype.h"
 
 namespace sft::cpu::ref {
 
@@ -240,6 +242,21 @@ double sum_squares(const float* x, int64_t n) {
   double s = 0;
   for (int64_t i = 0; i < n; ++i) s += double(x[i]) * x[i];
   return s;
+}
+
+// ---- GEMM (gemm.h): C = [C +] op(A)·op(B) [+ bias], summed in double over (bf16-rounded) operands ----
+void gemm(const GemmArgs& g, bool bf16) {
+  auto op = [bf16](float x) { return double(bf16 ? bf16_to_f32(f32_to_bf16(x)) : x); };
+  for (int64_t m = 0; m < g.M; ++m)
+    for (int64_t n = 0; n < g.N; ++n) {
+      double s = (g.accumulate ? double(g.C[m * g.ldc + n]) : 0.0) + (g.bias ? double(g.bias[n]) : 0.0);
+      for (int64_t k = 0; k < g.K; ++k) {
+        const float a = g.trans_a ? g.A[k * g.lda + m] : g.A[m * g.lda + k];
+        const float b = g.trans_b ? g.B[n * g.ldb + k] : g.B[k * g.ldb + n];
+        s += op(a) * op(b);
+      }
+      g.C[m * g.ldc + n] = float(s);
+    }
 }
 
 }  // namespace sft::cpu::ref

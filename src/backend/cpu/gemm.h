@@ -1,0 +1,41 @@
+// GEMM of the CPU linear layers: C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)) on fp32
+// data, with fp32 operands or operands rounded to bf16 (round to nearest even, exactly as
+// convert_f32_to_bf16) and fp32 accumulation. Three implementations: ours on AVX-512
+// (gemm_avx512.cpp), oneDNN's matmul (matmul.cpp, the fallback) and a plain reference in double
+// (reference.cpp) that the op tests compare against.
+#pragma once
+#include <cstdint>
+
+namespace sft::cpu {
+
+// Row-major operands, leading dimensions in elements. A is stored (M, K), or (K, M) when trans_a;
+// B is stored (K, N), or (N, K) when trans_b; C is (M, N). bias, if given, has N entries.
+struct GemmArgs {
+  bool trans_a = false, trans_b = false;
+  int64_t M = 0, N = 0, K = 0;
+  const float* A = nullptr;
+  int64_t lda = 0;
+  const float* B = nullptr;
+  int64_t ldb = 0;
+  float* C = nullptr;
+  int64_t ldc = 0;
+  const float* bias = nullptr;
+  bool accumulate = false;  // C += op(A)·op(B) instead of C =
+};
+
+// Ours. Call only where gemm_avx512_supported(bf16) holds (AVX-512 F/BW/DQ/VL, + BF16 for bf16).
+bool gemm_avx512_supported(bool bf16);
+void gemm_f32_avx512(const GemmArgs& g);
+void gemm_bf16_avx512(const GemmArgs& g);
+
+// oneDNN matmul (dense operands: lda, ldb, ldc equal to the stored row lengths). With bf16 the
+// operands are first rounded into scratch buffers; gemm_onednn_bf16 takes them already rounded.
+void gemm_onednn(const GemmArgs& g, bool bf16);
+void gemm_onednn_bf16(const GemmArgs& g, const uint16_t* A_bf16, const uint16_t* B_bf16);
+
+namespace ref {
+// Plain loops in double over the operands (rounded to bf16 first when bf16); C as in GemmArgs.
+void gemm(const GemmArgs& g, bool bf16);
+}  // namespace ref
+
+}  // namespace sft::cpu
