@@ -135,9 +135,10 @@ std::unique_ptr<Backend> create_backend(const std::string& name);
 // no GPU, driver too old, compute capability below 8.0). Tests skip GPU checks on it.
 std::string cuda_unavailable_reason();
 
-// Dense peak GFLOP/s used for MFU by default (design.md §9): on the CPU the 2-core AVX-512 peaks
-// measured on the project's machines (780 AVX512-BF16, 420 fp32 FMA); on CUDA the H100/H200 SXM
-// dense peaks (989 TFLOP/s bf16, 494.5 TF32, 67 fp32).
+// Dense peak GFLOP/s used for MFU by default (design.md §9): on an AVX-512 CPU measured once per
+// process on the OpenMP threads of the first call (register-only FMA / vdpbf16ps loops, ~0.1 s),
+// elsewhere 780 bf16 / 420 fp32 (the project's 2-core machines); on CUDA the H100/H200 SXM dense
+// peaks (989 TFLOP/s bf16, 494.5 TF32, 67 fp32).
 double default_peak_gflops(Device device, DType matmul_dtype, bool tf32);
 
 }  // namespace sft

@@ -27,6 +27,9 @@ struct GemmArgs {
 bool gemm_avx512_supported(bool bf16);
 void gemm_f32_avx512(const GemmArgs& g);
 void gemm_bf16_avx512(const GemmArgs& g);
+// GFLOP/s of register-only vfmadd231ps (fp32) or vdpbf16ps (bf16) loops on all OpenMP threads
+// (peak_avx512.cpp; ~0.1 s): the peak MFU is measured against.
+double measure_peak_gflops_avx512(bool bf16);
 
 // oneDNN matmul (dense operands: lda, ldb, ldc equal to the stored row lengths). With bf16 the
 // operands are first rounded into scratch buffers; gemm_onednn_bf16 takes them already rounded.
