@@ -63,7 +63,9 @@ class Backend {
   virtual void set_matmul_dtype(DType dt) = 0;
   virtual DType matmul_dtype() const = 0;
   // Start of a forward or forward-backward pass. Within a pass weights do not change, so the
-  // backend may keep derived copies of weight operands (their bf16 rounding); this drops them.
+  // backend may keep derived copies of weight operands (their bf16 rounding). The CPU backend
+  // drops them here; the CUDA backend keeps them across passes and instead marks a copy stale
+  // whenever it writes the fp32 weight itself (copy, fill_zero, scale; adamw_step refreshes it).
   virtual void begin_pass() = 0;
 
   // ---- linear: out (N, OC) (=, or += when accumulate) x (N, IC) · w (OC, IC)ᵀ + bias (OC) ----
@@ -79,6 +81,11 @@ class Backend {
 
   // ---- RMSNorm (HF LlamaRMSNorm, fp32): out (N, C) = x * rstd * w, rstd (N) saved ----
   virtual void rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) = 0;
+  // Fused with the residual add before it: res (N, C) = x + y, then out (N, C) and rstd (N) as
+  // rms_norm_forward(out, rstd, res, w, eps), bit-identical to that unfused pair on one backend.
+  // res may be the same buffer as x or y.
+  virtual void residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y, Tensor w,
+                                         float eps) = 0;
   // dx (N, C) += (accumulates: it feeds the residual stream); dw (C) +=
   virtual void rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w,
                                  Tensor rstd) = 0;

@@ -65,6 +65,10 @@ void ProfilingBackend::embedding_backward(Tensor dwte, Tensor dout, const int32_
 void ProfilingBackend::rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
   timed("rms_norm_forward", [&] { inner_->rms_norm_forward(out, rstd, x, w, eps); });
 }
+void ProfilingBackend::residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y,
+                                                 Tensor w, float eps) {
+  timed("residual_rms_norm_forward", [&] { inner_->residual_rms_norm_forward(res, out, rstd, x, y, w, eps); });
+}
 void ProfilingBackend::rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) {
   timed("rms_norm_backward", [&] { inner_->rms_norm_backward(dx, dw, dout, x, w, rstd); });
 }

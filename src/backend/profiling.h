@@ -35,6 +35,8 @@ class ProfilingBackend final : public Backend {
   void embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) override;
   void embedding_backward(Tensor dwte, Tensor dout, const int32_t* tokens) override;
   void rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) override;
+  void residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y, Tensor w,
+                                 float eps) override;
   void rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) override;
   void rope_forward(Tensor qkv, const int32_t* positions, Tensor cos, Tensor sin, int NH, int NKV,
                     int HS) override;

@@ -35,6 +35,7 @@ struct LlamaModel::Acts {
   int64_t capacity = 0;          // N the buffers hold
   std::vector<Tensor> res;       // (L+1) × (N, C) residual stream: res[l] is layer l's input
   std::vector<LayerActs> layer;  // (L) without recompute, (1) with
+  Tensor proj;                   // (N, C)  o_proj output before the residual add (all layers share it)
   Tensor xf;                     // (N, C)  final norm output
   Tensor rstdf;                  // (N)
   Tensor logits;                 // (head_chunk, V)
@@ -166,6 +167,7 @@ void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, i
     la = {alloc({N, C}), alloc({N}), alloc({N, QKV}), alloc({N, AO}), alloc({N, NH}),
           alloc({N, C}), alloc({N, C}), alloc({N}), alloc({N, 2 * FF}), alloc({N, FF})};
   }
+  a.proj = alloc({N, C});
   a.xf = alloc({N, C});
   a.rstdf = alloc({N});
   a.logits = alloc({chunk, V});
@@ -264,10 +266,10 @@ void LlamaModel::layer_forward(int l, const Batch& batch, const SeqLayout& seqs,
   be_.linear_forward(qkv, xn1, w.wqkv, w.bqkv, false);
   be_.rope_forward(qkv, batch.positions.data(), acts_->cos, acts_->sin, NH, NKV, HS);
   be_.attention_forward(att, a.lse, qkv, seqs, NH, NKV, HS);
-  be_.copy(res_mid.data, x.data, x.nbytes());
-  be_.linear_forward(res_mid, att, w.wo, w.bo, true);  // res_mid = x + o_proj(att)
-  // MLP block
-  be_.rms_norm_forward(xn2, a.rstd2, res_mid, w.mlp_norm, float(cfg_.rms_norm_eps));
+  const Tensor proj = rows(acts_->proj, N);
+  be_.linear_forward(proj, att, w.wo, w.bo, false);  // proj = o_proj(att)
+  // MLP block; res_mid = x + proj and its norm in one pass
+  be_.residual_rms_norm_forward(res_mid, xn2, a.rstd2, x, proj, w.mlp_norm, float(cfg_.rms_norm_eps));
   be_.linear_forward(gu, xn2, w.wgu, Tensor(), false);
   be_.swiglu_forward(h, gu);
   be_.copy(out.data, res_mid.data, res_mid.nbytes());

@@ -1,8 +1,9 @@
 // The CUDA backend's GEMMs (cuBLASLt) and memory against the CPU backend (oneDNN): linear forward
 // (with and without bias, = and +=) and backward (dx = / +=, dw +=, dbias +=) in fp32, TF32 and
-// bf16, odd shapes, the per-pass bf16 weight cache (stale copies must not survive begin_pass()),
-// alloc / copy / fill_zero, the peak-memory counter and the out-of-memory message. Skipped,
-// saying why, where no usable GPU exists.
+// bf16, odd shapes, the bf16 weight cache (a copy must never be used stale: writes through
+// copy / fill_zero / scale mark it so, adamw_step rewrites it in the same kernel, also across
+// gradient-accumulation micro-batches), alloc / copy / fill_zero, the peak-memory counter and the
+// out-of-memory message. Skipped, saying why, where no usable GPU exists.
 #include <array>
 #include <cmath>
 
@@ -77,8 +78,8 @@ TEST_F(CudaLinear, Bf16) {
     check(N, IC, OC, N == 37, DType::bf16, false);
 }
 
-// The bf16 copy of a weight is made once per pass: after the weight changes and begin_pass(),
-// the GEMM must use the new values.
+// After the weight changes (new values copied to the same address, then begin_pass() as the
+// trainer does), the GEMM must use the new values: the copy() made the bf16 copy stale.
 TEST_F(CudaLinear, WeightCacheIsDroppedEachPass) {
   const int64_t N = 16, IC = 64, OC = 32;
   gpu_->set_matmul_dtype(DType::bf16);
@@ -97,6 +98,140 @@ TEST_F(CudaLinear, WeightCacheIsDroppedEachPass) {
     gpu_->linear_forward(out.gpu, x.gpu, w.gpu, Tensor(), false);
     EXPECT_LE(err(out), 1e-3) << "pass " << pass;
   }
+}
+
+// Views into a flat buffer, as the model lays out its parameters.
+Tensor gpu_view(const Tensor& flat, int64_t offset, std::initializer_list<int64_t> dims) {
+  return Tensor(static_cast<float*>(flat.data) + offset, DType::f32, dims, Device::cuda);
+}
+Tensor cpu_view(Mirror& flat, int64_t offset, std::initializer_list<int64_t> dims) {
+  return Tensor(flat.host.data() + offset, DType::f32, dims);
+}
+
+// Every way the backend writes fp32 data marks an overlapping bf16 copy stale, with no
+// begin_pass() in between: host -> device copy (loading, resume), device -> device copy, a
+// partial fill_zero and scale.
+TEST_F(CudaLinear, WritesMarkWeightCopiesStale) {
+  const int64_t N = 16, IC = 64, OC = 32;
+  gpu_->set_matmul_dtype(DType::bf16);
+  cpu_->set_matmul_dtype(DType::bf16);
+  Mirror x = mirror(randn(N * IC), {N, IC}), w = mirror(randn(OC * IC), {OC, IC});
+  Tensor other = gpu_alloc({OC, IC});
+  gpu_->begin_pass();
+  for (const char* how : {"first use", "copy h2d", "copy d2d", "fill_zero", "scale"}) {
+    const std::string h = how;
+    if (h == "copy h2d") {
+      w.host = randn(OC * IC);
+      gpu_->copy(w.gpu.data, w.host.data(), w.host.size() * 4);
+    } else if (h == "copy d2d") {
+      w.host = randn(OC * IC);
+      gpu_->copy(other.data, w.host.data(), w.host.size() * 4);
+      gpu_->copy(w.gpu.data, other.data, w.host.size() * 4);
+    } else if (h == "fill_zero") {  // rows 3..5 only
+      std::fill(w.host.begin() + 3 * IC, w.host.begin() + 6 * IC, 0.0f);
+      gpu_->fill_zero(gpu_view(w.gpu, 3 * IC, {3 * IC}));
+    } else if (h == "scale") {
+      for (float& v : w.host) v *= -1.5f;
+      gpu_->scale(w.gpu, -1.5f);
+    }
+    w.cpu.data = w.host.data();
+    cpu_->begin_pass();  // the CPU backend drops its copies per pass: the fresh rounding
+    Mirror out = output({N, OC});
+    cpu_->linear_forward(out.cpu, x.cpu, w.cpu, Tensor(), false);
+    gpu_->linear_forward(out.gpu, x.gpu, w.gpu, Tensor(), false);
+    EXPECT_LE(err(out), 1e-3) << how;
+  }
+}
+
+class CudaWeightCopies : public CudaLinear {
+ protected:
+  // out (N, OC) = x · wᵀ in bf16 with the weight's current cached copy, and again after forcing a
+  // fresh rounding (the fp32 weights copied out and back in, which marks the copies stale): the
+  // two must be bit-identical.
+  void expect_fresh(const Tensor& flat, const Tensor& x, const Tensor& w, const std::string& what) {
+    const int64_t N = x.dim(0), OC = w.dim(0);
+    Tensor out = gpu_alloc({N, OC}), fresh = gpu_alloc({N, OC}), tmp = gpu_alloc({flat.numel()});
+    gpu_->linear_forward(out, x, w, Tensor(), false);
+    gpu_->copy(tmp.data, flat.data, flat.nbytes());
+    gpu_->copy(flat.data, tmp.data, flat.nbytes());
+    gpu_->linear_forward(fresh, x, w, Tensor(), false);
+    EXPECT_EQ(download(out), download(fresh)) << what << " (seed " << seed_ << ")";
+  }
+};
+
+// adamw_step over a range holding two weights with bf16 copies and gaps (as the optimizer's merged
+// segments): the copies it writes equal a fresh rounding of the new weights; a step over part of
+// a weight leaves its copy stale, so it too is re-rounded.
+TEST_F(CudaWeightCopies, AdamWWritesTheCopies) {
+  const int64_t N = 24, IC = 96, OC = 40, W = OC * IC;
+  const int64_t off1 = 0, off2 = W + IC, total = 2 * W + IC + 5;  // w1 | norm (IC) | w2 | tail (5)
+  gpu_->set_matmul_dtype(DType::bf16);
+  Tensor p = mirror(randn(total, 0.05f), {total}).gpu, g = mirror(randn(total, 1e-2f), {total}).gpu;
+  Tensor m = gpu_alloc({total}), v = gpu_alloc({total});
+  Tensor x = mirror(randn(N * IC), {N, IC}).gpu;
+  const Tensor w1 = gpu_view(p, off1, {OC, IC}), w2 = gpu_view(p, off2, {OC, IC});
+  gpu_->begin_pass();
+  expect_fresh(p, x, w1, "before any step, w1");
+  expect_fresh(p, x, w2, "before any step, w2");
+  for (int64_t step = 1; step <= 3; ++step) {
+    gpu_->adamw_step(p, g, m, v, {1e-2f, 0.9f, 0.999f, 1e-8f, 0.1f, step});
+    gpu_->begin_pass();
+    expect_fresh(p, x, w1, "after step " + std::to_string(step) + ", w1");
+    expect_fresh(p, x, w2, "after step " + std::to_string(step) + ", w2");
+  }
+  // Half of w2 only (the rest of its range untouched).
+  const Tensor half = gpu_view(p, off2, {W / 2});
+  gpu_->adamw_step(half, gpu_view(g, off2, {W / 2}), gpu_view(m, off2, {W / 2}), gpu_view(v, off2, {W / 2}),
+                   {1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, 4});
+  expect_fresh(p, x, w2, "after a step over half of w2");
+  expect_fresh(p, x, w1, "w1 untouched by it");
+}
+
+// Gradient accumulation: several forward/backward passes (each with begin_pass()) between
+// optimizer steps, then the step; the GPU's cached copies (written by adamw_step, kept across
+// passes) against the CPU backend, which re-rounds every pass, with both sides continuing from
+// the same fp32 weights each step; and at the end against a fresh rounding, bit for bit.
+TEST_F(CudaWeightCopies, GradientAccumulation) {
+  const int64_t N = 32, IC = 128, OC = 64, W = OC * IC, total = W + OC;  // w | bias
+  gpu_->set_matmul_dtype(DType::bf16);
+  cpu_->set_matmul_dtype(DType::bf16);
+  Mirror p = mirror(randn(total, 0.05f), {total}), g = mirror(std::vector<float>(size_t(total)), {total});
+  Mirror m = mirror(std::vector<float>(size_t(total)), {total}), v = mirror(std::vector<float>(size_t(total)), {total});
+  for (int64_t step = 1; step <= 3; ++step) {
+    cpu_->fill_zero(g.cpu);
+    gpu_->fill_zero(g.gpu);
+    for (int micro = 0; micro < 3; ++micro) {
+      cpu_->begin_pass();
+      gpu_->begin_pass();
+      const std::string what = "step " + std::to_string(step) + " micro-batch " + std::to_string(micro);
+      Mirror x = mirror(randn(N * IC), {N, IC}), out = output({N, OC}), dout = mirror(randn(N * OC), {N, OC});
+      cpu_->linear_forward(out.cpu, x.cpu, cpu_view(p, 0, {OC, IC}), cpu_view(p, W, {OC}), false);
+      gpu_->linear_forward(out.gpu, x.gpu, gpu_view(p.gpu, 0, {OC, IC}), gpu_view(p.gpu, W, {OC}), false);
+      EXPECT_LE(err(out), 1e-3) << what;
+      Mirror dx = output({N, IC});
+      cpu_->linear_backward(dx.cpu, cpu_view(g, 0, {OC, IC}), cpu_view(g, W, {OC}), dout.cpu, x.cpu,
+                            cpu_view(p, 0, {OC, IC}), false);
+      gpu_->linear_backward(dx.gpu, gpu_view(g.gpu, 0, {OC, IC}), gpu_view(g.gpu, W, {OC}), dout.gpu, x.gpu,
+                            gpu_view(p.gpu, 0, {OC, IC}), false);
+      EXPECT_LE(err(dx), 1e-3) << what;
+    }
+    const AdamWParams hp{1e-2f, 0.9f, 0.999f, 1e-8f, 0.0f, step};
+    cpu_->adamw_step(p.cpu, g.cpu, m.cpu, v.cpu, hp);
+    gpu_->adamw_step(p.gpu, g.gpu, m.gpu, v.gpu, hp);
+    // The gradients differ by GEMM rounding; continue both sides from the GPU's weights and
+    // moments. A host write on the CPU side only: the GPU's copies stay as adamw_step left them.
+    p.host = download(p.gpu);
+    m.host = download(m.gpu);
+    v.host = download(v.gpu);
+    p.cpu.data = p.host.data();
+    m.cpu.data = m.host.data();
+    v.cpu.data = v.host.data();
+  }
+  // The micro-batches of steps 2 and 3 ran on the copies adamw_step wrote (the CPU comparison
+  // would catch a stale one); the last step's copy against a fresh rounding, bit for bit.
+  Tensor x = mirror(randn(N * IC), {N, IC}).gpu;
+  gpu_->begin_pass();
+  expect_fresh(p.gpu, x, gpu_view(p.gpu, 0, {OC, IC}), "after the last step");
 }
 
 TEST_F(CudaLinear, Memory) {

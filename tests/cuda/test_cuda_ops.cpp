@@ -28,6 +28,7 @@ constexpr Tol kTol[] = {
     {"embedding_backward", 1e-6}, // atomicAdd order of repeated tokens vs the CPU's row order
     {"rms_norm", 1e-5},           // fp32 sums over C in another order
     {"rms_norm_backward", 2e-5},  // and dw summed over N rows in blocks + atomics
+    {"residual_add", 0.0},        // res = x + y: one fp32 add on both sides, bit-identical
     {"rope", 1e-5},
     {"swiglu", 1e-5},
     {"cross_entropy", 1e-5},      // fp32 Σexp over V (the CPU sums in double)
@@ -81,6 +82,30 @@ TEST_F(CudaOps, RmsNorm) {
     gpu_->rms_norm_backward(dx.gpu, dw.gpu, dout.gpu, x.gpu, w.gpu, rstd.gpu);
     EXPECT_CLOSE(dx, "rms_norm_backward");
     EXPECT_CLOSE(dw, "rms_norm_backward");
+  }
+}
+
+// RMSNorm fused with the residual add: against the CPU backend (res exact, out and rstd within the
+// rms_norm tolerance) and against the GPU's own add-then-rms_norm_forward (bit-identical), also
+// in place (res is x).
+TEST_F(CudaOps, ResidualRmsNorm) {
+  for (int64_t C : {64, 288, 2048, 5001}) {
+    const int64_t N = 67;
+    Mirror x = mirror(randn(N * C), {N, C}), y = mirror(randn(N * C), {N, C}), w = mirror(randn(C, 0.5f), {C});
+    Mirror res = output({N, C}), out = output({N, C}), rstd = output({N});
+    cpu_->residual_rms_norm_forward(res.cpu, out.cpu, rstd.cpu, x.cpu, y.cpu, w.cpu, 1e-5f);
+    gpu_->residual_rms_norm_forward(res.gpu, out.gpu, rstd.gpu, x.gpu, y.gpu, w.gpu, 1e-5f);
+    EXPECT_CLOSE(res, "residual_add");
+    EXPECT_CLOSE(out, "rms_norm");
+    EXPECT_CLOSE(rstd, "rms_norm");
+    Mirror out_seq = output({N, C}), rstd_seq = output({N});
+    gpu_->rms_norm_forward(out_seq.gpu, rstd_seq.gpu, res.gpu, w.gpu, 1e-5f);
+    EXPECT_EQ(download(out_seq.gpu), download(out.gpu)) << "fused vs unfused on the GPU, C=" << C;
+    EXPECT_EQ(download(rstd_seq.gpu), download(rstd.gpu)) << "fused vs unfused on the GPU, C=" << C;
+    Mirror out_ip = output({N, C}), rstd_ip = output({N});
+    gpu_->residual_rms_norm_forward(x.gpu, out_ip.gpu, rstd_ip.gpu, x.gpu, y.gpu, w.gpu, 1e-5f);
+    EXPECT_EQ(download(x.gpu), download(res.gpu)) << "in place, C=" << C;
+    EXPECT_EQ(download(out_ip.gpu), download(out.gpu)) << "in place, C=" << C;
   }
 }
 

@@ -1,7 +1,8 @@
 // Fast CPU kernels (sft::cpu) against their plain references (sft::cpu::ref) on random inputs:
 // every op, several shapes (HS 16/48/64/128 and the non-multiple-of-16 fallback, GQA, packed
 // sequences of lengths 1 to 300), AVX-512 and generic paths (SFT_CPU_ISA=generic), accumulation
-// semantics (+= vs =) and cross-entropy input validation. Tolerances are in kTol below.
+// semantics (+= vs =), cross-entropy input validation, and the residual-fused RMSNorm bit for bit
+// against the add followed by rms_norm_forward. Tolerances are in kTol below.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -117,6 +118,53 @@ TEST_P(Isa, RmsNorm) {
     expect_close(dx, dx_ref, "rms_norm", what + " dx");
     expect_close(dw, dw_ref, "rms_norm_dw", what + " dw");
   }
+}
+
+// res = x + y then RMSNorm, fused: res bit-identical to the reference's fp32 add, out and rstd
+// within the rms_norm tolerance of the double reference, and all three bit-identical to the add
+// followed by rms_norm_forward (the unfused sequence the model ran before); also in place
+// (res aliasing x) and through CpuBackend.
+TEST_P(Isa, ResidualRmsNorm) {
+  for (auto [N, C] : {std::pair<int64_t, int64_t>{1, 7}, {37, 288}, {600, 768}, {129, 2051}, {5, 4099}}) {
+    const std::string what = tag() + " N=" + std::to_string(N) + " C=" + std::to_string(C);
+    const size_t NC = size_t(N * C);
+    auto x = randn(NC, 11, 3.0f), y = randn(NC, 12), w = randn(size_t(C), 13);
+    std::vector<float> res(NC), out(NC), rstd(static_cast<size_t>(N));
+    std::vector<float> res_ref(NC), out_ref(NC), rstd_ref(static_cast<size_t>(N));
+    cpu::residual_rms_norm_forward(res.data(), out.data(), rstd.data(), x.data(), y.data(), w.data(), N, C,
+                                   1e-5f);
+    cpu::ref::residual_rms_norm_forward(res_ref.data(), out_ref.data(), rstd_ref.data(), x.data(), y.data(),
+                                        w.data(), N, C, 1e-5f);
+    EXPECT_EQ(res, res_ref) << what << ": res = x + y is one fp32 add";
+    expect_close(out, out_ref, "rms_norm", what + " fused out");
+    expect_close(rstd, rstd_ref, "rms_norm", what + " fused rstd");
+    // The unfused sequence on the fast kernels: bit-identical.
+    std::vector<float> out_seq(NC), rstd_seq(static_cast<size_t>(N));
+    cpu::rms_norm_forward(out_seq.data(), rstd_seq.data(), res_ref.data(), w.data(), N, C, 1e-5f);
+    EXPECT_EQ(out, out_seq) << what << ": fused vs add + rms_norm_forward";
+    EXPECT_EQ(rstd, rstd_seq) << what << ": fused vs add + rms_norm_forward";
+    // In place: res is x.
+    std::vector<float> xs = x, out_ip(NC), rstd_ip(static_cast<size_t>(N));
+    cpu::residual_rms_norm_forward(xs.data(), out_ip.data(), rstd_ip.data(), xs.data(), y.data(), w.data(), N,
+                                   C, 1e-5f);
+    EXPECT_EQ(xs, res) << what << " in place";
+    EXPECT_EQ(out_ip, out) << what << " in place";
+  }
+  auto be = create_backend("cpu");
+  const int64_t N = 9, C = 40;
+  auto x = randn(size_t(N * C), 21), y = randn(size_t(N * C), 22), w = randn(size_t(C), 23);
+  std::vector<float> res(x.size()), out(x.size()), rstd(static_cast<size_t>(N)), out_seq(x.size()), rstd_seq(static_cast<size_t>(N));
+  const auto t = [](std::vector<float>& v, std::initializer_list<int64_t> d) { return Tensor(v.data(), DType::f32, d); };
+  be->residual_rms_norm_forward(t(res, {N, C}), t(out, {N, C}), t(rstd, {N}), t(x, {N, C}), t(y, {N, C}),
+                                t(w, {C}), 1e-6f);
+  be->rms_norm_forward(t(out_seq, {N, C}), t(rstd_seq, {N}), t(res, {N, C}), t(w, {C}), 1e-6f);
+  EXPECT_EQ(out, out_seq) << "CpuBackend";
+  EXPECT_EQ(rstd, rstd_seq) << "CpuBackend";
+  std::vector<float> small(size_t(N * C - 1));
+  EXPECT_THROW(be->residual_rms_norm_forward(t(res, {N, C}), t(out, {N, C}), t(rstd, {N}), t(x, {N, C}),
+                                             t(small, {N * C - 1}), t(w, {C}), 1e-6f),
+               Error)
+      << "y with one element missing";
 }
 
 struct RopeTables {

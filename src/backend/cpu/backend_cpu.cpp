@@ -33,6 +33,16 @@ void CpuBackend::rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, f
   SFT_ASSERT(out.numel() == N * C && rstd.numel() >= N);
   cpu::rms_norm_forward(out.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps);
 }
+void CpuBackend::residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y,
+                                           Tensor w, float eps) {
+  const int64_t C = w.numel(), N = x.numel() / C;
+  SFT_CHECK(res.numel() == N * C && out.numel() == N * C && y.numel() == N * C && rstd.numel() >= N,
+            "cpu", "residual_rms_norm_forward: res {}, out {}, y {} elements and rstd {}, expected "
+            "N*C = {}*{} = {} and rstd >= {}", res.numel(), out.numel(), y.numel(), rstd.numel(), N, C,
+            N * C, N);
+  cpu::residual_rms_norm_forward(res.f32(), out.f32(), rstd.f32(), x.f32(), y.f32(), w.f32(), N, C,
+                                 eps);
+}
 void CpuBackend::rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w,
                                    Tensor rstd) {
   const int64_t C = w.numel(), N = x.numel() / C;

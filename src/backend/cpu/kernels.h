@@ -14,6 +14,8 @@
                           int64_t C);                                                             \
   void rms_norm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N,       \
                         int64_t C, float eps);                                                    \
+  void residual_rms_norm_forward(float* res, float* out, float* rstd, const float* x, const float* y, \
+                                 const float* w, int64_t N, int64_t C, float eps);                \
   void rms_norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, \
                          const float* rstd, int64_t N, int64_t C);                                \
   void rope_forward(float* qkv, const int32_t* positions, const float* cos, const float* sin,     \

@@ -36,6 +36,11 @@ void rms_norm_forward(float* out, float* rstd, const float* x, const float* w, i
     for (int64_t c = 0; c < C; ++c) out[n * C + c] = (x[n * C + c] * r) * w[c];
   }
 }
+void residual_rms_norm_forward(float* res, float* out, float* rstd, const float* x, const float* y,
+                               const float* w, int64_t N, int64_t C, float eps) {
+  for (int64_t i = 0; i < N * C; ++i) res[i] = x[i] + y[i];
+  rms_norm_forward(out, rstd, res, w, N, C, eps);
+}
 // y = x r w with r = (mean(x²)+eps)^-1/2:  dx = r w dy - x r³/C Σ_c(dy w x) ;  dw = Σ_n dy x r
 void rms_norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w,
                        const float* rstd, int64_t N, int64_t C) {

@@ -2,7 +2,9 @@
 // out = (x * rstd) * w. mean(x²) is accumulated in float over vector lanes, as torch's fp32
 // reduction does. The backward accumulates into dx (it feeds the residual stream) and into dw
 // through per-row-block partials that are summed in block order: bit-reproducible for any
-// number of threads, since the blocks depend only on N.
+// number of threads, since the blocks depend only on N. The residual-fused forward first writes
+// res = x + y for a row and then runs the very same row routine on it, so it is bit-identical to
+// the add followed by rms_norm_forward.
 #include <algorithm>
 #include <cmath>
 #include <vector>
@@ -11,19 +13,40 @@
 
 namespace sft::cpu {
 
+namespace {
+
+// One row: o (C) = xr * r * w, returns r = 1/sqrt(mean(xr²) + eps). Not inlined, so both
+// forwards run one copy of this code and round identically.
+[[gnu::noinline]] float rms_norm_row(float* o, const float* xr, const float* w, int64_t C,
+                                     float eps) {
+  float ss = 0.0f;
+#pragma omp simd reduction(+ : ss)
+  for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
+  const float r = 1.0f / std::sqrt(ss / float(C) + eps);
+#pragma omp simd
+  for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] * r) * w[c];
+  return r;
+}
+
+}  // namespace
+
 void rms_norm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N,
                       int64_t C, float eps) {
 #pragma omp parallel for schedule(static) if (N * C > (1 << 14))
+  for (int64_t n = 0; n < N; ++n) rstd[n] = rms_norm_row(out + n * C, x + n * C, w, C, eps);
+}
+
+// res may alias x or y: each element is read before it is written, by the same thread.
+void residual_rms_norm_forward(float* res, float* out, float* rstd, const float* x, const float* y,
+                               const float* w, int64_t N, int64_t C, float eps) {
+#pragma omp parallel for schedule(static) if (N * C > (1 << 14))
   for (int64_t n = 0; n < N; ++n) {
-    const float* xr = x + n * C;  // (C)
-    float* o = out + n * C;       // (C)
-    float ss = 0.0f;
-#pragma omp simd reduction(+ : ss)
-    for (int64_t c = 0; c < C; ++c) ss += xr[c] * xr[c];
-    const float r = 1.0f / std::sqrt(ss / float(C) + eps);
-    rstd[n] = r;
+    float* rr = res + n * C;  // (C), still in L1 when the row routine reads it back
+    const float* xr = x + n * C;
+    const float* yr = y + n * C;
 #pragma omp simd
-    for (int64_t c = 0; c < C; ++c) o[c] = (xr[c] * r) * w[c];
+    for (int64_t c = 0; c < C; ++c) rr[c] = xr[c] + yr[c];
+    rstd[n] = rms_norm_row(out + n * C, rr, w, C, eps);
   }
 }
 

@@ -178,12 +178,16 @@ static bool is_device_memory(const void* p) {
 
 void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
   if (bytes == 0) return;
+  weights_written(dst, bytes);  // a bf16 copy of a weight in dst goes stale (no-op for host dst)
   SFT_CUDA_CHECK("copy", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
   // A copy that involves host memory completes before returning (the caller reads or reuses it).
   if (!is_device_memory(dst) || !is_device_memory(src)) SFT_CUDA_CHECK("copy", cudaStreamSynchronize(stream_));
 }
 
-void CudaBackend::fill_zero(Tensor t) { SFT_CUDA_CHECK("fill_zero", cudaMemsetAsync(t.data, 0, t.nbytes(), stream_)); }
+void CudaBackend::fill_zero(Tensor t) {
+  weights_written(t.data, t.nbytes());
+  SFT_CUDA_CHECK("fill_zero", cudaMemsetAsync(t.data, 0, t.nbytes(), stream_));
+}
 
 // ---- host int32 inputs ----
 

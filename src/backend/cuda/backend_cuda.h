@@ -40,6 +40,8 @@ class CudaBackend final : public Backend {
   void embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) override;
   void embedding_backward(Tensor dwte, Tensor dout, const int32_t* tokens) override;
   void rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) override;
+  void residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y, Tensor w,
+                                 float eps) override;
   void rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) override;
   void rope_forward(Tensor qkv, const int32_t* positions, Tensor cos, Tensor sin, int NH, int NKV,
                     int HS) override;
@@ -82,6 +84,17 @@ class CudaBackend final : public Backend {
   float* attention_workspace(size_t bytes);
   void create_gemm();                                // matmul.cpp
   void forget_weights(const void* begin, size_t bytes);  // drop bf16 copies of weights in a freed range
+  // The bf16 weight cache (matmul.cpp) when the backend writes fp32 data. weights_written(): copies
+  // overlapping the byte range go stale (re-rounded on next use). weight_copies_in(): the copies
+  // lying wholly inside the fp32 range [p, p + n), sorted by offset and not overlapping, which the
+  // caller rewrites in full from the new values in queue order (adamw_step), so they are marked
+  // valid; copies only partly inside go stale.
+  struct WeightCopy {
+    int64_t offset, n;  // elements of the range [p + offset, p + offset + n)
+    uint16_t* bf16;     // (n)
+  };
+  void weights_written(const void* begin, size_t bytes);
+  std::vector<WeightCopy> weight_copies_in(const float* p, int64_t n);
 
   struct Gemm;  // cuBLASLt handle, plans, workspace, bf16 operand scratch and weight cache
   struct GemmDeleter {

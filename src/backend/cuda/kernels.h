@@ -22,6 +22,9 @@ void embedding_backward(float* dwte, const float* dout, const int32_t* tokens, i
 // ---- rms_norm.cu: out (N, C) = x * rstd * w, rstd (N) ; dx (N, C) += ..., dw (C) += ... ----
 void rms_norm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C, float eps,
                       cudaStream_t s);
+// res (N, C) = x + y (res may alias x or y), then out and rstd as rms_norm_forward on res
+void residual_rms_norm_forward(float* res, float* out, float* rstd, const float* x, const float* y, const float* w,
+                               int64_t N, int64_t C, float eps, cudaStream_t s);
 void rms_norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
                        int64_t N, int64_t C, cudaStream_t s);
 
@@ -52,6 +55,9 @@ struct AdamWScalars {
 };
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWScalars& a,
                 cudaStream_t s);
+// The same, and param_bf16 (n) = bf16(new param), rounded to nearest even as f32_to_bf16
+void adamw_step_bf16(float* param, uint16_t* param_bf16, const float* grad, float* m, float* v, int64_t n,
+                     const AdamWScalars& a, cudaStream_t s);
 
 // ---- reduce.cu ----
 constexpr int kReduceBlocks = 512;  // partial sums of sum_squares

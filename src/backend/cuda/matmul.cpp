@@ -1,9 +1,18 @@
 // Linear layers on the GPU through cuBLASLt: out = x·wᵀ (+ b), dx = dout·w, dw += doutᵀ·x. The
 // row-major (rows, cols) buffers are column-major (cols, rows) to cuBLAS, so out (N, OC) is
 // C (OC, N) = op(w) · x with w transposed (TN), dx is NN and dw is NT; nothing is copied to
-// transpose. bf16 mode rounds the operands into bf16 scratch (weights once per pass, cached until
-// begin_pass()) and accumulates in fp32 with fp32 outputs; fp32 mode uses TF32 tensor cores only
-// when set_tf32(true). One plan (descriptors + heuristic algorithm) per shape and alignment.
+// transpose. bf16 mode rounds the operands into bf16 scratch and accumulates in fp32 with fp32
+// outputs; fp32 mode uses TF32 tensor cores only when set_tf32(true). One plan (descriptors +
+// heuristic algorithm) per shape and alignment.
+//
+// bf16 weight copies are cached by fp32 address across passes (begin_pass() keeps them). A copy
+// can only go stale when the fp32 weight changes, and device memory changes only through this
+// backend, so every writer keeps the cache right: adamw_step() writes the copies lying inside
+// its range in the same kernel as the update (weight_copies_in); copy(), fill_zero() and scale()
+// mark the copies they overlap stale (weights_written), so loading, resuming from a checkpoint
+// and any host write go through a fresh rounding; dealloc() drops them (forget_weights). The
+// other ops write activations and gradients only, never weights. Micro-batches of gradient
+// accumulation and generation after training thus reuse the copies the last step wrote.
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -51,7 +60,7 @@ struct CudaBackend::Gemm {
   struct Buffer {
     uint16_t* data = nullptr;
     size_t capacity = 0;  // elements
-    bool valid = false;   // weights: holds the current pass's rounding
+    bool valid = false;   // weights: holds the rounding of the current fp32 values
   };
 
   CudaBackend& be;
@@ -181,9 +190,44 @@ void CudaBackend::forget_weights(const void* begin, size_t bytes) {
   }
 }
 
-void CudaBackend::begin_pass() {
-  for (auto& [ptr, b] : gemm_->weights) b.valid = false;
+void CudaBackend::weights_written(const void* begin, size_t bytes) {
+  if (!gemm_ || bytes == 0) return;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(begin), hi = lo + bytes;
+  for (auto& [ptr, b] : gemm_->weights) {
+    const uintptr_t p = reinterpret_cast<uintptr_t>(ptr);
+    if (p < hi && lo < p + b.capacity * sizeof(float)) b.valid = false;
+  }
 }
+
+std::vector<CudaBackend::WeightCopy> CudaBackend::weight_copies_in(const float* p, int64_t n) {
+  std::vector<WeightCopy> inside;
+  const uintptr_t lo = reinterpret_cast<uintptr_t>(p), hi = lo + size_t(n) * sizeof(float);
+  for (auto& [ptr, b] : gemm_->weights) {
+    const uintptr_t q = reinterpret_cast<uintptr_t>(ptr), q_end = q + b.capacity * sizeof(float);
+    if (b.capacity == 0 || q_end <= lo || q >= hi) continue;  // no overlap
+    if (q >= lo && q_end <= hi)
+      inside.push_back({int64_t((q - lo) / sizeof(float)), int64_t(b.capacity), b.data});
+    else
+      b.valid = false;  // partly inside: re-rounded on next use
+  }
+  std::sort(inside.begin(), inside.end(), [](const WeightCopy& a, const WeightCopy& b) { return a.offset < b.offset; });
+  // Copies overlapping one another (views of one weight under two addresses) are left stale
+  // rather than written twice.
+  std::vector<WeightCopy> kept;
+  for (const WeightCopy& c : inside) {
+    Gemm::Buffer& b = gemm_->weights.at(p + c.offset);
+    if (!kept.empty() && c.offset < kept.back().offset + kept.back().n) {
+      b.valid = false;
+      continue;
+    }
+    b.valid = true;  // the caller's kernel, queued before any later GEMM, writes it in full
+    kept.push_back(c);
+  }
+  return kept;
+}
+
+// The bf16 copies outlive passes: see the top of this file for what keeps them right.
+void CudaBackend::begin_pass() {}
 
 void CudaBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);

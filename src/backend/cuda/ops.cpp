@@ -43,6 +43,15 @@ void CudaBackend::rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, 
   cuda::rms_norm_forward(out.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps, stream_);
 }
 
+void CudaBackend::residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y, Tensor w,
+                                            float eps) {
+  const int64_t C = w.numel(), N = x.numel() / C;
+  SFT_CHECK(res.numel() == N * C && out.numel() == N * C && y.numel() == N * C && rstd.numel() >= N, "cuda",
+            "residual_rms_norm_forward: res {}, out {}, y {} elements and rstd {}, expected N*C = {}*{} = {} and "
+            "rstd >= {}",
+            res.numel(), out.numel(), y.numel(), rstd.numel(), N, C, N * C, N);
+  cuda::residual_rms_norm_forward(res.f32(), out.f32(), rstd.f32(), x.f32(), y.f32(), w.f32(), N, C, eps, stream_);
+}
 void CudaBackend::rms_norm_backward(Tensor dx, Tensor dw, Tensor dout, Tensor x, Tensor w, Tensor rstd) {
   const int64_t C = w.numel(), N = x.numel() / C;
   SFT_ASSERT(dx.numel() == N * C && dout.numel() == N * C && dw.numel() == C && rstd.numel() >= N);
@@ -162,7 +171,17 @@ void CudaBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, cons
                              float(-(lr / bias_c1)),
                              float(std::sqrt(bias_c2)),
                              p.eps};
-  cuda::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), a, stream_);
+  // Weights with a bf16 GEMM copy get it rewritten in the same pass over memory; the rest of the
+  // range (norms, biases, weights never used in bf16) gets the plain update.
+  float *P = param.f32(), *G = grad.f32(), *M = m.f32(), *V = v.f32();
+  const int64_t n = param.numel();
+  int64_t done = 0;
+  for (const WeightCopy& c : weight_copies_in(P, n)) {
+    cuda::adamw_step(P + done, G + done, M + done, V + done, c.offset - done, a, stream_);
+    cuda::adamw_step_bf16(P + c.offset, c.bf16, G + c.offset, M + c.offset, V + c.offset, c.n, a, stream_);
+    done = c.offset + c.n;
+  }
+  cuda::adamw_step(P + done, G + done, M + done, V + done, n - done, a, stream_);
 }
 
 double CudaBackend::sum_squares(Tensor x) {
@@ -174,7 +193,10 @@ double CudaBackend::sum_squares(Tensor x) {
   return result;
 }
 
-void CudaBackend::scale(Tensor x, float s) { cuda::scale(x.f32(), x.numel(), s, stream_); }
+void CudaBackend::scale(Tensor x, float s) {
+  weights_written(x.data, x.nbytes());
+  cuda::scale(x.f32(), x.numel(), s, stream_);
+}
 
 bool CudaBackend::all_finite(Tensor x) {
   int flag = 0;

@@ -2,6 +2,8 @@
 // out = (x * rstd) * w. Backward: dx += rstd w dy - x rstd³/C Σ_c(dy w x) per row (block
 // reduction), and dw += Σ_n dy x rstd, summed per block in shared memory over the block's rows
 // (each column owned by one thread) and then added atomically, one add per block and column.
+// The residual-fused forward (res = x + y, then the norm of res) is the same kernel body with the
+// add in front, so it rounds exactly as the add followed by rms_norm_forward.
 #include "backend/cuda/check.h"
 #include "backend/cuda/device/reduce.cuh"
 #include "backend/cuda/kernels.h"
@@ -11,11 +13,16 @@ namespace sft::cuda {
 
 namespace {
 
-__global__ void rms_norm_forward_kernel(float* out, float* rstd, const float* x, const float* w, int64_t N,
-                                        int64_t C, float eps) {
+// kResidual: the normalised rows are res (N, C) = x + y, written by the thread that owns each
+// column before it reads them back (res may alias x or y); otherwise they are x itself.
+template <bool kResidual>
+__global__ void rms_norm_forward_kernel(float* res, float* out, float* rstd, const float* x, const float* y,
+                                        const float* w, int64_t N, int64_t C, float eps) {
   __shared__ float scratch[32];
   for (int64_t n = blockIdx.x; n < N; n += gridDim.x) {
-    const float* xr = x + n * C;
+    const float* xr = kResidual ? res + n * C : x + n * C;
+    if constexpr (kResidual)
+      for (int64_t c = threadIdx.x; c < C; c += blockDim.x) res[n * C + c] = __fadd_rn(x[n * C + c], y[n * C + c]);
     float ss = 0.0f;
     for (int64_t c = threadIdx.x; c < C; c += blockDim.x) ss += xr[c] * xr[c];
     ss = block_sum(ss, scratch);
@@ -58,9 +65,17 @@ int sm_count() {
 void rms_norm_forward(float* out, float* rstd, const float* x, const float* w, int64_t N, int64_t C, float eps,
                       cudaStream_t s) {
   if (N == 0) return;
-  rms_norm_forward_kernel<<<unsigned(std::min<int64_t>(N, int64_t(1) << 20)), kThreads, 0, s>>>(out, rstd, x, w,
-                                                                                                  N, C, eps);
+  rms_norm_forward_kernel<false><<<unsigned(std::min<int64_t>(N, int64_t(1) << 20)), kThreads, 0, s>>>(
+      nullptr, out, rstd, x, nullptr, w, N, C, eps);
   SFT_CUDA_LAUNCHED("rms_norm_forward");
+}
+
+void residual_rms_norm_forward(float* res, float* out, float* rstd, const float* x, const float* y, const float* w,
+                               int64_t N, int64_t C, float eps, cudaStream_t s) {
+  if (N == 0) return;
+  rms_norm_forward_kernel<true><<<unsigned(std::min<int64_t>(N, int64_t(1) << 20)), kThreads, 0, s>>>(
+      res, out, rstd, x, y, w, N, C, eps);
+  SFT_CUDA_LAUNCHED("residual_rms_norm_forward");
 }
 
 void rms_norm_backward(float* dx, float* dw, const float* dout, const float* x, const float* w, const float* rstd,
