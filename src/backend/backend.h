@@ -67,6 +67,9 @@ class Backend {
   // drops them here; the CUDA backend keeps them across passes and instead marks a copy stale
   // whenever it writes the fp32 weight itself (copy, fill_zero, scale; adamw_step refreshes it).
   virtual void begin_pass() = 0;
+  // Whether bf16 matmuls hold a bf16 copy of each weight beside the fp32 master (2 bytes per
+  // parameter; the memory plan of sft train counts it).
+  virtual bool keeps_bf16_weight_copies() const = 0;
 
   // ---- linear: out (N, OC) (=, or += when accumulate) x (N, IC) · w (OC, IC)ᵀ + bias (OC) ----
   virtual void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) = 0;

@@ -29,6 +29,7 @@ class ProfilingBackend final : public Backend {
   void set_matmul_dtype(DType dt) override { inner_->set_matmul_dtype(dt); }
   DType matmul_dtype() const override { return inner_->matmul_dtype(); }
   void begin_pass() override { inner_->begin_pass(); }
+  bool keeps_bf16_weight_copies() const override { return inner_->keeps_bf16_weight_copies(); }
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
                        bool accumulate_dx) override;

@@ -174,7 +174,8 @@ int run_train(int argc, char** argv) {
   int64_t max_tokens = max_batch_tokens(train_data, loader, cfg);
   for (const Batch& b : eval_batches) max_tokens = std::max(max_tokens, b.num_tokens());
   const ModelOptions mopt{.recompute = cfg.gradient_checkpointing};
-  const MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, cfg.bf16);
+  const MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens,
+                                                cfg.bf16 && backend->keeps_bf16_weight_copies());
   const int64_t available = available_memory_bytes();
   std::printf("memory: %s; %s\n", describe(plan).c_str(),
               available < 0 ? "free memory unknown" : fmt::format("{:.1f} GiB available", double(available) / (1 << 30)).c_str());

@@ -15,13 +15,15 @@ struct MemoryPlan {
   int64_t weights = 0;           // bytes: fp32 master weights
   int64_t grads = 0;             //        fp32 gradients
   int64_t optimizer = 0;         //        AdamW m and v (fp32)
-  int64_t weight_copies = 0;     //        bf16 matmul operands kept per pass (bf16 only)
+  int64_t weight_copies = 0;     //        bf16 copies of the weights, where the backend keeps them
   int64_t activations = 0;       //        activation buffers for max_tokens (LlamaModel::activation_bytes)
   int64_t max_tokens = 0;        // N = B*T of the largest micro-batch
   int64_t total() const { return weights + grads + optimizer + weight_copies + activations; }
 };
 
-MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens, bool bf16);
+// bf16_weight_copies: bf16 training on a backend that keeps them (Backend::keeps_bf16_weight_copies).
+MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens,
+                                bool bf16_weight_copies);
 
 // Bytes this process can still take: MemAvailable from /proc/meminfo, capped by the cgroup v2
 // (memory.max - memory.current) or v1 limit when one is set; -1 when unknown.

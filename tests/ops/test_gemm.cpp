@@ -146,7 +146,8 @@ TEST(Gemm, Bf16RoundingMatchesConversion) {
 }
 
 // CpuBackend's linear layers agree on both routes (SFT_GEMM=onednn and the default, ours where the
-// CPU has AVX-512), on a model-like shape with bias and accumulation and on an LM-head-like one.
+// CPU has AVX-512), on a model-like shape with bias and accumulation and on an LM-head-like one;
+// each route says truly whether it keeps bf16 weight copies.
 TEST(Gemm, BackendRoutesAgree) {
   const int64_t shapes[][3] = {{70, 96, 136}, {20, 40, 16400}};  // N, IC, OC
   for (const auto& sh : shapes) {
@@ -161,6 +162,8 @@ TEST(Gemm, BackendRoutesAgree) {
         if (routes[r]) setenv("SFT_GEMM", routes[r], 1);
         auto be = create_backend("cpu");
         unsetenv("SFT_GEMM");
+        // Only the oneDNN route holds bf16 weight copies (sft train's memory plan counts them).
+        EXPECT_EQ(be->keeps_bf16_weight_copies(), routes[r] != nullptr || !cpu::gemm_avx512_supported(true));
         be->set_matmul_dtype(dt);
         be->begin_pass();
         out[r] = init;

@@ -22,6 +22,7 @@ class CpuBackend final : public Backend {
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
+  bool keeps_bf16_weight_copies() const override;  // only the oneDNN route does (ours rounds while packing)
 
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,

@@ -175,6 +175,8 @@ void CpuBackend::begin_pass() {
   for (auto& [ptr, cached] : gemm_->weight_cache) cached.valid = false;
 }
 
+bool CpuBackend::keeps_bf16_weight_copies() const { return !gemm_->use_ours(DType::bf16); }
+
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
   SFT_ASSERT(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC));

@@ -33,6 +33,7 @@ class CudaBackend final : public Backend {
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
+  bool keeps_bf16_weight_copies() const override { return true; }  // kept across passes (matmul.cpp)
 
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
