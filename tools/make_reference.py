@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 # Reference generator for tests/model/test_parity.cpp (in the spirit of llm.c's test_gpt2): tiny
-# random HF LlamaForCausalLM / Qwen2ForCausalLM models (fp32, eager attention) and, per case, the
-# logits, mean loss, every parameter gradient and 10 torch.optim.AdamW step losses on one packed +
+# random HF LlamaForCausalLM / Qwen2ForCausalLM / MistralForCausalLM models (fp32, eager attention)
+# and, per case, the logits, mean loss, every parameter gradient and 10 torch.optim.AdamW step losses on one packed +
 # padded batch. Packed samples are run through HF one at a time: that is the definition of "no
 # cross-contamination". Usage: make_reference.py --out DIR [--bf16-report]
 import argparse
@@ -16,7 +16,8 @@ import torch
 import torch.nn.functional as F
 import transformers
 from safetensors.torch import save_file
-from transformers import LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+from transformers import (LlamaConfig, LlamaForCausalLM, MistralConfig, MistralForCausalLM, Qwen2Config,
+                          Qwen2ForCausalLM)
 from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
 
 ADAMW_STEPS = 10
@@ -57,6 +58,11 @@ CASES = [
     # inside a tile, and a 150-token sample spanning three tiles.
     dict(name="long_seq_tiles", arch="llama", cfg=dict(num_key_value_heads=2),
          T=160, row0=[70, 50, 40], len1=150),
+    # MistralForCausalLM (no biases) with a sliding window of 24 < max_position_embeddings: every
+    # sequence (the samples and row 1's 16-token padding) is at most 24 tokens, where HF's window
+    # masks nothing; sft keeps the window as a length limit (test_parity's MistralWindow).
+    dict(name="mistral_window", arch="mistral", cfg=dict(num_key_value_heads=2, sliding_window=24),
+         T=40, row0=[14, 12, 14], len1=24),
 ]
 
 
@@ -113,6 +119,10 @@ def build_model(case, seed):
         kw.pop("attention_bias", None)
         cfg = Qwen2Config(**kw, attn_implementation="eager")
         model = Qwen2ForCausalLM(cfg)
+    elif case["arch"] == "mistral":
+        kw.pop("attention_bias", None)
+        cfg = MistralConfig(**kw, attn_implementation="eager")
+        model = MistralForCausalLM(cfg)
     else:
         cfg = LlamaConfig(**kw, attn_implementation="eager")
         model = LlamaForCausalLM(cfg)

@@ -55,9 +55,13 @@ int run_generate(int argc, char** argv) {
   if (auto id = tok->token_to_id(tmpl.eot)) stop.push_back(*id);
   if (tok->eos_id() >= 0) stop.push_back(tok->eos_id());
 
-  const int64_t max_len = std::min<int64_t>(model->config().max_position_embeddings, int64_t(prompt_ids.size()) + sp.max_new_tokens);
-  SFT_CHECK(int64_t(prompt_ids.size()) < max_len, "generate", "the prompt has {} tokens, more than the model's context ({})",
-            prompt_ids.size(), model->config().max_position_embeddings);
+  // The context: max_position_embeddings, or a sliding window (sft runs no longer sequences).
+  const LlamaConfig& mc = model->config();
+  const int64_t context = mc.sliding_window > 0 ? std::min(mc.sliding_window, mc.max_position_embeddings)
+                                                : mc.max_position_embeddings;
+  const int64_t max_len = std::min<int64_t>(context, int64_t(prompt_ids.size()) + sp.max_new_tokens);
+  SFT_CHECK(int64_t(prompt_ids.size()) < max_len, "generate", "the prompt has {} tokens, more than the model's context ({}{})",
+            prompt_ids.size(), context, mc.sliding_window > 0 ? ", its sliding_window" : "");
   Generator gen(*model, max_len);
   std::vector<int32_t> out = gen.generate(prompt_ids, stop, sp);
   if (!out.empty() && std::find(stop.begin(), stop.end(), out.back()) != stop.end()) out.pop_back();

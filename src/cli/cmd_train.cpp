@@ -136,6 +136,11 @@ int run_train(int argc, char** argv) {
   backend->set_tf32(cfg.tf32);
   const std::string& model_dir = cfg.model_name_or_path;
   LlamaConfig mcfg = load_llama_config((fs::path(model_dir) / "config.json").string());
+  SFT_CHECK(mcfg.sliding_window == 0 || cfg.model_max_length <= mcfg.sliding_window, "train",
+            "--model_max_length {} is longer than sliding_window {} in {}/config.json: sft has no sliding-window "
+            "attention, so it trains sequences of up to {} tokens (where the window masks nothing); use "
+            "--model_max_length {} or less",
+            cfg.model_max_length, mcfg.sliding_window, model_dir, mcfg.sliding_window, mcfg.sliding_window);
   // FastChat's RoPE rule (train.py): train past the context with linear scaling, saved in config.json.
   if (cfg.model_max_length > mcfg.max_position_embeddings) {
     const double factor = std::ceil(double(cfg.model_max_length) / double(mcfg.max_position_embeddings));

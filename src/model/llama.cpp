@@ -349,18 +349,23 @@ double LlamaModel::head_forward_backward(const Batch& batch, float loss_scale) {
   return sum_losses(be_, a.losses, M);
 }
 
-static SeqLayout seq_layout(const Batch& batch) {
+// The packed sequences of a batch; none may be longer than a sliding window (llama_config.h).
+static SeqLayout seq_layout(const Batch& batch, int64_t sliding_window) {
   SeqLayout s{batch.cu_seqlens.data(), int(batch.cu_seqlens.size()) - 1, 0};
   for (int i = 0; i < s.num_seqs; ++i)
     s.max_seqlen = std::max(s.max_seqlen, batch.cu_seqlens[size_t(i) + 1] - batch.cu_seqlens[size_t(i)]);
+  SFT_CHECK(sliding_window == 0 || s.max_seqlen <= sliding_window, "model",
+            "a sequence of {} tokens is longer than the model's sliding_window {} (config.json): sliding-window "
+            "attention is not implemented, sequences of up to {} tokens are exact",
+            s.max_seqlen, sliding_window, sliding_window);
   return s;
 }
 
 double LlamaModel::forward(const Batch& batch, float* logits) {
+  const SeqLayout seqs = seq_layout(batch, cfg_.sliding_window);
   be_.begin_pass();
   ensure_capacity(batch);
   prepare_rope(batch);
-  const SeqLayout seqs = seq_layout(batch);
   const int64_t N = batch.num_tokens();
   Acts& a = *acts_;
   be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), w_.embed);
@@ -370,10 +375,10 @@ double LlamaModel::forward(const Batch& batch, float* logits) {
 }
 
 double LlamaModel::forward_backward(const Batch& batch, float loss_scale) {
+  const SeqLayout seqs = seq_layout(batch, cfg_.sliding_window);
   be_.begin_pass();
   ensure_capacity(batch);
   prepare_rope(batch);
-  const SeqLayout seqs = seq_layout(batch);
   const int64_t N = batch.num_tokens();
   const int L = int(cfg_.num_hidden_layers);
   Acts& a = *acts_;

@@ -1,8 +1,9 @@
 // config.json <-> LlamaConfig for LlamaForCausalLM, MistralForCausalLM and Qwen2ForCausalLM, and
 // the RoPE inverse frequencies. References: transformers configuration_{llama,mistral,qwen2}.py
 // (defaults), modeling_rope_utils.py (rope types, both the v5 rope_parameters and the legacy
-// rope_theta/rope_scaling spellings), ecosystem.md §1.4. Sliding-window attention, mlp_bias and
-// rope types other than default/linear/dynamic/llama3 are rejected, not approximated.
+// rope_theta/rope_scaling spellings), ecosystem.md §1.4. mlp_bias and rope types other than
+// default/linear/dynamic/llama3 are rejected, not approximated; a sliding window is kept as a limit
+// on sequence length (see sliding_window in llama_config.h).
 #include "model/llama_config.h"
 
 #include <cmath>
@@ -212,14 +213,14 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
   // Llama's attention_bias adds biases to q, k, v and o; Mistral has none; Qwen2 always has q/k/v.
   cfg.attention_bias = cfg.model_type == "llama" && f.boolean("attention_bias", false);
   cfg.qkv_bias = is_qwen2;
-  if (is_qwen2 && f.boolean("use_sliding_window", false))
-    fail("config", "{}: use_sliding_window true is not supported (sliding-window attention), expected false", where);
-  if (is_mistral) {
-    const int64_t window = f.nullable_int("sliding_window", 4096);  // MistralConfig default 4096; null = none
-    if (window >= 0 && window < cfg.max_position_embeddings)
-      fail("config", "{}: sliding_window {} < max_position_embeddings {}: sliding-window attention is not "
-           "supported (expected null or >= {})", where, window, cfg.max_position_embeddings,
-           cfg.max_position_embeddings);
+  // Sliding-window attention (Mistral; Qwen2 with use_sliding_window): a key further than W - 1
+  // positions back is masked. sft has no such mask: it keeps W and runs only sequences of at most
+  // W tokens (LlamaModel, sft train and sft generate check), where the window never masks a key.
+  if (is_mistral || (is_qwen2 && f.boolean("use_sliding_window", false))) {
+    // MistralConfig's and Qwen2Config's default is 4096; null = none.
+    const int64_t window = f.nullable_int("sliding_window", 4096);
+    if (window == 0 || window < -1) fail("config", "{}: sliding_window is {}, expected > 0 or null", where, window);
+    if (window > 0 && window < cfg.max_position_embeddings) cfg.sliding_window = window;
   }
 
   // RoPE: v5 rope_parameters first, then the legacy rope_theta / rope_scaling.

@@ -23,6 +23,10 @@ struct LlamaConfig {
   int64_t num_key_value_heads = 32;       // NKV
   int64_t head_dim = 128;                 // HS (explicit in config, else C / NH)
   int64_t max_position_embeddings = 2048;
+  // Mistral's (and Qwen2's use_sliding_window) attention window W, 0 = none (or W >= the context).
+  // sft has no sliding-window mask: it runs sequences of at most W tokens, where the window masks
+  // nothing, and refuses longer ones (LlamaModel's passes, sft train, sft generate).
+  int64_t sliding_window = 0;
   double rms_norm_eps = 1e-6;
   double rope_theta = 10000.0;
   RopeScaling rope_scaling = RopeScaling::none;

@@ -3,7 +3,8 @@
 // both reproduce an uninterrupted run bit for bit (per-step losses, fp32 weights and AdamW
 // moments); a write failure while saving (a file-size limit, as a full disk) leaves the previous
 // checkpoint intact and the run resumable; TensorBoard's own reader reads the event file back;
-// missing inputs, an unwritable output_dir and a model too big for memory fail clearly, early.
+// missing inputs, an unwritable output_dir, a model too big for memory and a --model_max_length
+// past a sliding window fail clearly, early.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -270,6 +271,24 @@ TEST_F(TrainCli, AModelTooBigForMemoryFailsBeforeTraining) {
   EXPECT_NE(r.out.find("not enough memory: this run needs about"), std::string::npos) << r.out;
   EXPECT_NE(r.out.find("weights, gradients and AdamW moments alone do not fit"), std::string::npos) << r.out;
   EXPECT_FALSE(fs::exists(root_ / "huge_out" / "metrics.jsonl"));
+}
+
+// Mistral-7B-v0.1-style config (sliding_window below the context), no weights: sft trains only
+// sequences up to the window, so a longer --model_max_length is refused before anything is loaded.
+TEST_F(TrainCli, AModelMaxLengthPastTheSlidingWindowFailsBeforeLoading) {
+  const fs::path dir = root_ / "mistral_model";
+  fs::create_directories(dir);
+  auto cfg = nlohmann::json::parse(kSmallConfig);
+  cfg["architectures"] = {"MistralForCausalLM"};
+  cfg["model_type"] = "mistral";
+  cfg["sliding_window"] = 128;
+  std::ofstream(dir / "config.json") << cfg.dump();
+  const CmdResult r = run(kSft + " train --model_name_or_path " + dir.string() + " --data_path " + kDummyData +
+                          " --output_dir " + (root_ / "mistral_out").string() + " --model_max_length 256");
+  EXPECT_EQ(r.code, 1) << r.out;
+  EXPECT_NE(r.out.find("--model_max_length 256 is longer than sliding_window 128 in " + dir.string() +
+                       "/config.json"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("use --model_max_length 128 or less"), std::string::npos) << r.out;
 }
 
 }  // namespace

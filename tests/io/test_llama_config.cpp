@@ -121,13 +121,17 @@ TEST(LlamaConfig, Mistral) {
   EXPECT_EQ(c.model_type, "mistral");
   EXPECT_EQ(c.rope_theta, 1e6);
   EXPECT_FALSE(c.has_qkv_bias());
+  EXPECT_EQ(c.sliding_window, 0);  // v0.2: null
   json j = mistral_7b_v02();
   j["sliding_window"] = 32768;  // == max_position_embeddings: never slides
-  EXPECT_NO_THROW(parse(j));
-  j["sliding_window"] = 4096;   // Mistral-7B-v0.1
-  expect_config_error(j, {"sliding_window 4096 < max_position_embeddings 32768", "not supported"});
+  EXPECT_EQ(parse(j).sliding_window, 0);
+  j["sliding_window"] = 4096;   // Mistral-7B-v0.1: kept as a limit on sequence length
+  EXPECT_EQ(parse(j).sliding_window, 4096);
+  EXPECT_EQ(llama_config_to_json(parse(j))["sliding_window"], 4096);  // saved as read
   j.erase("sliding_window");    // MistralConfig's default is 4096
-  expect_config_error(j, {"sliding_window 4096"});
+  EXPECT_EQ(parse(j).sliding_window, 4096);
+  j["sliding_window"] = 0;
+  expect_config_error(j, {"sliding_window is 0, expected > 0 or null"});
 }
 
 TEST(LlamaConfig, Qwen2) {
@@ -143,9 +147,12 @@ TEST(LlamaConfig, Qwen2) {
   EXPECT_EQ(c.rms_norm_eps, 1e-6);
   EXPECT_EQ(c.bos_token_id, 151643);
   EXPECT_EQ(c.eos_token_ids, std::vector<int64_t>{151645});
+  EXPECT_EQ(c.sliding_window, 0);  // use_sliding_window false
   json j = qwen25_05b();
+  j["sliding_window"] = 4096;
+  EXPECT_EQ(parse(j).sliding_window, 0);
   j["use_sliding_window"] = true;
-  expect_config_error(j, {"use_sliding_window true is not supported"});
+  EXPECT_EQ(parse(j).sliding_window, 4096);
   j = qwen25_05b();
   j.erase("bos_token_id");
   j.erase("eos_token_id");

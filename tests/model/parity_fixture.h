@@ -1,5 +1,5 @@
 // The whole-model parity fixture shared by tests/model (CPU backend) and tests/cuda (GPU backend):
-// tools/make_reference.py's tiny random Llama/Qwen2 cases (model directory, packed + padded batch,
+// tools/make_reference.py's tiny random Llama/Qwen2/Mistral cases (model directory, packed + padded batch,
 // HF's logits, loss, every gradient and 10 torch.optim.AdamW step losses), generated once per build
 // into the build tree (or taken from SFT_PARITY_FIXTURES), the tolerance table and the comparison
 // helpers. Header-only; each test binary that includes it gets its own copy.
@@ -60,7 +60,7 @@ constexpr Tolerances kBf16{2e-2, 1e-3, 5e-2, 2e-2};
 // The case names of make_reference.py's CASES (listed here so each is its own ctest test).
 inline const std::vector<std::string> kCases = {"mha_untied",     "gqa_tied",    "qwen2_bias_gqa",
                                          "rope_linear",    "rope_llama3", "attention_bias",
-                                         "head_dim_32",    "long_seq_tiles"};
+                                         "head_dim_32",    "long_seq_tiles", "mistral_window"};
 
 inline std::string read_file(const fs::path& p) {
   std::ifstream f(p, std::ios::binary);

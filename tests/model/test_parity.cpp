@@ -1,5 +1,5 @@
 // Whole-model parity against HF Transformers, the project's primary correctness test (after llm.c's
-// test_gpt2): tools/make_reference.py writes tiny random Llama/Qwen2 models, a packed + padded batch,
+// test_gpt2): tools/make_reference.py writes tiny random Llama/Qwen2/Mistral models, a packed + padded batch,
 // and HF's logits, loss, every gradient and 10 torch.optim.AdamW step losses; each case is loaded
 // into LlamaModel on the CPU backend and compared in fp32 and in bf16-GEMM mode. Also: recompute
 // is bit-exact, and the comparator fails on a perturbed model (it is not vacuous).
@@ -114,6 +114,33 @@ TEST_P(Parity, AdamW10StepsBf16) {
 
 INSTANTIATE_TEST_SUITE_P(HF, Parity, ::testing::ValuesIn(kCases),
                          [](const ::testing::TestParamInfo<std::string>& p) { return p.param; });
+
+// Mistral's sliding window (24 in mistral_window) is kept as a limit: the parity cases above show
+// sequences of up to 24 tokens match HF's MistralForCausalLM; a batch whose first two packed
+// samples (14 + 12 tokens) are merged into one 26-token sequence is refused, in both passes.
+TEST(MistralWindow, LongerSequenceIsRefused) {
+  const Fixtures& fx = fixtures();
+  if (!fx.skip_reason.empty()) GTEST_SKIP() << fx.skip_reason;
+  ASSERT_TRUE(fx.error.empty()) << fx.error;
+  const Case c("mistral_window");
+  auto be = create_backend("cpu");
+  auto model = c.load(*be);
+  EXPECT_EQ(model->config().sliding_window, 24);
+  Batch merged = c.batch;
+  ASSERT_EQ(merged.cu_seqlens[1], 14);
+  merged.cu_seqlens.erase(merged.cu_seqlens.begin() + 1);
+  const std::string want = "a sequence of 26 tokens is longer than the model's sliding_window 24";
+  for (bool backward : {false, true}) {
+    try {
+      if (backward) model->forward_backward(merged, 1.0f);
+      else model->forward(merged);
+      ADD_FAILURE() << "a 26-token sequence passed a 24-token window (backward " << backward << ")";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(want), std::string::npos) << e.what();
+    }
+  }
+  EXPECT_NO_THROW(model->forward(c.batch));  // the batch as generated: every sequence <= 24
+}
 
 // The comparator is not vacuous: after loading, scale one RMSNorm weight by (1 + 1e-3) (a 0.1%
 // error, far below what a wrong op produces) and the fp32 comparison must report mismatches, in
