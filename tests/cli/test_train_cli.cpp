@@ -244,8 +244,18 @@ TEST_F(TrainCli, AnUnwritableOutputDirFailsBeforeTraining) {
   fs::create_directories(ro);
   fs::permissions(ro, fs::perms::owner_read | fs::perms::owner_exec | fs::perms::group_read |
                           fs::perms::group_exec | fs::perms::others_read | fs::perms::others_exec);
+  // The data is copied beside the model (the clone may sit in a directory only root can enter).
   const std::string as_other = geteuid() == 0 ? "setpriv --reuid=65534 --regid=65534 --clear-groups " : "";
-  r = run(as_other + train_cmd(ro));
+  const fs::path data = root_ / "dummy_conversation.json";
+  fs::copy_file(kDummyData, data, fs::copy_options::overwrite_existing);
+  if (!as_other.empty() && run(as_other + kSft + " --help").code != 0) {
+    fs::permissions(ro, fs::perms::owner_all);
+    GTEST_SKIP() << "user nobody cannot run " << kSft << " (its directory is closed to others): unwritable "
+                 << "output_dir not checked";
+  }
+  std::string cmd = train_cmd(ro);
+  cmd.replace(cmd.find(kDummyData), kDummyData.size(), data.string());
+  r = run(as_other + cmd);
   fs::permissions(ro, fs::perms::owner_all);
   EXPECT_EQ(r.code, 1);
   EXPECT_NE(r.out.find("--output_dir " + ro.string() + " is not writable: Permission denied"), std::string::npos)
