@@ -220,7 +220,7 @@ LlamaConfig parse_llama_config(const json& j, const std::string& where) {
     // MistralConfig's and Qwen2Config's default is 4096; null = none.
     const int64_t window = f.nullable_int("sliding_window", 4096);
     if (window == 0 || window < -1) fail("config", "{}: sliding_window is {}, expected > 0 or null", where, window);
-    if (window > 0 && window < cfg.max_position_embeddings) cfg.sliding_window = window;
+    if (window > 0) cfg.sliding_window = window;  // even >= the context: RoPE scaling may train past it
   }
 
   // RoPE: v5 rope_parameters first, then the legacy rope_theta / rope_scaling.

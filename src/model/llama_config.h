@@ -23,7 +23,7 @@ struct LlamaConfig {
   int64_t num_key_value_heads = 32;       // NKV
   int64_t head_dim = 128;                 // HS (explicit in config, else C / NH)
   int64_t max_position_embeddings = 2048;
-  // Mistral's (and Qwen2's use_sliding_window) attention window W, 0 = none (or W >= the context).
+  // Mistral's (and Qwen2's use_sliding_window) attention window W, 0 = none.
   // sft has no sliding-window mask: it runs sequences of at most W tokens, where the window masks
   // nothing, and refuses longer ones (LlamaModel's passes, sft train, sft generate).
   int64_t sliding_window = 0;

@@ -123,8 +123,8 @@ TEST(LlamaConfig, Mistral) {
   EXPECT_FALSE(c.has_qkv_bias());
   EXPECT_EQ(c.sliding_window, 0);  // v0.2: null
   json j = mistral_7b_v02();
-  j["sliding_window"] = 32768;  // == max_position_embeddings: never slides
-  EXPECT_EQ(parse(j).sliding_window, 0);
+  j["sliding_window"] = 32768;  // == max_position_embeddings: a limit only past the context
+  EXPECT_EQ(parse(j).sliding_window, 32768);
   j["sliding_window"] = 4096;   // Mistral-7B-v0.1: kept as a limit on sequence length
   EXPECT_EQ(parse(j).sliding_window, 4096);
   EXPECT_EQ(llama_config_to_json(parse(j))["sliding_window"], 4096);  // saved as read
@@ -150,7 +150,7 @@ TEST(LlamaConfig, Qwen2) {
   EXPECT_EQ(c.sliding_window, 0);  // use_sliding_window false
   json j = qwen25_05b();
   j["sliding_window"] = 4096;
-  EXPECT_EQ(parse(j).sliding_window, 0);
+  EXPECT_EQ(parse(j).sliding_window, 0);  // use_sliding_window false: no window at all
   j["use_sliding_window"] = true;
   EXPECT_EQ(parse(j).sliding_window, 4096);
   j = qwen25_05b();
