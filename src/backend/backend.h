@@ -70,8 +70,30 @@ class Backend {
   // Whether bf16 matmuls hold a bf16 copy of each weight beside the fp32 master (2 bytes per
   // parameter; the memory plan of sft train counts it).
   virtual bool keeps_bf16_weight_copies() const = 0;
+  // Derived copies of weights (bf16 roundings, packed layouts) are keyed by the weight's address.
+  // The parameter store (model/param_store.h) calls this for a unit's memory whenever it may hold
+  // new values that did not come through this backend's own ops: after every optimizer update,
+  // after loading or initialising weights, and on every acquire of a unit into a gather buffer
+  // (one buffer holds layer after layer under sharding). Every copy derived from memory that
+  // overlaps [ptr, ptr + bytes) is dropped; the next GEMM that reads the weight derives it anew.
+  virtual void invalidate_weight_copies(const void* ptr, size_t bytes) = 0;
+
+  // ---- ordering with communication (dist/) ----
+  // The backend's native stream (cudaStream_t on CUDA), nullptr for a synchronous host backend.
+  // A communicator issues its collectives on it (or waits on an event of it) so communication is
+  // ordered with compute without device-wide synchronisation.
+  virtual void* native_stream() { return nullptr; }
+  // An event marking every op issued so far (an opaque handle the caller frees with
+  // destroy_event), and making this backend's later ops wait for an event recorded elsewhere
+  // (e.g. by a communicator on its own stream). Host backends complete every op on return: no-ops.
+  virtual void* record_event() { return nullptr; }
+  virtual void wait_event(void* /*event*/) {}
+  virtual void destroy_event(void* /*event*/) {}
 
   // ---- linear: out (N, OC) (=, or += when accumulate) x (N, IC) · w (OC, IC)ᵀ + bias (OC) ----
+  // w is fp32 (the master weight; rounded to bf16 when the matmul dtype is bf16) or bf16 (a
+  // gathered bf16 unit under sharding: used as it is, bit-equal to passing the fp32 weight that
+  // rounds to it). x, out, dout, dx, dw, bias, dbias are fp32.
   virtual void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) = 0;
   // dx (N, IC) = dout · w   (+= when accumulate_dx; dx may be empty to skip it)
   // dw (OC, IC) += doutᵀ · x ; dbias (OC) += Σ_n dout (dbias may be empty)

@@ -30,6 +30,11 @@ class ProfilingBackend final : public Backend {
   DType matmul_dtype() const override { return inner_->matmul_dtype(); }
   void begin_pass() override { inner_->begin_pass(); }
   bool keeps_bf16_weight_copies() const override { return inner_->keeps_bf16_weight_copies(); }
+  void invalidate_weight_copies(const void* p, size_t bytes) override { inner_->invalidate_weight_copies(p, bytes); }
+  void* native_stream() override { return inner_->native_stream(); }
+  void* record_event() override { return inner_->record_event(); }
+  void wait_event(void* e) override { inner_->wait_event(e); }
+  void destroy_event(void* e) override { inner_->destroy_event(e); }
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
                        bool accumulate_dx) override;

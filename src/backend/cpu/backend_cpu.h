@@ -23,6 +23,7 @@ class CpuBackend final : public Backend {
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
   bool keeps_bf16_weight_copies() const override;  // only the oneDNN route does (ours rounds while packing)
+  void invalidate_weight_copies(const void* ptr, size_t bytes) override;
 
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,

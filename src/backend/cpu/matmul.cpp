@@ -175,6 +175,14 @@ void CpuBackend::begin_pass() {
   for (auto& [ptr, cached] : gemm_->weight_cache) cached.valid = false;
 }
 
+void CpuBackend::invalidate_weight_copies(const void* ptr, size_t bytes) {
+  const char* lo = static_cast<const char*>(ptr);
+  for (auto& [w, cached] : gemm_->weight_cache) {
+    const char* p = reinterpret_cast<const char*>(w);
+    if (p < lo + bytes && lo < p + cached.data.size() * 4) cached.valid = false;
+  }
+}
+
 bool CpuBackend::keeps_bf16_weight_copies() const { return !gemm_->use_ours(DType::bf16); }
 
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {

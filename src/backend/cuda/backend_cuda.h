@@ -34,6 +34,7 @@ class CudaBackend final : public Backend {
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
   bool keeps_bf16_weight_copies() const override { return true; }  // kept across passes (matmul.cpp)
+  void invalidate_weight_copies(const void* ptr, size_t bytes) override { weights_written(ptr, bytes); }
 
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
