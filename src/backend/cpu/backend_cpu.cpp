@@ -62,12 +62,20 @@ void CpuBackend::rope_backward(Tensor dqkv, const int32_t* positions, Tensor cos
 
 void CpuBackend::attention_forward(Tensor out, Tensor lse, Tensor qkv, const SeqLayout& seqs,
                                    int NH, int NKV, int HS) {
-  cpu::attention_forward(out.f32(), lse.f32(), qkv.f32(), seqs, NH, NKV, HS);
+  // bf16 runs take the AMX kernel where the CPU has tiles (same inputs, bf16 tile products)
+  if (matmul_dtype_ == DType::bf16 && cpu::attention_amx_usable(HS))
+    cpu::attention_forward_amx(out.f32(), lse.f32(), qkv.f32(), seqs, NH, NKV, HS);
+  else
+    cpu::attention_forward(out.f32(), lse.f32(), qkv.f32(), seqs, NH, NKV, HS);
 }
 void CpuBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor out, Tensor lse,
                                     const SeqLayout& seqs, int NH, int NKV, int HS) {
-  cpu::attention_backward(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), lse.f32(), seqs, NH, NKV,
-                          HS);
+  if (matmul_dtype_ == DType::bf16 && cpu::attention_amx_usable(HS))
+    cpu::attention_backward_amx(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), lse.f32(), seqs, NH,
+                                NKV, HS);
+  else
+    cpu::attention_backward(dqkv.f32(), dout.f32(), qkv.f32(), out.f32(), lse.f32(), seqs, NH, NKV,
+                            HS);
 }
 
 void CpuBackend::swiglu_forward(Tensor out, Tensor gu) {

@@ -43,3 +43,15 @@ SFT_CPU_KERNELS
 namespace sft::cpu::ref {
 SFT_CPU_KERNELS
 }  // namespace sft::cpu::ref
+
+namespace sft::cpu {
+// bf16 AMX FlashAttention (attention_amx.cpp): same contract as attention_forward/backward, tile
+// products in bf16 with fp32 accumulation. Only where attention_amx_usable(HS): the CPU has usable
+// AMX-BF16 tiles (cpu_features().amx_usable()), HS % 32 == 0, and neither SFT_CPU_ISA=generic
+// nor SFT_ATTENTION=fp32 is set.
+bool attention_amx_usable(int HS);
+void attention_forward_amx(float* out, float* lse, const float* qkv, const SeqLayout& seqs, int NH,
+                           int NKV, int HS);
+void attention_backward_amx(float* dqkv, const float* dout, const float* qkv, const float* out,
+                            const float* lse, const SeqLayout& seqs, int NH, int NKV, int HS);
+}  // namespace sft::cpu
