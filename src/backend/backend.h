@@ -57,6 +57,9 @@ class Backend {
   virtual size_t peak_memory_bytes() const { return 0; }
   // TF32 tensor-core math for fp32 GEMMs (--tf32 True); no effect where there is none.
   virtual void set_tf32(bool) {}
+  // Which implementation runs each GEMM family (bf16, fp32) on this backend and why, one line
+  // each, for sft bench and the start of sft train; "" where there is nothing to say.
+  virtual std::string route_report() const { return ""; }
 
   // GEMM operand precision: f32, or bf16 (operands rounded to bf16, fp32 accumulation and
   // fp32 outputs). Weights stay fp32 in memory either way (master copy).
@@ -167,10 +170,17 @@ std::unique_ptr<Backend> create_backend(const std::string& name);
 // no GPU, driver too old, compute capability below 8.0). Tests skip GPU checks on it.
 std::string cuda_unavailable_reason();
 
-// Dense peak GFLOP/s used for MFU by default (design.md §9): on an AVX-512 CPU measured once per
-// process on the OpenMP threads of the first call (register-only FMA / vdpbf16ps loops, ~0.1 s),
-// elsewhere 780 bf16 / 420 fp32 (the project's 2-core machines); on CUDA the H100/H200 SXM dense
-// peaks (989 TFLOP/s bf16, 494.5 TF32, 67 fp32).
-double default_peak_gflops(Device device, DType matmul_dtype, bool tf32);
+// Dense peak GFLOP/s used for MFU by default (design.md §9): the peak of the instruction the GEMMs
+// of that dtype actually run on (the CPU's GEMM route, backend/cpu/gemm_route.h): AMX tdpbf16ps,
+// vdpbf16ps or fp32 FMA, measured once per process on the OpenMP threads of the first call
+// (register/tile-only loops, best of 10), on CPUs without AVX-512 780 bf16 / 420 fp32 (assumed,
+// the project's 2-core machines); on CUDA the H100/H200 SXM dense peaks (989 TFLOP/s bf16, 494.5
+// TF32, 67 fp32). `how` says which instruction and how the figure was obtained, for reports.
+struct PeakInfo {
+  double gflops = 0;
+  std::string how;
+};
+PeakInfo default_peak(Device device, DType matmul_dtype, bool tf32);
+double default_peak_gflops(Device device, DType matmul_dtype, bool tf32);  // default_peak().gflops
 
 }  // namespace sft

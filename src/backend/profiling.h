@@ -22,6 +22,7 @@ class ProfilingBackend final : public Backend {
   std::string device_description() const override { return inner_->device_description(); }
   size_t peak_memory_bytes() const override { return inner_->peak_memory_bytes(); }
   void set_tf32(bool on) override { inner_->set_tf32(on); }
+  std::string route_report() const override { return inner_->route_report(); }
   void* alloc(size_t bytes) override { return inner_->alloc(bytes); }
   void dealloc(void* ptr) override { inner_->dealloc(ptr); }
   void copy(void* dst, const void* src, size_t bytes) override;

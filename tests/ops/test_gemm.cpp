@@ -18,6 +18,7 @@
 
 #include "backend/backend.h"
 #include "backend/cpu/gemm.h"
+#include "backend/cpu/gemm_route.h"
 #include "core/dtype.h"
 #include "ops_test_util.h"
 
@@ -145,8 +146,8 @@ TEST(Gemm, Bf16RoundingMatchesConversion) {
     }
 }
 
-// CpuBackend's linear layers agree on both routes (SFT_GEMM=onednn and the default, ours where the
-// CPU has AVX-512), on a model-like shape with bias and accumulation and on an LM-head-like one;
+// CpuBackend's linear layers agree on both routes (SFT_GEMM=onednn and the default: AMX, ours, or
+// fp32 FMA on bf16-rounded operands, gemm_route.h), on a model-like shape with bias and accumulation and on an LM-head-like one;
 // each route says truly whether it keeps bf16 weight copies.
 TEST(Gemm, BackendRoutesAgree) {
   const int64_t shapes[][3] = {{70, 96, 136}, {20, 40, 16400}};  // N, IC, OC
@@ -161,9 +162,11 @@ TEST(Gemm, BackendRoutesAgree) {
       for (int r = 0; r < 2; ++r) {
         if (routes[r]) setenv("SFT_GEMM", routes[r], 1);
         auto be = create_backend("cpu");
+        const cpu::GemmRoute bf16_route = cpu::gemm_routes().bf16.route;
         unsetenv("SFT_GEMM");
-        // Only the oneDNN route holds bf16 weight copies (sft train's memory plan counts them).
-        EXPECT_EQ(be->keeps_bf16_weight_copies(), routes[r] != nullptr || !cpu::gemm_avx512_supported(true));
+        // Only the oneDNN bf16 routes hold bf16 weight copies (sft train's memory plan counts them).
+        EXPECT_EQ(be->keeps_bf16_weight_copies(),
+                  bf16_route == cpu::GemmRoute::amx || bf16_route == cpu::GemmRoute::onednn_bf16);
         be->set_matmul_dtype(dt);
         be->begin_pass();
         out[r] = init;

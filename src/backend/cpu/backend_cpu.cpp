@@ -17,9 +17,18 @@ void* CpuBackend::alloc(size_t bytes) {
   std::memset(p, 0, rounded);
   return p;
 }
-void CpuBackend::dealloc(void* ptr) { std::free(ptr); }
-void CpuBackend::copy(void* dst, const void* src, size_t bytes) { std::memcpy(dst, src, bytes); }
-void CpuBackend::fill_zero(Tensor t) { std::memset(t.data, 0, t.nbytes()); }
+void CpuBackend::dealloc(void* ptr) {
+  weights_written(ptr, 0, true);
+  std::free(ptr);
+}
+void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
+  weights_written(dst, bytes);
+  std::memcpy(dst, src, bytes);
+}
+void CpuBackend::fill_zero(Tensor t) {
+  weights_written(t.data, t.nbytes());
+  std::memset(t.data, 0, t.nbytes());
+}
 
 void CpuBackend::embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) {
   cpu::embedding_forward(out.f32(), tokens, wte.f32(), out.numel() / wte.dim(1), wte.dim(1));
@@ -100,12 +109,14 @@ void CpuBackend::cross_entropy_forward_backward(Tensor losses, Tensor logits,
 void CpuBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) {
   SFT_ASSERT(param.numel() == grad.numel() && m.numel() == param.numel() &&
              v.numel() == param.numel());
+  weights_written(param.data, param.nbytes());
   cpu::adamw_step(param.f32(), grad.f32(), m.f32(), v.f32(), param.numel(), p);
 }
 
 double CpuBackend::sum_squares(Tensor x) { return cpu::sum_squares(x.f32(), x.numel()); }
 
 void CpuBackend::scale(Tensor x, float s) {
+  weights_written(x.data, x.nbytes());
   float* p = x.f32();
   const int64_t n = x.numel();
 #pragma omp parallel for simd schedule(static)

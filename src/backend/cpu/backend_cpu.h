@@ -19,10 +19,11 @@ class CpuBackend final : public Backend {
   void dealloc(void* ptr) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void fill_zero(Tensor t) override;
+  std::string route_report() const override;  // the GEMM route per dtype and why (gemm_route.h)
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
-  bool keeps_bf16_weight_copies() const override;  // only the oneDNN route does (ours rounds while packing)
+  bool keeps_bf16_weight_copies() const override;  // only the oneDNN bf16 routes (ours rounds while packing)
   void invalidate_weight_copies(const void* ptr, size_t bytes) override;
 
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
@@ -56,6 +57,9 @@ class CpuBackend final : public Backend {
   bool all_finite(Tensor x) override;
 
  private:
+  // This backend wrote [ptr, ptr + bytes) (copy, fill_zero, scale, adamw_step) or freed the
+  // allocation at ptr (freed: bytes ignored): derived weight copies over it are stale.
+  void weights_written(const void* ptr, size_t bytes, bool freed = false);
   struct Gemm;  // routing between our GEMM and oneDNN, bf16 copies for oneDNN (matmul.cpp)
   std::unique_ptr<Gemm> gemm_;
   DType matmul_dtype_ = DType::f32;

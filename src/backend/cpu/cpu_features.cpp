@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstdint>
 #include <cstring>
 #include <fstream>
 
@@ -39,7 +40,15 @@ CpuFeatures detect() {
   CpuFeatures f;
   f.model_name = read_model_name();
   unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid(0, &a, &b, &c, &d)) {
+    char v[13] = {};
+    std::memcpy(v, &b, 4), std::memcpy(v + 4, &d, 4), std::memcpy(v + 8, &c, 4);
+    f.vendor = v;
+  }
   if (!__get_cpuid(1, &a, &b, &c, &d)) return f;
+  const unsigned base_family = (a >> 8) & 0xf, base_model = (a >> 4) & 0xf;
+  f.family = int(base_family == 0xf ? base_family + ((a >> 20) & 0xff) : base_family);
+  f.model = int(base_family == 0x6 || base_family == 0xf ? (((a >> 16) & 0xf) << 4) | base_model : base_model);
   const bool osxsave = c & (1u << 27), has_fma = c & (1u << 12), has_avx = c & (1u << 28);
   const uint64_t xcr0 = osxsave ? xgetbv0() : 0;
   const bool ymm_os = (xcr0 & 0x6) == 0x6, zmm_os = (xcr0 & 0xe6) == 0xe6, amx_os = (xcr0 & 0x60000) == 0x60000;

@@ -14,6 +14,8 @@ struct CpuFeatures {
   bool amx_permitted = false;                    // Linux granted XTILEDATA to this process
   std::string amx_refusal;                       // why not, when amx_bf16 but not permitted
   std::string model_name;                        // /proc/cpuinfo "model name", for reports
+  std::string vendor;                            // cpuid leaf 0: "GenuineIntel", "AuthenticAMD", ...
+  int family = 0, model = 0;                     // cpuid leaf 1 display family / model
   bool amx_usable() const { return amx_bf16 && amx_permitted; }
 };
 

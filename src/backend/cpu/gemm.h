@@ -21,6 +21,12 @@ struct GemmArgs {
   int64_t ldc = 0;
   const float* bias = nullptr;
   bool accumulate = false;  // C += op(A)·op(B) instead of C =
+  // B given as bf16 values (uint16 bits, same layout and ldb) instead of fp32 in B: a bf16 weight
+  // operand. Ours and oneDNN read it; ref::gemm does not (tests widen it to fp32 first).
+  const uint16_t* B16 = nullptr;
+  // gemm_f32_avx512 only: round both operands to bf16 while packing, then fp32 FMA math: the bf16
+  // GEMM's results on CPUs where vdpbf16ps is slower than FMA or missing.
+  bool round_bf16 = false;
 };
 
 // Ours. Call only where gemm_avx512_supported(bf16) holds (AVX-512 F/BW/DQ/VL, + BF16 for bf16).
@@ -30,6 +36,9 @@ void gemm_bf16_avx512(const GemmArgs& g);
 // GFLOP/s of register-only vfmadd231ps (fp32) or vdpbf16ps (bf16) loops on all OpenMP threads
 // (peak_avx512.cpp; ~0.1 s): the peak MFU is measured against.
 double measure_peak_gflops_avx512(bool bf16);
+// GFLOP/s of a tile-only tdpbf16ps loop on all OpenMP threads (peak_amx.cpp; ~0.15 s); 0 where
+// AMX-BF16 is not usable (cpu_features().amx_usable()).
+double measure_peak_gflops_amx();
 
 // oneDNN matmul (dense operands: lda, ldb, ldc equal to the stored row lengths). With bf16 the
 // operands are first rounded into scratch buffers; gemm_onednn_bf16 takes them already rounded.

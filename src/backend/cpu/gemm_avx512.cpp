@@ -1,7 +1,8 @@
 // Our AVX-512 GEMM (gemm.h), blocked after Goto/BLIS: op(B) is packed into 48-column panels sized
 // for L2, op(A) into 8-row panels that stay in L1, and an 8x48 tile of fp32 accumulators (24 zmm)
 // runs vfmadd231ps (fp32) or vdpbf16ps on k-pairs (bf16, "VNNI" panels holding (b[k][n], b[k+1][n])
-// in one 32-bit lane). bf16 rounding happens while packing. Threads take slices of M or of N, each
+// in one 32-bit lane). bf16 rounding happens while packing (also for fp32 math on bf16-rounded
+// operands, round_bf16); B may be given as bf16 values (B16). Threads take slices of M or of N, each
 // with private packing buffers. Compiled with AVX-512 flags; called after gemm_avx512_supported().
 #include <omp.h>
 
@@ -40,6 +41,15 @@ inline __m512i bf16_bits(__m512 x) {
   const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
   const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
   return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
+}
+
+// x rounded to bf16 and widened back: fp32 values with the low 16 bits zero.
+inline __m512 round_bf16(__m512 x) { return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(x), 16)); }
+
+// 16 consecutive values of fp32 or bf16 (uint16 bits) data as fp32, lanes past the mask zero.
+inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
 }
 
 // Lane i = (bf16(lo[i]), bf16(hi[i])) as one 32-bit pair, low half first.
@@ -81,34 +91,35 @@ inline void transpose16(__m512i r[16]) {
 
 // ---- packing. Units: fp32 -> one float, bf16 -> one k-pair (uint32). kk = units of a k-block. ----
 
-// op(B) (k0.., j0..) -> panels [nc/NR][kk][NR], zero past kc and nc. B stored (K, N).
-template <bool BF16>
-[[gnu::noinline]] void pack_b_rows(uint32_t* bp, const float* B, int64_t ldb, int64_t k0, int64_t kc,
-                                   int64_t j0, int64_t nc) {
+// op(B) (k0.., j0..) -> panels [nc/NR][kk][NR], zero past kc and nc. B stored (K, N), fp32 or bf16
+// (T); round: fp32 units rounded to bf16.
+template <bool BF16, typename T>
+[[gnu::noinline]] void pack_b_rows(uint32_t* bp, const T* B, int64_t ldb, int64_t k0, int64_t kc,
+                                   int64_t j0, int64_t nc, bool round) {
   const int64_t kk = BF16 ? (kc + 1) / 2 : kc, panels = (nc + NR - 1) / NR;
   for (int64_t p = 0; p < kk; ++p) {
-    const float* r0 = B + (k0 + (BF16 ? 2 * p : p)) * ldb + j0;
-    const float* r1 = BF16 && 2 * p + 1 < kc ? r0 + ldb : nullptr;
+    const T* r0 = B + (k0 + (BF16 ? 2 * p : p)) * ldb + j0;
+    const T* r1 = BF16 && 2 * p + 1 < kc ? r0 + ldb : nullptr;
     for (int64_t q = 0; q < panels; ++q)
       for (int v = 0; v < NV; ++v) {
         const int64_t j = q * NR + v * 16;
         const __mmask16 m = mask_left(nc - j);
-        const __m512 x0 = _mm512_maskz_loadu_ps(m, r0 + j);
+        const __m512 x0 = load16(r0 + j, m);
         uint32_t* dst = bp + (q * kk + p) * NR + v * 16;
         if constexpr (BF16) {
-          const __m512 x1 = r1 ? _mm512_maskz_loadu_ps(m, r1 + j) : _mm512_setzero_ps();
+          const __m512 x1 = r1 ? load16(r1 + j, m) : _mm512_setzero_ps();
           _mm512_storeu_si512(dst, bf16_pairs(x0, x1));
         } else {
-          _mm512_storeu_ps(dst, x0);
+          _mm512_storeu_ps(dst, round ? round_bf16(x0) : x0);
         }
       }
   }
 }
 
 // The same from B stored (N, K): 16 columns x 16 units at a time, transposed in registers.
-template <bool BF16>
-[[gnu::noinline]] void pack_b_cols(uint32_t* bp, const float* B, int64_t ldb, int64_t k0, int64_t kc,
-                                   int64_t j0, int64_t nc) {
+template <bool BF16, typename T>
+[[gnu::noinline]] void pack_b_cols(uint32_t* bp, const T* B, int64_t ldb, int64_t k0, int64_t kc,
+                                   int64_t j0, int64_t nc, bool round) {
   const int64_t kk = BF16 ? (kc + 1) / 2 : kc, panels = (nc + NR - 1) / NR;
   for (int64_t q = 0; q < panels; ++q)
     for (int v = 0; v < NV; ++v) {
@@ -121,13 +132,14 @@ template <bool BF16>
             r[i] = _mm512_setzero_si512();
             continue;
           }
-          const float* src = B + (j0 + j + i) * ldb + k0 + k;
+          const T* src = B + (j0 + j + i) * ldb + k0 + k;
           if constexpr (BF16) {
-            const __m512 x0 = _mm512_maskz_loadu_ps(mask_left(kc - k), src);
-            const __m512 x1 = _mm512_maskz_loadu_ps(mask_left(kc - k - 16), src + 16);
+            const __m512 x0 = load16(src, mask_left(kc - k));
+            const __m512 x1 = load16(src + 16, mask_left(kc - k - 16));
             r[i] = bf16_pack32(x0, x1);
           } else {
-            r[i] = _mm512_castps_si512(_mm512_maskz_loadu_ps(mask_left(kc - k), src));
+            const __m512 x = load16(src, mask_left(kc - k));
+            r[i] = _mm512_castps_si512(round ? round_bf16(x) : x);
           }
         }
         transpose16(r);
@@ -152,11 +164,22 @@ template <bool BF16>
   }
 }
 
+// The same in fp32 units rounded to bf16 (round_bf16): kk_pad floats per row.
+[[gnu::noinline]] void pack_a_rows_round(uint32_t* ap, int64_t kk_pad, const float* src, int64_t lda, int rows,
+                                         int64_t kc) {
+  for (int i = 0; i < rows; ++i) {
+    const float* s = src + i * lda;
+    float* dst = reinterpret_cast<float*>(ap + i * kk_pad);
+    for (int64_t k = 0; k < kc; k += 16)
+      _mm512_storeu_ps(dst + k, round_bf16(_mm512_maskz_loadu_ps(mask_left(kc - k), s + k)));
+  }
+}
+
 // Row panels of op(A) (rows m < cols <= A_GROUP) for A stored (K, M): src[k*lda + m], k < kc ->
 // panels [cols/MR][kk][MR] (A_PANELS layout), rows past cols zero.
 constexpr int A_GROUP = 64;
 template <bool BF16>
-[[gnu::noinline]] void pack_a_cols(uint32_t* ap, const float* src, int64_t lda, int cols, int64_t kc) {
+[[gnu::noinline]] void pack_a_cols(uint32_t* ap, const float* src, int64_t lda, int cols, int64_t kc, bool round) {
   const int64_t kk = BF16 ? (kc + 1) / 2 : kc;
   for (int64_t p = 0; p < kk; ++p) {
     const float* r0 = src + (BF16 ? 2 * p : p) * lda;
@@ -168,7 +191,7 @@ template <bool BF16>
       if constexpr (BF16) {
         y = bf16_pairs(x0, pair ? _mm512_maskz_loadu_ps(m, r0 + lda + c) : _mm512_setzero_ps());
       } else {
-        y = _mm512_castps_si512(x0);
+        y = _mm512_castps_si512(round ? round_bf16(x0) : x0);
       }
       uint32_t* dst = ap + (c / MR * kk + p) * MR;
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst), _mm512_castsi512_si256(y));
@@ -310,10 +333,10 @@ void gemm_block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
   const int64_t mt = m1 - m0, K = g.K;
   const Blocking bl(K, BF16);
   const int64_t kc_max = bl.kc_max, ku_max = bl.ku_max, nc_max = bl.nc_max;
-  const bool a_rows = !g.trans_a;
+  const bool a_rows = !g.trans_a, round = !BF16 && g.round_bf16;
   uint32_t* ap = nullptr;
   if (g.trans_a) ap = a_scratch.get(size_t(round_up(mt, 2 * MR) * ku_max));
-  else if (BF16) ap = a_scratch.get(size_t(mt * ku_max));
+  else if (BF16 || round) ap = a_scratch.get(size_t(mt * ku_max));
   uint32_t* bp = b_scratch.get(bl.b_units(n1 - n0));
   for (int64_t k0 = 0; k0 < K; k0 += kc_max) {
     const int64_t kc = std::min(kc_max, K - k0), kk = BF16 ? (kc + 1) / 2 : kc;
@@ -321,6 +344,8 @@ void gemm_block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
     int64_t a_rs = 0;
     if (a_rows && BF16) {
       a_rs = round_up(kc, 16) / 2;
+    } else if (a_rows && round) {
+      a_rs = round_up(kc, 16);
     } else if (a_rows) {
       a = reinterpret_cast<const uint32_t*>(g.A + m0 * g.lda + k0);  // fp32 rows are read in place
       a_rs = g.lda;
@@ -329,8 +354,10 @@ void gemm_block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
     for (int64_t j0 = n0; j0 < n1; j0 += nc_max) {
       const int64_t nc = std::min(nc_max, n1 - j0);
       const bool first_j = j0 == n0;
-      if (g.trans_b) pack_b_cols<BF16>(bp, g.B, g.ldb, k0, kc, j0, nc);
-      else pack_b_rows<BF16>(bp, g.B, g.ldb, k0, kc, j0, nc);
+      if (g.B16 && g.trans_b) pack_b_cols<BF16>(bp, g.B16, g.ldb, k0, kc, j0, nc, round);
+      else if (g.B16) pack_b_rows<BF16>(bp, g.B16, g.ldb, k0, kc, j0, nc, round);
+      else if (g.trans_b) pack_b_cols<BF16>(bp, g.B, g.ldb, k0, kc, j0, nc, round);
+      else pack_b_rows<BF16>(bp, g.B, g.ldb, k0, kc, j0, nc, round);
       for (int64_t i = 0; i < mt; i += MR) {
         const int mv = int(std::min<int64_t>(MR, mt - i));
         // In the first n-block pack this panel, and have its first kernel call ready the next
@@ -339,16 +366,17 @@ void gemm_block(const GemmArgs& g, int64_t m0, int64_t m1, int64_t n0, int64_t n
         if (first_j) {
           if (g.trans_a) {
             const int cols = int(std::min<int64_t>(A_GROUP, mt - i));
-            if (i % A_GROUP == 0) pack_a_cols<BF16>(ap + i * kk, g.A + k0 * g.lda + m0 + i, g.lda, cols, kc);
+            if (i % A_GROUP == 0) pack_a_cols<BF16>(ap + i * kk, g.A + k0 * g.lda + m0 + i, g.lda, cols, kc, round);
             if (i + A_GROUP < mt) {
               ahead.src = reinterpret_cast<const char*>(g.A + k0 * g.lda + m0 + i + A_GROUP);
               ahead.dst = reinterpret_cast<char*>(ap + (i + A_GROUP) * kk);
             }
           } else {
             if (BF16) pack_a_rows_bf16(ap + i * a_rs, a_rs, g.A + (m0 + i) * g.lda + k0, g.lda, mv, kc);
+            else if (round) pack_a_rows_round(ap + i * a_rs, a_rs, g.A + (m0 + i) * g.lda + k0, g.lda, mv, kc);
             if (i + MR < mt) {
               ahead.src = reinterpret_cast<const char*>(g.A + (m0 + i + MR) * g.lda + k0);
-              if (BF16) ahead.dst = reinterpret_cast<char*>(ap + (i + MR) * a_rs);
+              if (BF16 || round) ahead.dst = reinterpret_cast<char*>(ap + (i + MR) * a_rs);
             }
           }
         }

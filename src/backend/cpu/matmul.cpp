@@ -1,11 +1,13 @@
 // Linear layers on the CPU: out = x·wᵀ + b and its backward (dx = dout·w, dw += doutᵀ·x), weights
-// stored (OC, IC) row-major as torch nn.Linear. GEMMs run on oneDNN 2.6 matmul (transposes as
-// memory-format tags, bf16 operands rounded into scratch, weights once per pass) only where the CPU
-// lacks the ISA of our AVX-512 GEMM (gemm_avx512.cpp), which runs every other GEMM: see use_ours().
-// SFT_GEMM=onednn sends every GEMM to oneDNN (A/B runs: bench/gemm_ab.sh).
+// stored (OC, IC) row-major as torch nn.Linear, fp32 or bf16 (a gathered bf16 unit). Each GEMM
+// family (bf16, fp32) runs on the route gemm_route.h chose for this CPU: oneDNN bf16 matmul (AMX
+// tiles; activations rounded per call, weights once per update into oneDNN's packed layout), our
+// AVX-512 GEMM (rounding while packing), or oneDNN fp32. A/B runs: bench/gemm_ab.sh.
+#include <malloc.h>
+
 #include <cstdlib>
+#include <cstring>
 #include <map>
-#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -14,6 +16,7 @@
 
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cpu/gemm.h"
+#include "backend/cpu/gemm_route.h"
 #include "core/check.h"
 
 namespace sft {
@@ -23,12 +26,16 @@ using Tag = memory::format_tag;
 
 namespace {
 
-// oneDNN engine, stream and primitives by (transA, transB, M, N, K, dtype, accumulate, bias),
-// built once per shape; one per process.
+// oneDNN engine, stream and primitives by (transA, transB, M, N, K, dtype, accumulate, bias,
+// packed B), built once per shape; one per process.
 struct OneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
-  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, bool, bool>, std::pair<dnnl::matmul, memory::desc>> cache;
+  struct Prim {
+    dnnl::matmul matmul;
+    memory::desc scratchpad, packed_b;  // packed_b: the weights layout the primitive chose (any)
+  };
+  std::map<std::tuple<bool, bool, int64_t, int64_t, int64_t, int, bool, bool, bool>, Prim> cache;
   std::vector<uint16_t> scratch[2];  // bf16 operands of gemm_onednn
   // Packed rows make the token count M differ from batch to batch, so new GEMM shapes keep
   // coming: primitives share one user scratchpad and the cache is bounded (oneDNN's own cache
@@ -38,38 +45,60 @@ struct OneDnn {
   std::vector<uint8_t> scratchpad;
   OneDnn() { dnnl::set_primitive_cache_capacity(0); }
 
-  // C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)); A and B share one dtype.
-  void run(const cpu::GemmArgs& g, const void* A, const void* B, memory::data_type dt) {
+  static memory::desc a_desc(const cpu::GemmArgs& g, memory::data_type dt) {
+    return memory::desc({g.M, g.K}, dt, g.trans_a ? Tag::ba : Tag::ab);
+  }
+  static memory::desc b_desc(const cpu::GemmArgs& g, memory::data_type dt) {
+    return memory::desc({g.K, g.N}, dt, g.trans_b ? Tag::ba : Tag::ab);
+  }
+
+  // The primitive for g; packed: B in the layout oneDNN prefers (format any), see packed_b.
+  Prim& prim(const cpu::GemmArgs& g, memory::data_type dt, bool packed) {
     SFT_ASSERT(g.lda == (g.trans_a ? g.M : g.K) && g.ldb == (g.trans_b ? g.K : g.N) && g.ldc == g.N);
-    auto key = std::make_tuple(g.trans_a, g.trans_b, g.M, g.N, g.K, int(dt), g.accumulate, g.bias != nullptr);
+    const auto key = std::make_tuple(g.trans_a, g.trans_b, g.M, g.N, g.K, int(dt), g.accumulate, g.bias != nullptr,
+                                     packed);
     auto it = cache.find(key);
-    memory::desc a_md({g.M, g.K}, dt, g.trans_a ? Tag::ba : Tag::ab);
-    memory::desc b_md({g.K, g.N}, dt, g.trans_b ? Tag::ba : Tag::ab);
-    memory::desc c_md({g.M, g.N}, memory::data_type::f32, Tag::ab);
-    memory::desc bias_md({1, g.N}, memory::data_type::f32, Tag::ab);
-    if (it == cache.end()) {
-      dnnl::primitive_attr attr;
-      attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
-      if (g.accumulate) {
-        dnnl::post_ops ops;
-        ops.append_sum(1.0f);
-        attr.set_post_ops(ops);
-      }
-      auto desc = g.bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md)
-                         : dnnl::matmul::desc(a_md, b_md, c_md);
-      if (cache.size() >= kMaxPrimitives) cache.clear();
-      dnnl::matmul::primitive_desc pd(desc, attr, engine);
-      const size_t need = pd.scratchpad_desc().get_size();
-      if (scratchpad.size() < need) scratchpad.resize(need);
-      it = cache.emplace(key, std::make_pair(dnnl::matmul(pd), pd.scratchpad_desc())).first;
+    if (it != cache.end()) return it->second;
+    dnnl::primitive_attr attr;
+    attr.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    if (g.accumulate) {
+      dnnl::post_ops ops;
+      ops.append_sum(1.0f);
+      attr.set_post_ops(ops);
     }
+    const memory::desc a_md = a_desc(g, dt), c_md({g.M, g.N}, memory::data_type::f32, Tag::ab);
+    const memory::desc b_md = packed ? memory::desc({g.K, g.N}, dt, Tag::any) : b_desc(g, dt);
+    const memory::desc bias_md({1, g.N}, memory::data_type::f32, Tag::ab);
+    auto desc = g.bias ? dnnl::matmul::desc(a_md, b_md, bias_md, c_md) : dnnl::matmul::desc(a_md, b_md, c_md);
+    if (cache.size() >= kMaxPrimitives) cache.clear();
+    dnnl::matmul::primitive_desc pd(desc, attr, engine);
+    const size_t need = pd.scratchpad_desc().get_size();
+    if (scratchpad.size() < need) scratchpad.resize(need);
+    return cache.emplace(key, Prim{dnnl::matmul(pd), pd.scratchpad_desc(), pd.weights_desc()}).first->second;
+  }
+
+  // C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)); A and B share one dtype; B either in
+  // g's plain layout or, when b_packed, already in prim(g, dt, true).packed_b.
+  void run(const cpu::GemmArgs& g, const void* A, const void* B, memory::data_type dt, bool b_packed = false) {
+    Prim& p = prim(g, dt, b_packed);
+    const memory::desc c_md({g.M, g.N}, memory::data_type::f32, Tag::ab);
     std::unordered_map<int, memory> args{
-        {DNNL_ARG_SRC, memory(a_md, engine, const_cast<void*>(A))},
-        {DNNL_ARG_WEIGHTS, memory(b_md, engine, const_cast<void*>(B))},
+        {DNNL_ARG_SRC, memory(a_desc(g, dt), engine, const_cast<void*>(A))},
+        {DNNL_ARG_WEIGHTS, memory(b_packed ? p.packed_b : b_desc(g, dt), engine, const_cast<void*>(B))},
         {DNNL_ARG_DST, memory(c_md, engine, g.C)}};
-    if (g.bias) args.emplace(DNNL_ARG_BIAS, memory(bias_md, engine, const_cast<float*>(g.bias)));
-    args.emplace(DNNL_ARG_SCRATCHPAD, memory(it->second.second, engine, scratchpad.data()));
-    it->second.first.execute(stream, args);
+    if (g.bias)
+      args.emplace(DNNL_ARG_BIAS, memory(memory::desc({1, g.N}, memory::data_type::f32, Tag::ab), engine,
+                                         const_cast<float*>(g.bias)));
+    args.emplace(DNNL_ARG_SCRATCHPAD, memory(p.scratchpad, engine, scratchpad.data()));
+    p.matmul.execute(stream, args);
+    stream.wait();
+  }
+
+  // B (plain bf16, g's layout) reordered into `layout` at dst (layout.get_size() bytes).
+  void pack(const cpu::GemmArgs& g, const uint16_t* B, const memory::desc& layout, void* dst) {
+    memory src(b_desc(g, memory::data_type::bf16), engine, const_cast<uint16_t*>(B));
+    memory out(layout, engine, dst);
+    dnnl::reorder(src, out).execute(stream, src, out);
     stream.wait();
   }
 };
@@ -85,18 +114,32 @@ const uint16_t* round_into(std::vector<uint16_t>& buf, const float* x, size_t n)
   return buf.data();
 }
 
+// y = x rounded to bf16, kept as fp32 (the fp32-math routes' bf16 operands on oneDNN)
+const float* round_f32_into(std::vector<float>& buf, const float* x, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  float* y = buf.data();
+#pragma omp parallel for simd schedule(static) if (n > (1 << 16))
+  for (size_t i = 0; i < n; ++i) y[i] = bf16_to_f32(f32_to_bf16(x[i]));
+  return y;
+}
+
+const float* widen_into(std::vector<float>& buf, const uint16_t* x, size_t n) {
+  if (buf.size() < n) buf.resize(n);
+  convert_bf16_to_f32(x, buf.data(), n);
+  return buf.data();
+}
+
 }  // namespace
 
 namespace cpu {
 
 bool gemm_avx512_supported(bool bf16) {
-  static const bool f = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-                        __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl");
-  static const bool b = f && __builtin_cpu_supports("avx512bf16");
-  return bf16 ? b : f;
+  const CpuFeatures& f = cpu_features();
+  return bf16 ? f.avx512_bf16 : f.avx512;
 }
 
 void gemm_onednn(const GemmArgs& g, bool bf16) {
+  SFT_ASSERT(!g.B16 && !g.round_bf16);
   if (!bf16) return onednn().run(g, g.A, g.B, memory::data_type::f32);
   OneDnn& o = onednn();
   const uint16_t* a = round_into(o.scratch[0], g.A, size_t(g.M * g.K));
@@ -110,60 +153,119 @@ void gemm_onednn_bf16(const GemmArgs& g, const uint16_t* A_bf16, const uint16_t*
 
 }  // namespace cpu
 
-// Which GEMMs go to ours, and the bf16 copies of the oneDNN path: activations per call, weights
-// once per pass (begin_pass() marks them stale, keeping the memory).
+// The routes of this backend and the derived copies of weights: for the oneDNN bf16 routes a bf16
+// rounding of each fp32 weight and its two packed layouts (forward B = wᵀ, dx B = w), keyed by the
+// weight's address and kept until the weight is written (invalidate_weight_copies, or this
+// backend's own copy / fill_zero / scale / adamw_step / dealloc over it). Until a caller has used
+// invalidate_weight_copies once (the parameter store's contract), begin_pass drops them too.
 struct CpuBackend::Gemm {
-  enum class Route { ours, onednn } route = Route::ours;  // SFT_GEMM
-  std::vector<uint16_t> scratch[2];
-  struct CachedWeight {
-    std::vector<uint16_t> data;
+  cpu::GemmRoutes routes = cpu::gemm_routes();
+  bool contract_seen = false;  // the caller invalidates after its own writes: keep copies across passes
+  std::vector<uint16_t> act16[2];  // bf16 activations of one call (per-call scratch)
+  std::vector<float> act32[2];     // fp32-rounded activations / widened weights (onednn-fp32 route)
+  struct Packed {
+    memory::desc layout;
+    std::vector<uint8_t> data;
     bool valid = false;
   };
-  std::unordered_map<const float*, CachedWeight> weight_cache;
+  struct WeightCopies {
+    size_t bytes = 0;               // extent of the source weight, for range checks
+    bool valid = false;             // bf16 holds the current rounding
+    std::vector<uint16_t> bf16;     // (OC, IC), when the source weight is fp32
+    Packed packed[2];               // [0] forward B = wᵀ (IC, OC), [1] dx B = w (OC, IC)
+  };
+  std::map<const char*, WeightCopies> weights;
 
-  Gemm() {
-    const char* env = std::getenv("SFT_GEMM");
-    const std::string_view v = env ? env : "";
-    SFT_CHECK(v.empty() || v == "ours" || v == "onednn", "cpu",
-              "SFT_GEMM is '{}', expected 'ours' or 'onednn' (or unset)", v);
-    if (v == "onednn") route = Route::onednn;
-  }
+  const cpu::RouteChoice& route(DType dt) const { return dt == DType::bf16 ? routes.bf16 : routes.fp32; }
+  static bool onednn_bf16(cpu::GemmRoute r) { return r == cpu::GemmRoute::amx || r == cpu::GemmRoute::onednn_bf16; }
 
-  // Ours wherever the CPU has its ISA. Measured end to end (bench/gemm_ab.sh, 2 threads, best of 2,
-  // 2026-11-28, a 2-core EPYC whose register-only peaks are 234 GFLOP/s fp32 FMA and 468 vdpbf16ps):
-  // tokens/s oneDNN -> ours: tiny bf16 3295 -> 3373, small bf16 1144 -> 1230, base bf16 446 -> 471;
-  // fp32 tiny 1990 -> 1994, small 684 -> 717, base 271 -> 269. Both run the GEMMs of the presets at
-  // 85-95% of those peaks (tests/ops GemmBench); ours saves the bf16 operand copies of the oneDNN
-  // path (rounding happens while packing) and is faster on the LM head's dx and on K = 288.
-  bool use_ours(DType dt) const {
-    return route != Route::onednn && cpu::gemm_avx512_supported(dt == DType::bf16);
-  }
-
-  const uint16_t* activation(const Tensor& t, int slot) {
-    return round_into(scratch[slot], t.f32(), size_t(t.numel()));
-  }
-
-  const uint16_t* weight(const Tensor& w) {
-    CachedWeight& c = weight_cache[w.f32()];
-    if (!c.valid || c.data.size() != size_t(w.numel())) {
-      c.data.resize(size_t(w.numel()));
-      convert_f32_to_bf16(w.f32(), c.data.data(), c.data.size());
-      c.valid = true;
+  // Copies derived from memory overlapping [p, p + bytes) are stale (erase: the memory is freed).
+  void written(const void* ptr, size_t bytes, bool erase) {
+    if (weights.empty() || bytes == 0) return;
+    const char* lo = static_cast<const char*>(ptr);
+    auto it = weights.upper_bound(lo);
+    if (it != weights.begin()) --it;  // the entry starting at or before lo may reach into the range
+    while (it != weights.end() && it->first < lo + bytes) {
+      if (it->first + it->second.bytes > lo) {
+        if (erase) {
+          it = weights.erase(it);
+          continue;
+        }
+        it->second.valid = false;
+        for (Packed& p : it->second.packed) p.valid = false;
+      }
+      ++it;
     }
-    return c.data.data();
   }
 
-  // g on ours if routed there; false when the caller must run it on oneDNN.
-  bool run_ours(const cpu::GemmArgs& g, DType dt) {
-    if (!use_ours(dt)) return false;
-    if (dt == DType::bf16) cpu::gemm_bf16_avx512(g);
-    else cpu::gemm_f32_avx512(g);
-    return true;
+  // The weight's entry, its bf16 rounding current (w fp32) or absent (w bf16: used in place).
+  WeightCopies& entry(const Tensor& w) {
+    WeightCopies& c = weights[static_cast<const char*>(w.data)];
+    if (c.bytes != w.nbytes()) {  // new weight at this address, or another view of it
+      c.bytes = w.nbytes();
+      c.valid = false;
+      for (Packed& p : c.packed) p.valid = false;
+    }
+    if (!c.valid && w.dtype == DType::f32) {
+      c.bf16.resize(size_t(w.numel()));
+      convert_f32_to_bf16(w.f32(), c.bf16.data(), c.bf16.size());
+    }
+    c.valid = true;
+    return c;
+  }
+  const uint16_t* weight_bf16(const Tensor& w) {
+    return w.dtype == DType::bf16 ? w.bf16() : entry(w).bf16.data();
+  }
+  // w's bf16 values packed for form (0 forward, 1 dx) of GEMM g (whose B is the plain w or wᵀ).
+  const void* weight_packed(const Tensor& w, const cpu::GemmArgs& g, int form) {
+    WeightCopies& c = entry(w);
+    Packed& p = c.packed[form];
+    const memory::desc& layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
+    if (!p.valid || p.layout != layout) {
+      p.layout = layout;
+      p.data.resize(layout.get_size());
+      onednn().pack(g, w.dtype == DType::bf16 ? w.bf16() : c.bf16.data(), layout, p.data.data());
+      p.valid = true;
+    }
+    return p.data.data();
+  }
+
+  // Runs g (A fp32; B fp32 in g.B, or bf16 in g.B16) in precision dt on its route. x16 / a16:
+  // bf16 roundings of A made earlier in this call (nullptr: made here). w: the weight when B is
+  // one (its copies are cached), with form 0 forward, 1 dx; absent for dw.
+  void run(cpu::GemmArgs g, DType dt, const Tensor* w, int form, const uint16_t* a16 = nullptr) {
+    const cpu::GemmRoute r = route(dt).route;
+    const bool bf16 = dt == DType::bf16;
+    if (r == cpu::GemmRoute::ours_bf16 || r == cpu::GemmRoute::ours_fp32) {
+      g.round_bf16 = bf16 && r == cpu::GemmRoute::ours_fp32;
+      if (r == cpu::GemmRoute::ours_bf16 && bf16) cpu::gemm_bf16_avx512(g);
+      else cpu::gemm_f32_avx512(g);
+      return;
+    }
+    if (onednn_bf16(r) && bf16) {
+      if (!a16) a16 = round_into(act16[0], g.A, size_t(g.M * g.K));
+      if (w) {
+        const cpu::GemmArgs plain = [&] { auto h = g; h.B16 = nullptr; return h; }();
+        onednn().run(plain, a16, weight_packed(*w, plain, form), memory::data_type::bf16, true);
+      } else {
+        const uint16_t* b16 = g.B16 ? g.B16 : round_into(act16[1], g.B, size_t(g.K * g.N));
+        onednn().run(g, a16, b16, memory::data_type::bf16);
+      }
+      return;
+    }
+    // oneDNN fp32 (the onednn routes in fp32, and bf16 on CPUs without a fast bf16 instruction)
+    const float* A = bf16 ? round_f32_into(act32[0], g.A, size_t(g.M * g.K)) : g.A;
+    const float* B = g.B16 ? widen_into(act32[1], g.B16, size_t(g.K * g.N))
+                           : bf16 ? round_f32_into(act32[1], g.B, size_t(g.K * g.N)) : g.B;
+    g.A = A, g.B = B, g.B16 = nullptr;
+    onednn().run(g, A, B, memory::data_type::f32);
   }
 };
 
 CpuBackend::CpuBackend() : gemm_(std::make_unique<Gemm>()) {}
 CpuBackend::~CpuBackend() = default;
+
+std::string CpuBackend::route_report() const { return cpu::gemm_route_report(gemm_->routes, cpu::cpu_features()); }
 
 void CpuBackend::set_matmul_dtype(DType dt) {
   SFT_CHECK(dt == DType::f32 || dt == DType::bf16, "cpu", "matmul dtype must be f32 or bf16, got {}",
@@ -172,60 +274,64 @@ void CpuBackend::set_matmul_dtype(DType dt) {
 }
 
 void CpuBackend::begin_pass() {
-  for (auto& [ptr, cached] : gemm_->weight_cache) cached.valid = false;
-}
-
-void CpuBackend::invalidate_weight_copies(const void* ptr, size_t bytes) {
-  const char* lo = static_cast<const char*>(ptr);
-  for (auto& [w, cached] : gemm_->weight_cache) {
-    const char* p = reinterpret_cast<const char*>(w);
-    if (p < lo + bytes && lo < p + cached.data.size() * 4) cached.valid = false;
+  if (gemm_->contract_seen) return;
+  for (auto& [ptr, c] : gemm_->weights) {
+    c.valid = false;
+    for (auto& p : c.packed) p.valid = false;
   }
 }
 
-bool CpuBackend::keeps_bf16_weight_copies() const { return !gemm_->use_ours(DType::bf16); }
+void CpuBackend::invalidate_weight_copies(const void* ptr, size_t bytes) {
+  gemm_->contract_seen = true;
+  gemm_->written(ptr, bytes, false);
+}
+
+void CpuBackend::weights_written(const void* ptr, size_t bytes, bool freed) {
+  if (freed && ptr) bytes = malloc_usable_size(const_cast<void*>(ptr));
+  gemm_->written(ptr, bytes, freed);
+}
+
+bool CpuBackend::keeps_bf16_weight_copies() const { return Gemm::onednn_bf16(gemm_->routes.bf16.route); }
 
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
-  SFT_ASSERT(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC));
+  SFT_CHECK(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC) &&
+                (w.dtype == DType::f32 || w.dtype == DType::bf16),
+            "cpu", "linear_forward: x (N {}, IC {}), w ({}, {}) {}, out {} elements, bias {}: expected w (OC, IC) "
+            "f32/bf16, out N*OC, bias OC", N, IC, w.dim(0), w.dim(1), dtype_name(w.dtype), out.numel(), bias.numel());
+  const bool w16 = w.dtype == DType::bf16;
   // out (N, OC) = / += x (N, IC) · wᵀ (+ bias)
   const cpu::GemmArgs g{.trans_a = false, .trans_b = true, .M = N, .N = OC, .K = IC, .A = x.f32(),
-                        .lda = IC, .B = w.f32(), .ldb = IC, .C = out.f32(), .ldc = OC,
-                        .bias = bias.empty() ? nullptr : bias.f32(), .accumulate = accumulate};
-  const DType dt = matmul_dtype_;
-  if (gemm_->run_ours(g, dt)) return;
-  if (dt == DType::f32) cpu::gemm_onednn(g, false);
-  else cpu::gemm_onednn_bf16(g, gemm_->activation(x, 0), gemm_->weight(w));
+                        .lda = IC, .B = w16 ? nullptr : w.f32(), .ldb = IC, .C = out.f32(), .ldc = OC,
+                        .bias = bias.empty() ? nullptr : bias.f32(), .accumulate = accumulate,
+                        .B16 = w16 ? w.bf16() : nullptr};
+  gemm_->run(g, matmul_dtype_, &w, 0);
 }
 
 void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x,
                                  Tensor w, bool accumulate_dx) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
-  SFT_ASSERT(w.dim(1) == IC && dout.numel() == N * OC);
+  SFT_CHECK(w.dim(1) == IC && dout.numel() == N * OC && dw.numel() == OC * IC &&
+                (w.dtype == DType::f32 || w.dtype == DType::bf16),
+            "cpu", "linear_backward: x (N {}, IC {}), w ({}, {}) {}, dout {} / dw {} elements: expected w (OC, IC) "
+            "f32/bf16, dout N*OC, dw OC*IC", N, IC, w.dim(0), w.dim(1), dtype_name(w.dtype), dout.numel(), dw.numel());
   const DType dt = matmul_dtype_;
-  const uint16_t* dout16 = nullptr;  // dout's bf16 copy, made once for both oneDNN GEMMs
-  auto dout_bf16 = [&] { return dout16 ? dout16 : (dout16 = gemm_->activation(dout, 0)); };
+  const bool w16 = w.dtype == DType::bf16;
+  // dout's bf16 copy, made once for both GEMMs on the oneDNN bf16 routes
+  const uint16_t* dout16 = nullptr;
+  if (dt == DType::bf16 && Gemm::onednn_bf16(gemm_->routes.bf16.route))
+    dout16 = round_into(gemm_->act16[0], dout.f32(), size_t(dout.numel()));
   if (!dx.empty()) {  // dx (N, IC) = / += dout (N, OC) · w (OC, IC)
     const cpu::GemmArgs g{.trans_a = false, .trans_b = false, .M = N, .N = IC, .K = OC, .A = dout.f32(),
-                          .lda = OC, .B = w.f32(), .ldb = IC, .C = dx.f32(), .ldc = IC, .bias = nullptr,
-                          .accumulate = accumulate_dx};
-    if (gemm_->run_ours(g, dt)) {
-    } else if (dt == DType::f32) {
-      cpu::gemm_onednn(g, false);
-    } else {
-      cpu::gemm_onednn_bf16(g, dout_bf16(), gemm_->weight(w));
-    }
+                          .lda = OC, .B = w16 ? nullptr : w.f32(), .ldb = IC, .C = dx.f32(), .ldc = IC,
+                          .bias = nullptr, .accumulate = accumulate_dx, .B16 = w16 ? w.bf16() : nullptr};
+    gemm_->run(g, dt, &w, 1, dout16);
   }
   {  // dw (OC, IC) += doutᵀ (OC, N) · x (N, IC)
     const cpu::GemmArgs g{.trans_a = true, .trans_b = false, .M = OC, .N = IC, .K = N, .A = dout.f32(),
                           .lda = OC, .B = x.f32(), .ldb = IC, .C = dw.f32(), .ldc = IC, .bias = nullptr,
                           .accumulate = true};
-    if (gemm_->run_ours(g, dt)) {
-    } else if (dt == DType::f32) {
-      cpu::gemm_onednn(g, false);
-    } else {
-      cpu::gemm_onednn_bf16(g, dout_bf16(), gemm_->activation(x, 1));
-    }
+    gemm_->run(g, dt, nullptr, 0, dout16);
   }
   if (!dbias.empty()) {
     float* db = dbias.f32();
