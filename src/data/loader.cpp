@@ -133,6 +133,12 @@ int64_t DataLoader::batches_per_epoch() const {
   return (rows_per_epoch() + per_step - 1) / per_step;
 }
 
+double DataLoader::epoch_progress() const {
+  const int64_t rows = rows_per_epoch();
+  const double fraction = double(std::min(row_, rows)) / double(std::max<int64_t>(1, rows));
+  return std::max(0.0, double(epoch_) + fraction);
+}
+
 bool DataLoader::next(Batch& out) {
   const int64_t R = rows_per_epoch();
   if (row_ >= R) {

@@ -44,6 +44,9 @@ class DataLoader {
   int64_t batches_per_epoch() const;
   int64_t epoch() const { return epoch_; }
   int64_t rows_per_epoch() const { return static_cast<int64_t>(rows_.size()); }
+  // Epochs completed so far plus the consumed fraction of the current one: epoch + row / rows,
+  // with state()'s "epoch" and "row" (what the trainer logs as "epoch"). O(1): no JSON, no hash.
+  double epoch_progress() const;
 
   // Fills this rank's next micro-batch and returns true, or returns false at the end of an epoch
   // (the next call starts the next epoch).

@@ -2,8 +2,8 @@
 // (README "Format", src/tensor.rs): 8-byte LE header length, JSON header, contiguous byte buffer.
 // The reader rejects every file the reference reader rejects (ecosystem.md §1.2), plus headers
 // with leading whitespace, with one-line "[safetensors] FILE: ..." errors; the writer produces the
-// reference writer's layout. Also: the strict JSON parser (duplicate keys are errors) and the
-// atomic file write shared by the HF loaders.
+// reference writer's layout. The file and JSON helpers it uses live in core/file_util.h (included
+// here, so users of parse_json_strict / read_text_file / write_file_atomic through it still build).
 #pragma once
 #include <cstdint>
 #include <map>
@@ -16,6 +16,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/dtype.h"
+#include "core/file_util.h"
 #include "core/tensor.h"
 
 namespace sft {
@@ -86,18 +87,5 @@ struct SafetensorsWriteItem {
 void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& tensors,
                        const std::map<std::string, std::string>& metadata = {},
                        std::optional<DType> float_dtype = std::nullopt);
-
-// ---- helpers shared by the HF loaders (io/hf_model.cpp, model/llama_config.cpp) ----
-
-// Parses JSON text like nlohmann::json::parse (trailing whitespace allowed) but treats a
-// duplicate object key at any depth as an error. Returns nullopt and sets *error
-// ("parse error at line 1, column 9: ...", "duplicate key 'x'") on bad input; never throws.
-std::optional<nlohmann::json> parse_json_strict(std::string_view text, std::string* error);
-
-// The whole file as a string; Error "[where] PATH: cannot read: REASON" on failure.
-std::string read_text_file(const std::string& path, std::string_view where);
-
-// Writes bytes to path atomically (path + ".tmp", fsync, rename, directory fsync).
-void write_file_atomic(const std::string& path, std::string_view bytes);
 
 }  // namespace sft

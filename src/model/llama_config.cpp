@@ -11,7 +11,7 @@
 #include <fmt/ranges.h>
 
 #include "core/check.h"
-#include "io/safetensors.h"
+#include "core/file_util.h"
 
 namespace sft {
 

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/file_util.h"
 #include "tokenizer/bpe_model.h"
 #include "tokenizer/hf_pipeline.h"
 #include "tokenizer/regex.h"
@@ -93,7 +94,7 @@ bool can_split_words(const BpeModel& model) {
 
 JsonTokenizer::JsonTokenizer(const std::string& dir)
     : path_((std::filesystem::path(dir) / "tokenizer.json").string()) {
-  json j = read_json_file(path_);
+  json j = read_json_file_lenient(path_, "tokenizer");
   if (!j.is_object() || !j.contains("model")) fail("tokenizer", "{}: not a tokenizer.json (no \"model\")", path_);
   try {
     load(j, read_tokenizer_config(dir));

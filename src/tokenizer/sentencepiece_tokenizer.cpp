@@ -15,12 +15,11 @@
 #include <sentencepiece_processor.h>
 
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 #include <unordered_map>
 #include <unordered_set>
 
 #include "core/check.h"
+#include "core/file_util.h"
 #include "tokenizer/tokenizer_config.h"
 #include "tokenizer/utf8.h"
 #include "tokenizer/word_cache.h"
@@ -136,14 +135,6 @@ class SentencePieceTokenizer final : public Tokenizer {
   std::unordered_set<std::string> legacy_added_;     // decoded as separate, space-joined pieces
 };
 
-std::string read_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("tokenizer", "{}: cannot open", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  return ss.str();
-}
-
 std::string lstrip_py(std::string_view s) {
   size_t i = 0;
   while (i < s.size()) {
@@ -171,7 +162,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& dir)
   add_eos_ = cfg.add_eos_token.value_or(false);
   add_prefix_space_ = cfg.add_prefix_space.value_or(true);
 
-  std::string proto = read_file(path_);
+  std::string proto = read_text_file(path_, "tokenizer");
   // Non-legacy HF loads the model with normalizer_spec.add_dummy_prefix = false. Appending a
   // second normalizer_spec (field 3) holding add_dummy_prefix (field 3) = 0 does the same, as
   // protobuf merges repeated occurrences of a message field.

@@ -4,29 +4,16 @@
 
 #include <algorithm>
 #include <filesystem>
-#include <fstream>
-#include <sstream>
 
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/file_util.h"
 
 namespace sft {
 
 namespace fs = std::filesystem;
 using nlohmann::json;
-
-json read_json_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("tokenizer", "{}: cannot open", path);
-  std::stringstream ss;
-  ss << in.rdbuf();
-  try {
-    return json::parse(ss.str());
-  } catch (const json::exception& e) {
-    fail("tokenizer", "{}: not valid JSON: {}", path, e.what());
-  }
-}
 
 namespace {
 
@@ -102,7 +89,7 @@ TokenizerConfig read_config_files(const std::string& dir) {
 
   const fs::path config_path = fs::path(dir) / "tokenizer_config.json";
   if (fs::exists(config_path)) {
-    json j = read_json_file(config_path.string());
+    json j = read_json_file_lenient(config_path.string(), "tokenizer");
     if (!j.is_object()) fail("tokenizer", "{}: expected a JSON object", config_path.string());
     if (j.contains("tokenizer_class") && j["tokenizer_class"].is_string()) cfg.tokenizer_class = j["tokenizer_class"];
     for (const char* key : kSpecialKeys)
@@ -128,7 +115,7 @@ TokenizerConfig read_config_files(const std::string& dir) {
   // special_tokens_map.json overrides the config's special tokens and extends the additional ones.
   const fs::path map_path = fs::path(dir) / "special_tokens_map.json";
   if (fs::exists(map_path)) {
-    json j = read_json_file(map_path.string());
+    json j = read_json_file_lenient(map_path.string(), "tokenizer");
     if (!j.is_object()) fail("tokenizer", "{}: expected a JSON object", map_path.string());
     for (const char* key : kSpecialKeys)
       if (j.contains(key) && !j[key].is_null()) set_special(key, j[key]);
@@ -138,7 +125,7 @@ TokenizerConfig read_config_files(const std::string& dir) {
   // added_tokens.json: {"content": id}; special when it names a special token, normalized otherwise.
   const fs::path added_path = fs::path(dir) / "added_tokens.json";
   if (fs::exists(added_path)) {
-    json j = read_json_file(added_path.string());
+    json j = read_json_file_lenient(added_path.string(), "tokenizer");
     if (!j.is_object()) fail("tokenizer", "{}: expected a JSON object", added_path.string());
     std::vector<std::string> specials = cfg.additional_special_tokens;
     for (const auto* s : {&cfg.bos_token, &cfg.eos_token, &cfg.unk_token, &cfg.pad_token})

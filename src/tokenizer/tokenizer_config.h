@@ -10,8 +10,6 @@
 #include <string_view>
 #include <vector>
 
-#include <nlohmann/json_fwd.hpp>
-
 namespace sft {
 
 struct AddedToken {
@@ -42,9 +40,6 @@ struct TokenizerConfig {
 
 // Reads the config files of `dir` that exist (none is fine: all fields stay empty).
 TokenizerConfig read_tokenizer_config(const std::string& dir);
-
-// Parses a JSON file, failing with "[tokenizer] path: ..." when unreadable or malformed.
-nlohmann::json read_json_file(const std::string& path);
 
 // Leftmost-longest matcher over a fixed set of strings (byte trie).
 class TokenMatcher {

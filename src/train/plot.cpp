@@ -7,7 +7,7 @@
 
 #include <fmt/format.h>
 
-#include "io/safetensors.h"  // write_file_atomic
+#include "core/file_util.h"
 
 namespace sft {
 

@@ -213,6 +213,59 @@ TEST(Loader, SavedPositionResumesExactly) {
   }
 }
 
+// epoch_progress() (the trainer's "epoch", O(1)) is epoch + row / rows of state() at every step
+// of two epochs, on the last rank of an uneven split too, reaches exactly 1 at the end of epoch 0,
+// and is the same in a loader resumed from a saved state (mid-epoch and at an epoch's end).
+TEST(Loader, EpochProgressMatchesTheSavedState) {
+  const sft::Dataset& ds = dummy(512);
+  const auto from_state = [](const sft::DataLoader& l) {
+    const nlohmann::json s = l.state();
+    const double rows = double(std::max<int64_t>(1, l.rows_per_epoch()));
+    return std::max(0.0, double(s["epoch"].get<int64_t>()) + double(s["row"].get<int64_t>()) / rows);
+  };
+  for (bool packing : {true, false}) {
+    for (int64_t world : {1, 3}) {
+      sft::LoaderOptions opt;
+      opt.packing = packing;
+      opt.batch_size = packing ? 1 : 5;
+      opt.world_size = world;
+      opt.rank = world - 1;
+      sft::DataLoader a(ds, opt);
+      const int64_t per_epoch = a.batches_per_epoch();
+      const std::set<int64_t> resume_at = {per_epoch / 2, per_epoch, per_epoch + 1 + per_epoch / 2};
+      EXPECT_EQ(a.epoch_progress(), 0.0);
+      sft::Batch b;
+      double last = 0.0;
+      for (int64_t k = 1; k <= 2 * (per_epoch + 1); ++k) {
+        const bool got = a.next(b);
+        const std::string where = fmt::format("packing {} world {} call {}", packing, world, k);
+        EXPECT_EQ(a.epoch_progress(), from_state(a)) << where;
+        EXPECT_GE(a.epoch_progress(), last) << where;
+        last = a.epoch_progress();
+        if (k == per_epoch) {
+          EXPECT_EQ(a.epoch_progress(), 1.0) << where;
+        }
+        if (!got) {
+          EXPECT_EQ(a.epoch_progress(), double(a.epoch())) << where;
+        }
+        if (resume_at.count(k)) {
+          sft::DataLoader r(ds, opt);
+          r.load_state(a.state());
+          EXPECT_EQ(r.epoch_progress(), a.epoch_progress()) << where;
+          sft::Batch c;
+          sft::DataLoader a2 = a;  // the original run, continued from here
+          for (int64_t j = 0; j < 3; ++j) {
+            a2.next(b);
+            r.next(c);
+            EXPECT_EQ(r.epoch_progress(), a2.epoch_progress()) << where << " then " << j;
+            EXPECT_EQ(r.epoch_progress(), from_state(r)) << where << " then " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
 TEST(Loader, PositionIsGlobalAcrossWorldSizes) {
   // Two ranks consume rows 0..3 of an epoch; one rank resumes at row 4 with the same rows.
   const sft::Dataset& ds = dummy(512);
