@@ -160,7 +160,6 @@ class Backend {
   virtual void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) = 0;
   virtual double sum_squares(Tensor x) = 0;   // Σ x², accumulated in double
   virtual void scale(Tensor x, float s) = 0;  // x *= s
-  virtual bool all_finite(Tensor x) = 0;
 };
 
 // "cpu" (always built) or "cuda" (a clear error when this build has no CUDA backend or no usable

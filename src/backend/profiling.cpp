@@ -114,8 +114,5 @@ double ProfilingBackend::sum_squares(Tensor x) {
 void ProfilingBackend::scale(Tensor x, float s) {
   timed("scale", [&] { inner_->scale(x, s); });
 }
-bool ProfilingBackend::all_finite(Tensor x) {
-  return timed("all_finite", [&] { return inner_->all_finite(x); });
-}
 
 }  // namespace sft

@@ -63,7 +63,6 @@ class ProfilingBackend final : public Backend {
   void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) override;
   double sum_squares(Tensor x) override;
   void scale(Tensor x, float s) override;
-  bool all_finite(Tensor x) override;
 
  private:
   struct Stat {

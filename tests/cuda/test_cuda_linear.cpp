@@ -1,11 +1,18 @@
 // The CUDA backend's GEMMs (cuBLASLt) and memory against the CPU backend (oneDNN): linear forward
 // (with and without bias, = and +=) and backward (dx = / +=, dw +=, dbias +=) in fp32, TF32 and
-// bf16, odd shapes, the bf16 weight cache (a copy must never be used stale: writes through
-// copy / fill_zero / scale mark it so, adamw_step rewrites it in the same kernel, also across
-// gradient-accumulation micro-batches), alloc / copy / fill_zero, the peak-memory counter and the
-// out-of-memory message. Skipped, saying why, where no usable GPU exists.
+// bf16, odd shapes, bf16 weight operands (bit-equal to the fp32 weight they round from), the bf16
+// weight cache (a copy must never be used stale: writes through copy / fill_zero / scale mark it
+// so, adamw_step rewrites it in the same kernel, also across gradient-accumulation micro-batches,
+// and invalidate_weight_copies covers writes the backend does not see, as into a gather buffer),
+// alloc / copy / fill_zero, the peak-memory counter and the out-of-memory message. Skipped, saying
+// why, where no usable GPU exists.
+#include <cuda_runtime_api.h>
+
 #include <array>
 #include <cmath>
+#include <cstdint>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -98,6 +105,57 @@ TEST_F(CudaLinear, WeightCacheIsDroppedEachPass) {
     gpu_->linear_forward(out.gpu, x.gpu, w.gpu, Tensor(), false);
     EXPECT_LE(err(out), 1e-3) << "pass " << pass;
   }
+}
+
+// A bf16 weight operand (a gathered bf16 unit under sharding) is used as it is: forward (= and +=,
+// with bias), dx (= and +=), dw and dbias bit-equal to passing the fp32 weight that rounds to it;
+// dw stays fp32. In fp32 (and TF32) matmuls it is bit-equal to the fp32 weight of the same
+// (widened) values. The bf16 weight sits 256 bytes into a larger buffer, as in a gather buffer
+// (the same alignment as the backend's own copies, so cuBLASLt picks the same algorithm).
+TEST_F(CudaLinear, Bf16WeightOperand) {
+  for (auto [dt, tf32] : {std::pair{DType::bf16, false}, {DType::f32, false}, {DType::f32, true}})
+  for (auto [N, IC, OC] : {std::array<int64_t, 3>{64, 128, 96}, {37, 288, 864}, {129, 128, 32}}) {
+    gpu_->set_matmul_dtype(dt);
+    gpu_->set_tf32(tf32);
+    gpu_->begin_pass();
+    const std::string what = fmt::format("N={} IC={} OC={} {}{} seed {}", N, IC, OC, dtype_name(dt),
+                                         tf32 ? " tf32" : "", seed_);
+    std::vector<float> w32 = randn(size_t(OC * IC), 0.05f);
+    std::vector<uint16_t> w16(w32.size());
+    convert_f32_to_bf16(w32.data(), w16.data(), w16.size());
+    if (dt == DType::f32) convert_bf16_to_f32(w16.data(), w32.data(), w32.size());  // the widened values
+    const int64_t lead = 128;  // bf16 elements before the weight: 256 bytes
+    void* buf = gpu_->alloc(size_t(lead + OC * IC) * 2);
+    owned_.push_back(buf);
+    uint16_t* w16_dev = static_cast<uint16_t*>(buf) + lead;
+    gpu_->copy(w16_dev, w16.data(), w16.size() * 2);
+    const Tensor w_bf16(w16_dev, DType::bf16, {OC, IC}, Device::cuda);
+    const Tensor w_f32 = mirror(w32, {OC, IC}).gpu;
+    const Tensor x = mirror(randn(size_t(N * IC)), {N, IC}).gpu, bias = mirror(randn(size_t(OC)), {OC}).gpu;
+
+    // Two outputs starting from the same values, one per weight operand.
+    auto pair = [&](int64_t rows, int64_t cols) {
+      const std::vector<float> v = randn(size_t(rows * cols));
+      return std::array<Tensor, 2>{mirror(v, {rows, cols}).gpu, mirror(v, {rows, cols}).gpu};
+    };
+    for (bool acc : {false, true}) {
+      auto out = pair(N, OC);
+      gpu_->linear_forward(out[0], x, w_f32, bias, acc);
+      gpu_->linear_forward(out[1], x, w_bf16, bias, acc);
+      EXPECT_EQ(download(out[0]), download(out[1])) << "forward, accumulate " << acc << ", " << what;
+    }
+    const Tensor dout = mirror(randn(size_t(N * OC)), {N, OC}).gpu;
+    auto dw = pair(OC, IC), db = pair(1, OC);
+    for (bool acc : {false, true}) {
+      auto dx = pair(N, IC);
+      gpu_->linear_backward(dx[0], dw[0], db[0], dout, x, w_f32, acc);
+      gpu_->linear_backward(dx[1], dw[1], db[1], dout, x, w_bf16, acc);
+      EXPECT_EQ(download(dx[0]), download(dx[1])) << "dx, accumulate " << acc << ", " << what;
+      EXPECT_EQ(download(dw[0]), download(dw[1])) << "dw, " << what;
+      EXPECT_EQ(download(db[0]), download(db[1])) << "dbias, " << what;
+    }
+  }
+  gpu_->set_tf32(false);
 }
 
 // Views into a flat buffer, as the model lays out its parameters.
@@ -232,6 +290,46 @@ TEST_F(CudaWeightCopies, GradientAccumulation) {
   Tensor x = mirror(randn(N * IC), {N, IC}).gpu;
   gpu_->begin_pass();
   expect_fresh(p.gpu, x, gpu_view(p.gpu, 0, {OC, IC}), "after the last step");
+}
+
+// A gather buffer holding layer after layer, as a sharded parameter store acquires units: each
+// layer's fp32 weights are written into it behind the backend's back (cudaMemcpyAsync on the
+// backend's own stream, as a collective would), then invalidate_weight_copies() over the unit; the
+// next bf16 linear must use the new values, bit for bit as the same weights in a buffer of their
+// own. A range that only touches a weight's last element also makes its copy re-rounded.
+TEST_F(CudaWeightCopies, InvalidateAfterDirectWrite) {
+  const int64_t N = 24, IC = 96, OC = 40, W = OC * IC;
+  const int64_t off1 = 0, off2 = W + 7, total = 2 * W + 7 + 5;  // w1 | gap | w2 | tail
+  gpu_->set_matmul_dtype(DType::bf16);
+  auto* stream = static_cast<cudaStream_t>(gpu_->native_stream());
+  ASSERT_NE(stream, nullptr);
+  const Tensor gather = gpu_alloc({total}), x = mirror(randn(size_t(N * IC)), {N, IC}).gpu;
+  const Tensor w1 = gpu_view(gather, off1, {OC, IC}), w2 = gpu_view(gather, off2, {OC, IC});
+  auto expect_uses = [&](const Tensor& w, const std::vector<float>& all, int64_t off, const std::string& what) {
+    const Tensor own = mirror(std::vector<float>(all.begin() + off, all.begin() + off + W), {OC, IC}).gpu;
+    const Tensor out = gpu_alloc({N, OC}), want = gpu_alloc({N, OC});
+    gpu_->linear_forward(out, x, w, Tensor(), false);
+    gpu_->linear_forward(want, x, own, Tensor(), false);
+    EXPECT_EQ(download(out), download(want)) << what << " (seed " << seed_ << ")";
+  };
+  gpu_->begin_pass();
+  std::vector<float> host;
+  for (int layer = 0; layer < 3; ++layer) {
+    host = randn(size_t(total), 0.05f);
+    ASSERT_EQ(cudaMemcpyAsync(gather.data, host.data(), gather.nbytes(), cudaMemcpyHostToDevice, stream),
+              cudaSuccess);
+    gpu_->invalidate_weight_copies(gather.data, gather.nbytes());
+    gpu_->begin_pass();
+    expect_uses(w1, host, off1, "layer " + std::to_string(layer) + ", w1");
+    expect_uses(w2, host, off2, "layer " + std::to_string(layer) + ", w2");
+  }
+  // The last element of w1 only.
+  host[size_t(off1 + W - 1)] = 3.0f;
+  float* last = static_cast<float*>(gather.data) + off1 + W - 1;
+  ASSERT_EQ(cudaMemcpyAsync(last, &host[size_t(off1 + W - 1)], 4, cudaMemcpyHostToDevice, stream), cudaSuccess);
+  gpu_->invalidate_weight_copies(last, 4);
+  expect_uses(w1, host, off1, "after a write to w1's last element");
+  expect_uses(w2, host, off2, "w2, untouched by it");
 }
 
 TEST_F(CudaLinear, Memory) {

@@ -6,7 +6,6 @@
 #include <algorithm>
 #include <array>
 #include <cmath>
-#include <limits>
 
 #include "cuda_test_util.h"
 
@@ -184,12 +183,6 @@ TEST_F(CudaOps, Reductions) {
   cpu_->scale(x.cpu, 0.731f);
   gpu_->scale(x.gpu, 0.731f);
   EXPECT_CLOSE(x, "scale");
-  EXPECT_TRUE(gpu_->all_finite(x.gpu));
-  for (float bad : {std::numeric_limits<float>::quiet_NaN(), INFINITY, -INFINITY}) {
-    Mirror y = mirror(randn(n), {n});
-    gpu_->copy(static_cast<float*>(y.gpu.data) + n - 1, &bad, 4);  // the very last element
-    EXPECT_FALSE(gpu_->all_finite(y.gpu)) << bad;
-  }
 }
 
 // Packed sequences of uneven lengths (1 included), GQA; SeqLayout.max_seqlen left 0 once so the

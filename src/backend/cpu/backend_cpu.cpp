@@ -123,13 +123,4 @@ void CpuBackend::scale(Tensor x, float s) {
   for (int64_t i = 0; i < n; ++i) p[i] *= s;
 }
 
-bool CpuBackend::all_finite(Tensor x) {
-  const float* p = x.f32();
-  const int64_t n = x.numel();
-  int bad = 0;
-#pragma omp parallel for reduction(| : bad) schedule(static)
-  for (int64_t i = 0; i < n; ++i) bad |= !std::isfinite(p[i]);
-  return !bad;
-}
-
 }  // namespace sft

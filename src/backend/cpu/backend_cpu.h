@@ -54,7 +54,6 @@ class CpuBackend final : public Backend {
   void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) override;
   double sum_squares(Tensor x) override;
   void scale(Tensor x, float s) override;
-  bool all_finite(Tensor x) override;
 
  private:
   // This backend wrote [ptr, ptr + bytes) (copy, fill_zero, scale, adamw_step) or freed the

@@ -1,5 +1,6 @@
-// CudaBackend: device selection and checks, error reporting, memory (tracked for the peak) and the
-// pinned staging of host int32 inputs. The op table is in ops.cpp, the GEMMs in matmul.cpp.
+// CudaBackend: device selection and checks, error reporting, events on the backend's stream (for
+// ordering with communication), memory (tracked for the peak) and the pinned staging of host int32
+// inputs. The op table is in ops.cpp, the GEMMs in matmul.cpp.
 #include "backend/cuda/backend_cuda.h"
 
 #include <algorithm>
@@ -86,7 +87,6 @@ CudaBackend::CudaBackend() {
   SFT_CUDA_CHECK("device", cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   for (IntStaging& s : staging_) SFT_CUDA_CHECK("device", cudaEventCreateWithFlags(&s.copied, cudaEventDisableTiming));
   reduce_scratch_ = static_cast<double*>(alloc_scratch((cuda::kReduceBlocks + 1) * sizeof(double), "sum_squares"));
-  flag_ = static_cast<int*>(alloc_scratch(sizeof(int), "all_finite"));
   create_gemm();
 }
 
@@ -111,6 +111,28 @@ std::string CudaBackend::device_description() const {
 }
 
 void CudaBackend::synchronize() { SFT_CUDA_CHECK("synchronize", cudaStreamSynchronize(stream_)); }
+
+// ---- ordering with other streams ----
+
+void* CudaBackend::record_event() {
+  cudaEvent_t e = nullptr;
+  SFT_CUDA_CHECK("record_event", cudaEventCreateWithFlags(&e, cudaEventDisableTiming));
+  const cudaError_t st = cudaEventRecord(e, stream_);
+  if (st != cudaSuccess) {  // the event is freed before the error is thrown
+    cudaEventDestroy(e);
+    cuda::fail_call("record_event", "cudaEventRecord(event, stream_)", __FILE__, __LINE__, cudaGetErrorString(st));
+  }
+  return e;
+}
+
+void CudaBackend::wait_event(void* event) {
+  SFT_CHECK(event != nullptr, "cuda", "wait_event: a null event (record_event() returns the handle to wait on)");
+  SFT_CUDA_CHECK("wait_event", cudaStreamWaitEvent(stream_, static_cast<cudaEvent_t>(event), 0));
+}
+
+void CudaBackend::destroy_event(void* event) {
+  if (event) SFT_CUDA_CHECK("destroy_event", cudaEventDestroy(static_cast<cudaEvent_t>(event)));
+}
 
 // ---- memory ----
 

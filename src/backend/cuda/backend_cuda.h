@@ -1,5 +1,6 @@
 // CudaBackend: the Backend interface on one NVIDIA GPU (compute capability 8.0+). Every op is
-// queued on one stream; host-side int32 inputs (tokens, positions, targets, cu_seqlens) go through
+// queued on one stream, which native_stream() and record_event()/wait_event() expose so that
+// communication (dist/) is ordered with compute without device-wide syncs; host-side int32 inputs (tokens, positions, targets, cu_seqlens) go through
 // pinned staging buffers and are re-sent only when their contents change. GEMMs go through
 // cuBLASLt (matmul.cpp), FlashAttention through attention.cuh, the other ops through kernels.h.
 // Host only: compiled by the C++ compiler, no device code here.
@@ -36,6 +37,11 @@ class CudaBackend final : public Backend {
   bool keeps_bf16_weight_copies() const override { return true; }  // kept across passes (matmul.cpp)
   void invalidate_weight_copies(const void* ptr, size_t bytes) override { weights_written(ptr, bytes); }
 
+  void* native_stream() override { return stream_; }  // cudaStream_t
+  void* record_event() override;                      // cudaEvent_t (timing disabled)
+  void wait_event(void* event) override;
+  void destroy_event(void* event) override;
+
   void linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) override;
   void linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x, Tensor w,
                        bool accumulate_dx) override;
@@ -63,7 +69,6 @@ class CudaBackend final : public Backend {
   void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) override;
   double sum_squares(Tensor x) override;
   void scale(Tensor x, float s) override;
-  bool all_finite(Tensor x) override;
 
   // Device memory for the backend's own scratch (counted in the peak like alloc()); not zeroed.
   // free_device() waits for queued work first, since kernels may still read the buffer.
@@ -112,7 +117,6 @@ class CudaBackend final : public Backend {
   size_t bytes_in_use_ = 0, peak_bytes_ = 0;
   IntStaging staging_[kNumSlots];
   double* reduce_scratch_ = nullptr;  // kReduceBlocks partials + 1 result
-  int* flag_ = nullptr;
   float* attn_workspace_ = nullptr;
   size_t attn_workspace_bytes_ = 0;
 };

@@ -1,6 +1,7 @@
 // The element-wise work around the cuBLASLt GEMMs (matmul.cpp): rounding fp32 operands to bf16
-// (round to nearest even, NaN kept, as torch's .to(bfloat16)), adding the bias after a linear
-// forward, and the bias gradient Σ_n dout of a linear backward (column sums, atomicAdd per block).
+// (round to nearest even, NaN kept, as torch's .to(bfloat16)) and widening bf16 weights back
+// (exact), adding the bias after a linear forward, and the bias gradient Σ_n dout of a linear
+// backward (column sums, atomicAdd per block).
 #include <cuda_bf16.h>
 
 #include "backend/cuda/check.h"
@@ -22,6 +23,10 @@ __global__ void f32_to_bf16_x4_kernel(__nv_bfloat162* dst, const float4* src, in
     dst[2 * i] = __floats2bfloat162_rn(v.x, v.y);
     dst[2 * i + 1] = __floats2bfloat162_rn(v.z, v.w);
   }
+}
+
+__global__ void bf16_to_f32_kernel(float* dst, const __nv_bfloat16* src, int64_t n) {
+  for (int64_t i = first_index(); i < n; i += grid_stride()) dst[i] = __bfloat162float(src[i]);
 }
 
 // out (N, OC) += bias (OC)
@@ -55,6 +60,12 @@ void f32_to_bf16(uint16_t* dst, const float* src, int64_t n, cudaStream_t s) {
   else
     f32_to_bf16_kernel<<<grid_for(n), kThreads, 0, s>>>(out, src, n);
   SFT_CUDA_LAUNCHED("f32_to_bf16");
+}
+
+void bf16_to_f32(float* dst, const uint16_t* src, int64_t n, cudaStream_t s) {
+  if (n == 0) return;
+  bf16_to_f32_kernel<<<grid_for(n), kThreads, 0, s>>>(dst, reinterpret_cast<const __nv_bfloat16*>(src), n);
+  SFT_CUDA_LAUNCHED("bf16_to_f32");
 }
 
 void add_bias(float* out, const float* bias, int64_t N, int64_t OC, cudaStream_t s) {

@@ -11,6 +11,7 @@ namespace sft::cuda {
 
 // ---- gemm_helpers.cu: operand rounding and bias terms around the cuBLASLt GEMMs ----
 void f32_to_bf16(uint16_t* dst, const float* src, int64_t n, cudaStream_t s);  // round to nearest even
+void bf16_to_f32(float* dst, const uint16_t* src, int64_t n, cudaStream_t s);   // exact
 void add_bias(float* out, const float* bias, int64_t N, int64_t OC, cudaStream_t s);      // out (N, OC) += bias (OC)
 void bias_backward(float* dbias, const float* dout, int64_t N, int64_t OC, cudaStream_t s);  // dbias (OC) += Σ_n dout
 
@@ -64,8 +65,6 @@ constexpr int kReduceBlocks = 512;  // partial sums of sum_squares
 // *result (device) = Σ x² in double; partials holds kReduceBlocks doubles
 void sum_squares(double* result, double* partials, const float* x, int64_t n, cudaStream_t s);
 void scale(float* x, int64_t n, float factor, cudaStream_t s);
-// *flag (device int) is set to 1 if any element is NaN or ±inf (left unchanged otherwise)
-void flag_nonfinite(int* flag, const float* x, int64_t n, cudaStream_t s);
 
 // ---- attention_cached.cu: generation over a KV cache qkv_cache (P, QKV); out (n, NH*HS) ----
 void attention_forward_cached(float* out, const float* qkv_cache, int64_t start, int64_t n, int NH, int NKV,

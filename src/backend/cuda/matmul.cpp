@@ -12,7 +12,17 @@
 // mark the copies they overlap stale (weights_written), so loading, resuming from a checkpoint
 // and any host write go through a fresh rounding; dealloc() drops them (forget_weights). The
 // other ops write activations and gradients only, never weights. Micro-batches of gradient
-// accumulation and generation after training thus reuse the copies the last step wrote.
+// accumulation and generation after training thus reuse the copies the last step wrote. Memory
+// written behind the backend's back (a collective into a gather buffer that holds layer after
+// layer) is announced by invalidate_weight_copies(), which marks the overlapping copies stale the
+// same way (kept allocated, re-rounded in stream order on next use: freeing would sync the stream).
+//
+// A bf16 weight tensor (a gathered bf16 unit) is the bf16 GEMM's A operand as it is: no fp32 copy,
+// no cache entry. It is bit-equal to passing the fp32 weight that rounds to it when its address
+// has the same alignment as the cached copies (256 bytes, as cudaMalloc returns): the plan, and so
+// cuBLASLt's algorithm, is chosen per operand alignment. fp32 matmuls widen it (exactly) into
+// per-call scratch, as the CPU backend does: the same as passing the fp32 weight of those values.
+// dw stays fp32.
 #include <cublasLt.h>
 
 #include <algorithm>
@@ -69,6 +79,8 @@ struct CudaBackend::Gemm {
   std::map<Key, Plan> plans;
   Buffer scratch[2];                                   // bf16 activation operands
   std::unordered_map<const float*, Buffer> weights;   // bf16 copies of weights, by fp32 address
+  float* widened = nullptr;                            // a bf16 weight widened for an fp32 matmul
+  size_t widened_capacity = 0;                         // elements
 
   explicit Gemm(CudaBackend& backend) : be(backend) {
     SFT_CUBLAS_CHECK("cublasLt", cublasLtCreate(&handle));
@@ -83,6 +95,7 @@ struct CudaBackend::Gemm {
     }
     for (Buffer& b : scratch) be.free_device(b.data);
     for (auto& [ptr, b] : weights) be.free_device(b.data);
+    be.free_device(widened);
     be.free_device(workspace);
     if (handle) cublasLtDestroy(handle);
   }
@@ -103,7 +116,23 @@ struct CudaBackend::Gemm {
     return scratch[slot].data;
   }
 
-  const void* weight(const Tensor& w, DType dt) {
+  // The weight operand as the GEMM reads it: a bf16 weight as it is (or widened for an fp32
+  // matmul), the fp32 weight itself, or its cached bf16 rounding.
+  const void* weight(const Tensor& w, DType dt, const char* op) {
+    if (w.dtype == DType::bf16) {
+      if (dt == DType::bf16) return w.bf16();
+      const size_t n = size_t(w.numel());
+      if (widened_capacity < n) {
+        be.free_device(widened);
+        widened = nullptr;
+        widened_capacity = 0;
+        widened = static_cast<float*>(be.alloc_scratch(n * sizeof(float), "fp32 copy of a bf16 weight"));
+        widened_capacity = n;
+      }
+      cuda::bf16_to_f32(widened, w.bf16(), w.numel(), be.stream_);
+      return widened;
+    }
+    SFT_CHECK(w.dtype == DType::f32, "cuda", "{}: weight dtype {} (expected F32 or BF16)", op, dtype_name(w.dtype));
     if (dt == DType::f32) return w.f32();
     Buffer& b = weights[w.f32()];
     if (!b.valid || b.capacity != size_t(w.numel())) {
@@ -232,7 +261,7 @@ void CudaBackend::begin_pass() {}
 void CudaBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
   SFT_ASSERT(w.dim(1) == IC && out.numel() == N * OC && (bias.empty() || bias.numel() == OC));
-  const void* a = gemm_->weight(w, matmul_dtype_);
+  const void* a = gemm_->weight(w, matmul_dtype_, "linear_forward");
   const void* b = gemm_->operand(x, matmul_dtype_, 0);
   // outᵀ (OC, N) = wᵀ-stored (IC, OC) transposed · xᵀ (IC, N)
   gemm_->run(true, false, OC, N, IC, a, IC, b, IC, out.f32(), OC, accumulate, matmul_dtype_, tf32_, "linear_forward");
@@ -243,9 +272,11 @@ void CudaBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dou
                                   bool accumulate_dx) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
   SFT_ASSERT(w.dim(1) == IC && dout.numel() == N * OC && dw.numel() == OC * IC);
+  SFT_CHECK(dw.dtype == DType::f32, "cuda", "linear_backward: dw must be F32 (the gradient of a {} weight), got {}",
+            dtype_name(w.dtype), dtype_name(dw.dtype));
   const void* g = gemm_->operand(dout, matmul_dtype_, 0);  // doutᵀ (OC, N), used by both GEMMs
   if (!dx.empty()) {  // dxᵀ (IC, N) = w-stored (IC, OC) · doutᵀ (OC, N)
-    const void* a = gemm_->weight(w, matmul_dtype_);
+    const void* a = gemm_->weight(w, matmul_dtype_, "linear_backward");
     gemm_->run(false, false, IC, N, OC, a, IC, g, OC, dx.f32(), IC, accumulate_dx, matmul_dtype_, tf32_,
                "linear_backward (dx)");
   }

@@ -198,13 +198,4 @@ void CudaBackend::scale(Tensor x, float s) {
   cuda::scale(x.f32(), x.numel(), s, stream_);
 }
 
-bool CudaBackend::all_finite(Tensor x) {
-  int flag = 0;
-  SFT_CUDA_CHECK("all_finite", cudaMemsetAsync(flag_, 0, sizeof(int), stream_));
-  cuda::flag_nonfinite(flag_, x.f32(), x.numel(), stream_);
-  SFT_CUDA_CHECK("all_finite", cudaMemcpyAsync(&flag, flag_, sizeof(int), cudaMemcpyDeviceToHost, stream_));
-  SFT_CUDA_CHECK("all_finite", cudaStreamSynchronize(stream_));
-  return flag == 0;
-}
-
 }  // namespace sft

@@ -1,6 +1,6 @@
 // Reductions and scaling over flat fp32 buffers on the GPU: Σ x² accumulated in double (fixed
-// grid of kReduceBlocks partial sums, then one block sums them: the same order every run), x *= s,
-// and a flag set when any element is NaN or ±inf.
+// grid of kReduceBlocks partial sums, then one block sums them: the same order every run) and
+// x *= s.
 #include "backend/cuda/check.h"
 #include "backend/cuda/device/reduce.cuh"
 #include "backend/cuda/kernels.h"
@@ -30,12 +30,6 @@ __global__ void scale_kernel(float* x, int64_t n, float factor) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) x[i] *= factor;
 }
 
-__global__ void flag_nonfinite_kernel(int* flag, const float* x, int64_t n) {
-  bool bad = false;
-  for (int64_t i = first_index(); i < n; i += grid_stride()) bad |= !isfinite(x[i]);
-  if (bad) *flag = 1;
-}
-
 }  // namespace
 
 void sum_squares(double* result, double* partials, const float* x, int64_t n, cudaStream_t s) {
@@ -49,12 +43,6 @@ void scale(float* x, int64_t n, float factor, cudaStream_t s) {
   if (n == 0) return;
   scale_kernel<<<grid_for(n), kThreads, 0, s>>>(x, n, factor);
   SFT_CUDA_LAUNCHED("scale");
-}
-
-void flag_nonfinite(int* flag, const float* x, int64_t n, cudaStream_t s) {
-  if (n == 0) return;
-  flag_nonfinite_kernel<<<grid_for(n), kThreads, 0, s>>>(flag, x, n);
-  SFT_CUDA_LAUNCHED("all_finite");
 }
 
 }  // namespace sft::cuda
