@@ -1,6 +1,6 @@
-// `sft bench`: times full training steps (forward, backward, AdamW) of a preset model on random
-// tokens and reports tokens/s, achieved GFLOP/s and MFU (FLOPs per token = 6·N + 12·L·d·T,
-// design.md §9) and peak RSS; on --device cuda also the GPU and its peak memory (the backend's
+// `sft bench`: times full training steps (train_step(): forward, backward, the step's reductions,
+// clipping, AdamW — the trainer's own step) of a preset model on random tokens and reports
+// tokens/s, achieved GFLOP/s and MFU (train/flops.h, the trainer's definition) and peak RSS; on --device cuda also the GPU and its peak memory (the backend's
 // high-water mark), with MFU against the H100/H200 dense peak. --json puts one JSON object on the
 // last line.
 #include <sys/resource.h>
@@ -20,7 +20,10 @@
 #include "model/init.h"
 #include "model/llama.h"
 #include "model/presets.h"
+#include "dist/comm.h"
+#include "train/flops.h"
 #include "train/optimizer.h"
+#include "train/train_step.h"
 
 namespace sft {
 
@@ -102,12 +105,10 @@ int run_bench(int argc, char** argv) {
   LlamaModel model(preset.config, *backend, ModelOptions{.recompute = recompute});
   init_weights(model, 1234);
   AdamW opt(model, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.0f});
-  const Batch batch = random_batch(preset.batch, preset.seq_len, preset.config.vocab_size, 42);
-  const float loss_scale = 1.0f / float(batch.num_targets());
-
-  const LlamaConfig& c = preset.config;
-  const double flops_per_token = 6.0 * double(model.num_matmul_params()) +
-                                 12.0 * double(c.num_hidden_layers) * double(c.hidden_size) * double(preset.seq_len);
+  const std::unique_ptr<Comm> comm = make_local_comm(*backend);
+  const std::vector<Batch> micro = {random_batch(preset.batch, preset.seq_len, preset.config.vocab_size, 42)};
+  const Batch& batch = micro.front();
+  const double flops_per_token = train_flops(preset.config, batch) / double(batch.num_tokens());
   std::printf("sft bench: preset %s (%.1fM params), dtype %s%s, B=%ld T=%ld, %s%s\n", preset.name.c_str(),
               double(model.num_params()) / 1e6, dtype.c_str(), tf32 && dtype == "fp32" ? " (tf32)" : "",
               long(preset.batch), long(preset.seq_len),
@@ -116,9 +117,7 @@ int run_bench(int argc, char** argv) {
   double total_s = 0.0, loss = 0.0;
   for (int s = 0; s < warmup + steps; ++s) {
     auto t0 = std::chrono::steady_clock::now();
-    model.zero_grad();
-    loss = model.forward_backward(batch, loss_scale) * loss_scale;
-    opt.step(1e-4f);
+    loss = train_step(model, opt, *comm, micro, 1e-4, StepOptions{}).loss;
     backend->synchronize();  // GPU ops are asynchronous: the step ends when they are done
     const double dt = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     if (s >= warmup) total_s += dt;

@@ -40,11 +40,7 @@ class LoaderStream final : public BatchStream {
     return b;
   }
   int64_t batches_per_epoch() const override { return loader_.batches_per_epoch(); }
-  double epoch() const override {
-    const nlohmann::json s = loader_.state();
-    const double rows = double(std::max<int64_t>(1, loader_.rows_per_epoch()));
-    return std::max(0.0, double(s["epoch"].get<int64_t>()) + double(s["row"].get<int64_t>()) / rows);
-  }
+  double epoch() const override { return loader_.epoch_progress(); }  // no JSON state, no hash
   nlohmann::json state() const override { return loader_.state(); }
   void restore(const nlohmann::json& state) override { loader_.load_state(state); }
 
@@ -123,7 +119,7 @@ int run_train(int argc, char** argv) {
   SFT_CHECK(cfg.per_device_train_batch_size >= 1, "train", "--per_device_train_batch_size must be >= 1, got {}",
             cfg.per_device_train_batch_size);
   SFT_CHECK(cfg.logging_steps >= 1, "train", "--logging_steps must be >= 1, got {}", cfg.logging_steps);
-  SFT_CHECK(cfg.save_strategy != "steps" || cfg.save_steps >= 1, "train", "--save_steps must be >= 1, got {}",
+  SFT_CHECK(cfg.save_strategy != IntervalStrategy::steps || cfg.save_steps >= 1, "train", "--save_steps must be >= 1, got {}",
             cfg.save_steps);
   std::printf("sft train, resolved configuration:\n%s", describe_train_config(cfg).c_str());
   for (const std::string& n : parsed.notices) std::printf("note: %s\n", n.c_str());
@@ -171,8 +167,9 @@ int run_train(int argc, char** argv) {
     log_data_summary(*eval_data);
     DataLoader eval_loader(*eval_data, loader_options(cfg, *tok, cfg.per_device_eval_batch_size, false));
     for (Batch b; eval_loader.next(b);) eval_batches.push_back(b);
-  } else if (cfg.evaluation_strategy != "no") {
-    std::printf("note: --evaluation_strategy %s without --eval_data_path: no evaluation\n", cfg.evaluation_strategy.c_str());
+  } else if (cfg.evaluation_strategy != IntervalStrategy::no) {
+    std::printf("note: --evaluation_strategy %s without --eval_data_path: no evaluation\n",
+                enum_name(cfg.evaluation_strategy));
   }
 
   // Will it fit? Checked before a byte of the model is allocated.

@@ -19,13 +19,14 @@ namespace sft {
 namespace {
 
 using Member = std::variant<std::string TrainConfig::*, int64_t TrainConfig::*, double TrainConfig::*,
-                            bool TrainConfig::*>;
+                            bool TrainConfig::*, IntervalStrategy TrainConfig::*, LossNormalization TrainConfig::*,
+                            ReportTo TrainConfig::*, ScheduleKind TrainConfig::*>;
 
 struct Option {
   const char* name;
   Member member;
   const char* help;
-  std::vector<const char*> choices = {};  // allowed values of a string option (empty: any)
+  std::vector<const char*> choices = {};  // allowed values of a string option (empty: any; enums: their names)
   const char* compat = nullptr;           // set: accepted for compatibility; printed once when given
 };
 
@@ -46,7 +47,7 @@ const std::vector<Option> kOptions = {
   {"strict_data",          &C::strict_data,          "stop at the first invalid sample instead of counting and skipping it"},
   // output and checkpoints
   {"output_dir",           &C::output_dir,           "where checkpoints, logs and the final model go"},
-  {"save_strategy",        &C::save_strategy,        "when to write checkpoint-<step>/", {"no", "steps", "epoch"}},
+  {"save_strategy",        &C::save_strategy,        "when to write checkpoint-<step>/"},
   {"save_steps",           &C::save_steps,           "optimizer steps between checkpoints (save_strategy steps)"},
   {"save_total_limit",     &C::save_total_limit,     "keep at most this many checkpoints (0: all)"},
   {"resume_from_checkpoint",&C::resume_from_checkpoint,"checkpoint directory to resume from (default: the newest complete one in output_dir)"},
@@ -63,17 +64,16 @@ const std::vector<Option> kOptions = {
   {"adam_beta2",           &C::adam_beta2,           "AdamW beta2"},
   {"adam_epsilon",         &C::adam_epsilon,         "AdamW epsilon"},
   {"max_grad_norm",        &C::max_grad_norm,        "clip the global gradient norm to this (0: no clipping)"},
-  {"lr_scheduler_type",    &C::lr_scheduler_type,    "learning-rate schedule", {"linear", "cosine", "constant", "constant_with_warmup"}},
+  {"lr_scheduler_type",    &C::lr_scheduler_type,    "learning-rate schedule"},
   {"warmup_ratio",         &C::warmup_ratio,         "warmup steps = ceil(ratio x total steps)"},
   {"warmup_steps",         &C::warmup_steps,         "warmup steps (overrides warmup_ratio when > 0)"},
-  {"loss_normalization",   &C::loss_normalization,   "global_token_mean: sum over the step's target tokens / their count (current HF); micro_batch_mean: mean of per-micro-batch token means (FastChat-era HF)",
-                            {"global_token_mean", "micro_batch_mean"}},
+  {"loss_normalization",   &C::loss_normalization,   "global_token_mean: sum over the step's target tokens / their count (current HF); micro_batch_mean: mean of per-micro-batch token means (FastChat-era HF)"},
   {"max_bad_steps",        &C::max_bad_steps,        "stop after this many consecutive steps with a NaN/Inf loss or gradient"},
   // evaluation and logging
-  {"evaluation_strategy",  &C::evaluation_strategy,  "when to evaluate on eval_data_path (alias --eval_strategy)", {"no", "steps", "epoch"}},
+  {"evaluation_strategy",  &C::evaluation_strategy,  "when to evaluate on eval_data_path (alias --eval_strategy)"},
   {"eval_steps",           &C::eval_steps,           "optimizer steps between evaluations (0: logging_steps)"},
   {"logging_steps",        &C::logging_steps,        "optimizer steps between metric lines"},
-  {"report_to",            &C::report_to,            "metric sinks besides metrics.jsonl", {"tensorboard", "none", "wandb", "all"}},
+  {"report_to",            &C::report_to,            "metric sinks besides metrics.jsonl"},
   // precision and hardware
   {"bf16",                 &C::bf16,                 "bf16 GEMMs with fp32 accumulation; fp32 master weights, gradients and optimizer state"},
   {"fp16",                 &C::fp16,                 "not supported: use --bf16 True"},
@@ -132,6 +132,19 @@ bool parse_bool(const std::string& v, const std::string& name) {
   fail("options", "--{} expects True or False, got '{}'", name, v);
 }
 
+// The allowed values of an option: its own list, or an enum's spellings.
+std::vector<const char*> choices_of(const Option& o) {
+  return std::visit(
+      [&](auto member) {
+        using T = std::remove_cvref_t<decltype(std::declval<TrainConfig>().*member)>;
+        std::vector<const char*> c = o.choices;
+        if constexpr (std::is_enum_v<T>)
+          for (const auto& [v, name] : EnumNames<T>::values) c.push_back(name);
+        return c;
+      },
+      o.member);
+}
+
 void assign(TrainConfig& cfg, const Option& o, const std::string& value, const std::string& where) {
   std::visit(
       [&](auto member) {
@@ -141,6 +154,13 @@ void assign(TrainConfig& cfg, const Option& o, const std::string& value, const s
                                                  [&](const char* c) { return value == c; }) == o.choices.end())
             fail(where, "--{} must be one of {}, got '{}'", o.name, fmt::join(o.choices, ", "), value);
           cfg.*member = value;
+        } else if constexpr (std::is_enum_v<T>) {  // parsed once, here
+          for (const auto& [v, name] : EnumNames<T>::values)
+            if (value == name) {
+              cfg.*member = v;
+              return;
+            }
+          fail(where, "--{} must be one of {}, got '{}'", o.name, fmt::join(choices_of(o), ", "), value);
         } else if constexpr (std::is_same_v<T, bool>) {
           cfg.*member = parse_bool(value, o.name);
         } else if constexpr (std::is_same_v<T, int64_t>) {
@@ -167,6 +187,7 @@ std::string value_string(const TrainConfig& cfg, const Option& o) {
       [&](auto member) -> std::string {
         using T = std::remove_cvref_t<decltype(cfg.*member)>;
         if constexpr (std::is_same_v<T, bool>) return cfg.*member ? "True" : "False";
+        else if constexpr (std::is_enum_v<T>) return enum_name(cfg.*member);
         else if constexpr (std::is_same_v<T, std::string>) return cfg.*member;
         else return fmt::format("{}", cfg.*member);
       },
@@ -241,8 +262,8 @@ ParsedOptions parse_train_options(int argc, char** argv) {
     if (o.compat && std::find(given.begin(), given.end(), &o) != given.end()) out.notices.push_back(o.compat);
   if (out.config.tf32 && out.config.device == "cpu")
     out.notices.push_back("--tf32: accepted for compatibility; it has no effect on the CPU backend");
-  if (out.config.report_to == "wandb" || out.config.report_to == "all")
-    out.notices.push_back("--report_to " + out.config.report_to +
+  if (out.config.report_to == ReportTo::wandb || out.config.report_to == ReportTo::all)
+    out.notices.push_back(std::string("--report_to ") + enum_name(out.config.report_to) +
                           ": Weights & Biases is not built in; metrics go to TensorBoard event files "
                           "(output_dir/runs, which `wandb sync` imports) and metrics.jsonl");
   return out;
@@ -254,7 +275,7 @@ std::string train_options_help() {
   TrainConfig defaults;
   for (const Option& o : kOptions) {
     s += fmt::format("  --{:<36} {}", o.name, o.help);
-    if (!o.choices.empty()) s += fmt::format(" [{}]", fmt::join(o.choices, "|"));
+    if (!choices_of(o).empty()) s += fmt::format(" [{}]", fmt::join(choices_of(o), "|"));
     std::string d = value_string(defaults, o);
     s += fmt::format(" (default: {})\n", d.empty() ? "none" : d);
   }

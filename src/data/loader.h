@@ -10,7 +10,7 @@
 #include <nlohmann/json.hpp>
 
 #include "data/dataset.h"
-#include "model/llama.h"
+#include "core/batch.h"
 
 namespace sft {
 

@@ -53,8 +53,9 @@ std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string
 
 bool is_complete_checkpoint(const std::string& dir) { return fs::exists(fs::path(dir) / kCheckpointManifest); }
 
-std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model, const AdamW& optimizer,
-                            const nlohmann::json& trainer_state, const CheckpointFiles& files) {
+std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model,
+                            const OptimizerState& optimizer, const nlohmann::json& trainer_state,
+                            const CheckpointFiles& files) {
   const fs::path final_dir = fs::path(output_dir) / fmt::format("checkpoint-{}", step);
   const fs::path tmp = fs::path(output_dir) / fmt::format(".tmp-checkpoint-{}", step);
   fs::remove_all(tmp);
@@ -70,12 +71,15 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
     }
   } cleanup{tmp};
   save_hf_model(model, tmp.string(), SaveOptions{.dtype = DType::f32});
-  write_generation_config(model.config(), tmp.string());
-  const HostTensor m(model.backend(), optimizer.m(), true), v(model.backend(), optimizer.v(), true);
-  write_safetensors((tmp / "optimizer.safetensors").string(),
-                    {SafetensorsWriteItem::from_tensor("exp_avg", m.host_view()),
-                     SafetensorsWriteItem::from_tensor("exp_avg_sq", v.host_view())},
-                    {{"step", std::to_string(optimizer.steps_taken())}});
+  // The base model's generation_config.json when it has one (copied below), else one from the config.
+  if (std::find(files.extra_files.begin(), files.extra_files.end(), "generation_config.json") == files.extra_files.end())
+    write_generation_config(model.config(), tmp.string());
+  std::vector<HostTensor> host;  // staged on the host (zero copy on the CPU)
+  std::vector<SafetensorsWriteItem> items;
+  host.reserve(optimizer.tensors.size());
+  for (const auto& [name, t] : optimizer.tensors)
+    items.push_back(SafetensorsWriteItem::from_tensor(name, host.emplace_back(model.backend(), t, true).host_view()));
+  write_safetensors((tmp / "optimizer.safetensors").string(), items, {{"step", std::to_string(optimizer.steps)}});
   write_file_atomic((tmp / "trainer_state.json").string(), trainer_state.dump(2));
   for (const std::string& f : files.extra_files) {
     fs::copy_file(fs::path(files.source_dir) / f, tmp / f, fs::copy_options::overwrite_existing);
@@ -102,13 +106,13 @@ std::optional<std::string> find_latest_checkpoint(const std::string& output_dir)
   return all.back().second.string();
 }
 
-nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, AdamW& optimizer) {
+nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, OptimizerState& optimizer) {
   SFT_CHECK(is_complete_checkpoint(dir), "checkpoint", "{} is not a complete checkpoint (no {})", dir,
             kCheckpointManifest);
   load_hf_weights(dir, model);
   const std::string opt_path = (fs::path(dir) / "optimizer.safetensors").string();
   SafetensorsFile f(opt_path);
-  for (auto [name, dst] : {std::pair{"exp_avg", optimizer.m()}, std::pair{"exp_avg_sq", optimizer.v()}}) {
+  for (const auto& [name, dst] : optimizer.tensors) {
     const SafetensorsTensorInfo& t = f.at(name);
     SFT_CHECK(t.dtype == "F32" && t.numel() == dst.numel(), "checkpoint",
               "{}: '{}' is {} {}, expected F32 ({},)", opt_path, name, t.dtype, t.shape_str(), dst.numel());
@@ -116,7 +120,7 @@ nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, AdamW&
   }
   auto it = f.metadata().find("step");
   SFT_CHECK(it != f.metadata().end(), "checkpoint", "{}: metadata has no 'step'", opt_path);
-  optimizer.set_steps_taken(std::stoll(it->second));
+  optimizer.steps = std::stoll(it->second);
   std::string error;
   const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
   auto state = parse_json_strict(read_text_file(state_path, "checkpoint"), &error);

@@ -12,8 +12,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/tensor.h"
 #include "model/llama.h"
-#include "train/optimizer.h"
 
 namespace sft {
 
@@ -24,16 +24,25 @@ struct CheckpointFiles {
   std::vector<std::string> extra_files;  // e.g. tokenizer files, generation_config.json
 };
 
+// The optimizer's part of a checkpoint: its named state tensors over the parameters this process
+// holds (AdamW: "exp_avg", "exp_avg_sq", the ParamStore's states) and its step count.
+struct OptimizerState {
+  std::vector<std::pair<std::string, Tensor>> tensors;
+  int64_t steps = 0;
+};
+
 // Returns the final checkpoint directory.
-std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model, const AdamW& optimizer,
-                            const nlohmann::json& trainer_state, const CheckpointFiles& files);
+std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model,
+                            const OptimizerState& optimizer, const nlohmann::json& trainer_state,
+                            const CheckpointFiles& files);
 
 // The complete checkpoint with the highest step in output_dir, if any.
 std::optional<std::string> find_latest_checkpoint(const std::string& output_dir);
 bool is_complete_checkpoint(const std::string& dir);
 
-// Restores weights and optimizer moments; returns trainer_state.json. Errors name the file.
-nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, AdamW& optimizer);
+// Restores weights, every optimizer state tensor (by name) and optimizer.steps; returns
+// trainer_state.json. Errors name the file.
+nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, OptimizerState& optimizer);
 
 // Deletes the oldest complete checkpoints beyond keep (0 = keep all), never `protect`; also
 // removes leftover .tmp-checkpoint-* directories of crashed saves.

@@ -173,10 +173,18 @@ void load_hf_weights(const std::string& dir, LlamaModel& model) {
   parts.insert(parts.end(), problems.begin(), problems.end());
   if (!parts.empty()) fail("hf_model", "{}: {}", dir, fmt::join(parts, "; "));
 
-  for (const ParamRef& p : table) {
-    HostTensor host(model.backend(), p.view, false);  // the parameter itself on the CPU backend
-    copy_to_f32(*w.tensors.at(p.hf_name), host.f32());
-    host.store();
+  // Unit by unit through the parameter store (a sharded store keeps its own part of each).
+  ParamStore& ps = model.store();
+  for (int u = 0; u < ps.num_units(); ++u) {
+    ps.acquire(u);
+    for (const ParamRef& p : table) {
+      if (p.unit != u) continue;
+      HostTensor host(model.backend(), p.view, false);  // the parameter itself on the CPU backend
+      copy_to_f32(*w.tensors.at(p.hf_name), host.f32());
+      host.store();
+    }
+    ps.written(u);
+    ps.release(u);
   }
 }
 
@@ -223,12 +231,16 @@ void save_hf_model(LlamaModel& model, const std::string& dir, const SaveOptions&
     std::vector<SafetensorsWriteItem> items;
     std::vector<HostTensor> host;  // device tensors staged one shard at a time (zero copy on the CPU)
     host.reserve(shards[s].size());
+    std::set<int> units;  // the store's units this file reads, acquired while it is written
+    for (const ParamRef* p : shards[s]) units.insert(p->unit);
+    for (int u : units) model.store().acquire(u);
     for (const ParamRef* p : shards[s]) {
       const HostTensor& h = host.emplace_back(model.backend(), p->view, true);
       items.push_back(SafetensorsWriteItem::from_tensor(p->hf_name, h.host_view()));
       weight_map[p->hf_name] = file;
     }
     write_safetensors((root / file).string(), items, {}, dt);
+    for (int u : units) model.store().release(u);
     written.insert(file);
   }
   if (shards.size() > 1) {

@@ -4,6 +4,7 @@
 #pragma once
 #include <cstdint>
 #include <functional>
+#include <memory>
 #include <random>
 #include <vector>
 
@@ -22,14 +23,13 @@ class Generator {
  public:
   // max_len: prompt + generated tokens the cache holds.
   Generator(LlamaModel& model, int64_t max_len);
-  ~Generator();
   Generator(const Generator&) = delete;
   Generator& operator=(const Generator&) = delete;
 
   // Appends tokens to the cache and returns the logits (V) after the last one.
   std::vector<float> feed(const std::vector<int32_t>& tokens);
-  int64_t length() const { return len_; }
-  void reset() { len_ = 0; }
+  int64_t length() const { return state_->len; }
+  void reset() { state_->len = 0; }
 
   // Prefills prompt, then samples until a stop id (included in the result) or the limit;
   // on_token is called with each new id (for streaming output).
@@ -38,13 +38,8 @@ class Generator {
                                 const std::function<void(int32_t)>& on_token = nullptr);
 
  private:
-  Tensor alloc(std::initializer_list<int64_t> dims);
   LlamaModel& model_;
-  int64_t max_len_, len_ = 0;
-  std::vector<Tensor> cache_;  // (L) × (max_len, QKV)
-  Tensor x_, xn_, att_, gu_, h_, logits_, rstd_;  // scratch sized for max_len rows
-  Tensor cos_, sin_;                              // (max_len, HS/2)
-  std::vector<void*> owned_;
+  std::unique_ptr<DecodeState> state_;  // KV cache and scratch for max_len positions
 };
 
 // One token from logits (V): argmax when temperature == 0, else softmax(logits / T) restricted

@@ -13,6 +13,8 @@ namespace sft {
 void init_weights(LlamaModel& model, uint64_t seed) {
   const float std_dev = float(model.config().initializer_range);
   const auto& table = model.param_table();
+  ParamStore& ps = model.store();
+  for (int u = 0; u < ps.num_units(); ++u) ps.acquire(u);
   std::exception_ptr error;
 #pragma omp parallel for schedule(dynamic, 1)
   for (size_t i = 0; i < table.size(); ++i) {
@@ -36,6 +38,10 @@ void init_weights(LlamaModel& model, uint64_t seed) {
 #pragma omp critical(init_weights_error)
       if (!error) error = std::current_exception();
     }
+  }
+  for (int u = 0; u < ps.num_units(); ++u) {
+    ps.written(u);
+    ps.release(u);
   }
   if (error) std::rethrow_exception(error);
 }

@@ -3,33 +3,18 @@
 // causal GQA attention, o_proj, residual, RMSNorm, gate/up, SwiGLU, down, residual] → RMSNorm →
 // LM head → fp32 cross-entropy. backward() walks the same list in reverse; with recompute on,
 // only each layer's input residual is kept and the layer is re-run just before its backward.
+// Every unit's weights are acquired from the ParamStore around their use, and its gradients
+// handed back with grads_ready; generation runs the same decoder_layer against a KV cache.
 #include "model/llama.h"
 
 #include <algorithm>
 #include <array>
 #include <cmath>
+#include <numeric>
 
 #include "backend/host_access.h"
 
 namespace sft {
-
-int64_t Batch::num_targets() const {
-  return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != -100; });
-}
-
-// Activations of one decoder layer (kept per layer, or one set reused when recomputing).
-struct LayerActs {
-  Tensor xn1;      // (N, C)       input_layernorm output
-  Tensor rstd1;    // (N)
-  Tensor qkv;      // (N, QKV)     q | k | v after RoPE
-  Tensor att;      // (N, NH*HS)   attention output
-  Tensor lse;      // (N, NH)      attention logsumexp
-  Tensor res_mid;  // (N, C)       residual after attention
-  Tensor xn2;      // (N, C)       post_attention_layernorm output
-  Tensor rstd2;    // (N)
-  Tensor gu;       // (N, 2*FF)    gate | up
-  Tensor h;        // (N, FF)      silu(gate) * up
-};
 
 struct LlamaModel::Acts {
   int64_t capacity = 0;          // N the buffers hold
@@ -49,62 +34,19 @@ struct LlamaModel::Acts {
   Tensor datt;                   // (N, NH*HS)
   Tensor dgu;                    // (N, 2*FF)
   Tensor dh;                     // (N, FF)
-  // RoPE tables for the current batch
-  Tensor cos, sin;               // (P, HS/2)
+  RopeTables rope;               // (P, HS/2) for the current batch
   int64_t rope_positions = 0, rope_seq_len = -1;
   std::vector<void*> owned;
 };
 
-Tensor LlamaModel::alloc_f32(std::initializer_list<int64_t> dims) {
-  int64_t n = 1;
-  for (int64_t d : dims) n *= d;
-  void* p = be_.alloc(size_t(n) * 4);
-  owned_.push_back(p);
-  Tensor t(p, DType::f32, dims, be_.device());
-  return t;
-}
-
-// Lay out every parameter in one flat buffer in HF order; the same offsets give the gradients.
-static void layout_weights(const LlamaConfig& c, float* base, Weights& w, Device dev = Device::cpu) {
-  const int64_t C = c.hidden_size, V = c.vocab_size, FF = c.intermediate_size;
-  const int64_t QKV = c.qkv_dim(), AO = c.num_attention_heads * c.head_dim;
-  int64_t off = 0;
-  auto take = [&](std::initializer_list<int64_t> dims) {
-    Tensor t(base + off, DType::f32, dims, dev);
-    off += t.numel();
-    return t;
-  };
-  w.embed = take({V, C});
-  w.layers.resize(size_t(c.num_hidden_layers));
-  for (LayerWeights& lw : w.layers) {
-    lw.attn_norm = take({C});
-    lw.wqkv = take({QKV, C});
-    lw.bqkv = c.has_qkv_bias() ? take({QKV}) : Tensor();
-    lw.wo = take({C, AO});
-    lw.bo = c.has_o_bias() ? take({C}) : Tensor();
-    lw.mlp_norm = take({C});
-    lw.wgu = take({2 * FF, C});
-    lw.wdown = take({C, FF});
-  }
-  w.final_norm = take({C});
-  w.lm_head = c.tie_word_embeddings ? w.embed : take({V, C});
-}
-
 int64_t LlamaModel::count_params(const LlamaConfig& c) {
   Weights w;
-  layout_weights(c, nullptr, w);
-  const Tensor& last = c.tie_word_embeddings ? w.final_norm : w.lm_head;
-  return (last.f32() - static_cast<float*>(nullptr)) + last.numel();
+  return lay_out_weights(c, nullptr, w, Device::cpu, nullptr);
 }
 
-LlamaModel::LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions opt)
-    : cfg_(cfg), be_(backend), opt_(opt), acts_(std::make_unique<Acts>()) {
-  const int64_t n = count_params(cfg_);
-  params_ = alloc_f32({n});
-  grads_ = alloc_f32({n});
-  layout_weights(cfg_, params_.f32(), w_, be_.device());
-  layout_weights(cfg_, grads_.f32(), g_, be_.device());
-  table_ = build_param_table(cfg_, w_);
+LlamaModel::LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions opt, std::unique_ptr<ParamStore> store)
+    : cfg_(cfg), be_(backend), opt_(opt), store_(std::move(store)), acts_(std::make_unique<Acts>()) {
+  if (!store_) store_ = std::make_unique<LocalParamStore>(cfg_, be_);
 }
 
 LlamaModel::~LlamaModel() {
@@ -112,33 +54,36 @@ LlamaModel::~LlamaModel() {
   for (void* p : owned_) be_.dealloc(p);
 }
 
-std::vector<ParamRef> LlamaModel::grad_table() const { return build_param_table(cfg_, g_); }
-
-int64_t LlamaModel::num_matmul_params() const {
-  const LayerWeights& l = w_.layers.front();
-  return cfg_.num_hidden_layers * (l.wqkv.numel() + l.wo.numel() + l.wgu.numel() + l.wdown.numel()) +
-         w_.lm_head.numel();
+DecodeState::~DecodeState() {
+  for (void* p : owned) backend->dealloc(p);
 }
 
-void LlamaModel::zero_grad() { be_.fill_zero(grads_); }
+int64_t LlamaModel::num_matmul_params() const {
+  const LayerWeights& l = weights().layers.front();
+  return cfg_.num_hidden_layers * (l.wqkv.numel() + l.wo.numel() + l.wgu.numel() + l.wdown.numel()) +
+         weights().lm_head.numel();
+}
+
+// Token ids enter the model here only (training batches and generation alike): the one range check.
+static void check_tokens(const int32_t* tokens, const int32_t* targets, int64_t n, int64_t vocab, const char* what) {
+  for (int64_t i = 0; i < n; ++i) {
+    SFT_CHECK(tokens[i] >= 0 && tokens[i] < vocab, "model",
+              "{}: token id {} at position {} is outside the vocabulary (vocab_size {})", what, tokens[i], i, vocab);
+    SFT_CHECK(!targets || targets[i] == -100 || (targets[i] >= 0 && targets[i] < vocab), "model",
+              "{}: target {} at position {} is outside the vocabulary (vocab_size {})", what, targets[i], i, vocab);
+  }
+}
 
 void LlamaModel::ensure_capacity(const Batch& batch) {
   const int64_t N = batch.num_tokens();
-  SFT_CHECK(N > 0, "model", "empty batch");
-  SFT_CHECK(int64_t(batch.tokens.size()) == N && int64_t(batch.targets.size()) == N &&
-                int64_t(batch.positions.size()) == N && batch.cu_seqlens.size() >= 2 &&
-                batch.cu_seqlens.back() == N,
+  SFT_CHECK(N >= 0 && int64_t(batch.tokens.size()) == N && int64_t(batch.targets.size()) == N &&
+                int64_t(batch.positions.size()) == N && (N == 0 || batch.cu_seqlens.size() >= 2) &&
+                (batch.cu_seqlens.empty() ? N == 0 : batch.cu_seqlens.back() == N),
             "model", "inconsistent batch: B*T = {}, tokens {}, targets {}, positions {}, cu_seqlens end {}",
             N, batch.tokens.size(), batch.targets.size(), batch.positions.size(),
             batch.cu_seqlens.empty() ? -1 : batch.cu_seqlens.back());
-  for (int64_t i = 0; i < N; ++i) {
-    SFT_CHECK(batch.tokens[i] >= 0 && batch.tokens[i] < cfg_.vocab_size, "model",
-              "token id {} at position {} is outside the vocabulary (vocab_size {})", batch.tokens[i], i,
-              cfg_.vocab_size);
-    SFT_CHECK(batch.targets[i] == -100 || (batch.targets[i] >= 0 && batch.targets[i] < cfg_.vocab_size),
-              "model", "target {} at position {} is outside the vocabulary (vocab_size {})",
-              batch.targets[i], i, cfg_.vocab_size);
-  }
+  check_tokens(batch.tokens.data(), batch.targets.data(), N, cfg_.vocab_size, "batch");
+  if (N == 0) return;  // a rank's empty share of an epoch's end: no ops, no buffers
   Acts& a = *acts_;
   const bool layers_match = a.layer.size() == (opt_.recompute ? 1u : size_t(cfg_.num_hidden_layers));
   if (N <= a.capacity && layers_match) return;
@@ -194,7 +139,23 @@ int64_t LlamaModel::activation_bytes(const LlamaConfig& cfg, const ModelOptions&
   return bytes;
 }
 
-// cos/sin (P, HS/2) of position × inv_freq in fp32, as HF LlamaRotaryEmbedding.
+// cos/sin (P, HS/2) of position × inv_freq in fp32, as HF LlamaRotaryEmbedding; seq_len only
+// matters for dynamic NTK scaling. The one fill of the tables, for training and generation.
+void LlamaModel::fill_rope(RopeTables& rope, int64_t P, int64_t seq_len) {
+  const std::vector<float> inv_freq = rope_inv_freq(cfg_, seq_len);
+  const int64_t half = int64_t(inv_freq.size());
+  SFT_ASSERT(rope.cos.numel() >= P * half && rope.sin.numel() >= P * half);
+  HostTensor cos(be_, rope.cos, false), sin(be_, rope.sin, false);
+  for (int64_t p = 0; p < P; ++p)
+    for (int64_t i = 0; i < half; ++i) {
+      const float angle = float(p) * inv_freq[size_t(i)];
+      cos.f32()[p * half + i] = std::cos(angle);
+      sin.f32()[p * half + i] = std::sin(angle);
+    }
+  cos.store();
+  sin.store();
+}
+
 void LlamaModel::prepare_rope(const Batch& batch) {
   Acts& a = *acts_;
   const int64_t P = *std::max_element(batch.positions.begin(), batch.positions.end()) + 1;
@@ -204,21 +165,15 @@ void LlamaModel::prepare_rope(const Batch& batch) {
   // Dynamic NTK scaling depends on the sequence length; the others do not.
   const int64_t seq_len = cfg_.rope_scaling == RopeScaling::dynamic ? max_len : 0;
   if (P <= a.rope_positions && seq_len == a.rope_seq_len) return;
-  const std::vector<float> inv_freq = rope_inv_freq(cfg_, seq_len);
-  const int64_t half = int64_t(inv_freq.size());
+  const int64_t half = cfg_.head_dim / 2;
   if (P > a.rope_positions) {
-    a.cos = alloc_f32({P, half});
-    a.sin = alloc_f32({P, half});
-  }
-  HostTensor cos(be_, a.cos, false), sin(be_, a.sin, false);
-  for (int64_t p = 0; p < P; ++p)
-    for (int64_t i = 0; i < half; ++i) {
-      const float angle = float(p) * inv_freq[size_t(i)];
-      cos.f32()[p * half + i] = std::cos(angle);
-      sin.f32()[p * half + i] = std::sin(angle);
+    for (Tensor* t : {&a.rope.cos, &a.rope.sin}) {
+      void* p = be_.alloc(size_t(P * half) * 4);
+      owned_.push_back(p);
+      *t = Tensor(p, DType::f32, {P, half}, be_.device());
     }
-  cos.store();
-  sin.store();
+  }
+  fill_rope(a.rope, P, seq_len);
   a.rope_positions = std::max(P, a.rope_positions);
   a.rope_seq_len = seq_len;
 }
@@ -253,34 +208,41 @@ static std::vector<std::array<int64_t, 3>> index_runs(const std::vector<int64_t>
   return runs;
 }
 
-void LlamaModel::layer_forward(int l, const Batch& batch, const SeqLayout& seqs, bool save) {
-  const LayerWeights& w = w_.layers[size_t(l)];
-  LayerActs& a = acts_->layer[save && !opt_.recompute ? size_t(l) : 0];
-  const int64_t N = batch.num_tokens();
+void LlamaModel::decoder_layer(int l, Tensor x, Tensor out, const LayerActs& a, Tensor qkv, Tensor proj,
+                               const int32_t* positions, const RopeTables& rope, const Attend& attend) {
+  const LayerWeights& w = store_->weights().layers[size_t(l)];
+  const int64_t n = x.dim(0);
   const int NH = int(cfg_.num_attention_heads), NKV = int(cfg_.num_key_value_heads), HS = int(cfg_.head_dim);
-  const Tensor x = rows(acts_->res[size_t(l)], N), out = rows(acts_->res[size_t(l) + 1], N);
-  const Tensor xn1 = rows(a.xn1, N), qkv = rows(a.qkv, N), att = rows(a.att, N), res_mid = rows(a.res_mid, N);
-  const Tensor xn2 = rows(a.xn2, N), gu = rows(a.gu, N), h = rows(a.h, N);
+  const float eps = float(cfg_.rms_norm_eps);
+  const Tensor xn1 = rows(a.xn1, n), att = rows(a.att, n), res_mid = rows(a.res_mid, n);
+  const Tensor xn2 = rows(a.xn2, n), gu = rows(a.gu, n), h = rows(a.h, n);
   // attention block
-  be_.rms_norm_forward(xn1, a.rstd1, x, w.attn_norm, float(cfg_.rms_norm_eps));
+  be_.rms_norm_forward(xn1, a.rstd1, x, w.attn_norm, eps);
   be_.linear_forward(qkv, xn1, w.wqkv, w.bqkv, false);
-  be_.rope_forward(qkv, batch.positions.data(), acts_->cos, acts_->sin, NH, NKV, HS);
-  be_.attention_forward(att, a.lse, qkv, seqs, NH, NKV, HS);
-  const Tensor proj = rows(acts_->proj, N);
+  be_.rope_forward(qkv, positions, rope.cos, rope.sin, NH, NKV, HS);
+  if (attend.seqs) be_.attention_forward(att, a.lse, qkv, *attend.seqs, NH, NKV, HS);
+  else be_.attention_forward_cached(att, attend.cache, attend.start, n, NH, NKV, HS);
   be_.linear_forward(proj, att, w.wo, w.bo, false);  // proj = o_proj(att)
   // MLP block; res_mid = x + proj and its norm in one pass
-  be_.residual_rms_norm_forward(res_mid, xn2, a.rstd2, x, proj, w.mlp_norm, float(cfg_.rms_norm_eps));
+  be_.residual_rms_norm_forward(res_mid, xn2, a.rstd2, x, proj, w.mlp_norm, eps);
   be_.linear_forward(gu, xn2, w.wgu, Tensor(), false);
   be_.swiglu_forward(h, gu);
   be_.copy(out.data, res_mid.data, res_mid.nbytes());
   be_.linear_forward(out, h, w.wdown, Tensor(), true);  // out = res_mid + down_proj(h)
 }
 
+void LlamaModel::layer_forward(int l, const Batch& batch, const SeqLayout& seqs, bool save) {
+  const LayerActs& a = acts_->layer[save && !opt_.recompute ? size_t(l) : 0];
+  const int64_t N = batch.num_tokens();
+  decoder_layer(l, rows(acts_->res[size_t(l)], N), rows(acts_->res[size_t(l) + 1], N), a, rows(a.qkv, N),
+                rows(acts_->proj, N), batch.positions.data(), acts_->rope, Attend{&seqs, Tensor(), 0});
+}
+
 // Expects acts_->dres = dL/d res[l+1]; leaves dL/d res[l] there. Parameter grads accumulate.
 void LlamaModel::layer_backward(int l, const Batch& batch, const SeqLayout& seqs) {
   if (opt_.recompute) layer_forward(l, batch, seqs, true);
-  const LayerWeights& w = w_.layers[size_t(l)];
-  LayerWeights& g = g_.layers[size_t(l)];
+  const LayerWeights& w = store_->weights().layers[size_t(l)];
+  const LayerWeights& g = store_->grads().layers[size_t(l)];
   LayerActs& a = acts_->layer[opt_.recompute ? 0 : size_t(l)];
   Acts& s = *acts_;
   const int64_t N = batch.num_tokens();
@@ -291,11 +253,11 @@ void LlamaModel::layer_backward(int l, const Batch& batch, const SeqLayout& seqs
   be_.linear_backward(dh, g.wdown, Tensor(), dres, rows(a.h, N), w.wdown, false);
   be_.swiglu_backward(dgu, dh, rows(a.gu, N));
   be_.linear_backward(dxn, g.wgu, Tensor(), dgu, rows(a.xn2, N), w.wgu, false);
-  be_.rms_norm_backward(dres, g.mlp_norm, dxn, rows(a.res_mid, N), w.mlp_norm, a.rstd2);  // dres += 
+  be_.rms_norm_backward(dres, g.mlp_norm, dxn, rows(a.res_mid, N), w.mlp_norm, a.rstd2);  // dres +=
   // attention block, reversed
   be_.linear_backward(datt, g.wo, g.bo, dres, rows(a.att, N), w.wo, false);
   be_.attention_backward(dqkv, datt, rows(a.qkv, N), rows(a.att, N), a.lse, seqs, NH, NKV, HS);
-  be_.rope_backward(dqkv, batch.positions.data(), s.cos, s.sin, NH, NKV, HS);
+  be_.rope_backward(dqkv, batch.positions.data(), s.rope.cos, s.rope.sin, NH, NKV, HS);
   be_.linear_backward(dxn, g.wqkv, g.bqkv, dqkv, rows(a.xn1, N), w.wqkv, false);
   be_.rms_norm_backward(dres, g.attn_norm, dxn, x, w.attn_norm, a.rstd1);  // dres +=
 }
@@ -308,7 +270,7 @@ double LlamaModel::head_forward(const Batch& batch, float* logits_out) {
   for (int64_t n0 = 0; n0 < N; n0 += chunk) {
     const int64_t n = std::min(chunk, N - n0);
     const Tensor x = rows(a.xf, n0, n), logits = rows(a.logits, n);
-    be_.linear_forward(logits, x, w_.lm_head, Tensor(), false);
+    be_.linear_forward(logits, x, store_->weights().lm_head, Tensor(), false);
     if (logits_out) be_.copy(logits_out + n0 * V, logits.data, logits.nbytes());
     be_.cross_entropy_forward(Tensor(a.losses.f32() + n0, DType::f32, {n}, a.losses.device), logits,
                               batch.targets.data() + n0);
@@ -337,10 +299,10 @@ double LlamaModel::head_forward_backward(const Batch& batch, float loss_scale) {
   for (int64_t r0 = 0; r0 < M; r0 += chunk) {
     const int64_t n = std::min(chunk, M - r0);
     const Tensor x = rows(a.xf_rows, r0, n), dx = rows(a.dxf_rows, r0, n), logits = rows(a.logits, n);
-    be_.linear_forward(logits, x, w_.lm_head, Tensor(), false);
+    be_.linear_forward(logits, x, store_->weights().lm_head, Tensor(), false);
     be_.cross_entropy_forward_backward(Tensor(a.losses.f32() + r0, DType::f32, {n}, a.losses.device), logits,
                                        tgt.data() + r0, loss_scale);
-    be_.linear_backward(dx, g_.lm_head, Tensor(), logits, x, w_.lm_head, false);  // logits now hold dlogits
+    be_.linear_backward(dx, store_->grads().lm_head, Tensor(), logits, x, store_->weights().lm_head, false);  // logits now hold dlogits
   }
   Tensor dxf = rows(a.dxn, N);
   be_.fill_zero(dxf);
@@ -361,39 +323,140 @@ static SeqLayout seq_layout(const Batch& batch, int64_t sliding_window) {
   return s;
 }
 
+// Units in the order of use: the embedding, each decoder layer, the head (final norm + LM head).
+// With tied embeddings the LM head is the embedding's memory, so that unit stays acquired until
+// the head is done (and, in training, until the embedding's own backward).
 double LlamaModel::forward(const Batch& batch, float* logits) {
-  const SeqLayout seqs = seq_layout(batch, cfg_.sliding_window);
+  ParamStore& ps = *store_;
+  const bool tied = cfg_.tie_word_embeddings;
+  const int64_t N = batch.num_tokens();
+  const SeqLayout seqs = N ? seq_layout(batch, cfg_.sliding_window) : SeqLayout{};
   be_.begin_pass();
   ensure_capacity(batch);
-  prepare_rope(batch);
-  const int64_t N = batch.num_tokens();
+  if (N) prepare_rope(batch);
   Acts& a = *acts_;
-  be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), w_.embed);
-  for (int l = 0; l < int(cfg_.num_hidden_layers); ++l) layer_forward(l, batch, seqs, false);
-  be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), w_.final_norm, float(cfg_.rms_norm_eps));
-  return head_forward(batch, logits);
+  ps.acquire(ps.unit_embed());
+  if (N) be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), ps.weights().embed);
+  if (!tied) ps.release(ps.unit_embed());
+  for (int l = 0; l < int(cfg_.num_hidden_layers); ++l) {
+    ps.acquire(ps.unit_layer(l));
+    if (N) layer_forward(l, batch, seqs, false);
+    ps.release(ps.unit_layer(l));
+  }
+  ps.acquire(ps.unit_head());
+  double loss = 0.0;
+  if (N) {
+    be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), ps.weights().final_norm,
+                         float(cfg_.rms_norm_eps));
+    loss = head_forward(batch, logits);
+  }
+  ps.release(ps.unit_head());
+  if (tied) ps.release(ps.unit_embed());
+  return loss;
 }
 
 double LlamaModel::forward_backward(const Batch& batch, float loss_scale) {
-  const SeqLayout seqs = seq_layout(batch, cfg_.sliding_window);
+  ParamStore& ps = *store_;
+  const bool tied = cfg_.tie_word_embeddings;
+  const int64_t N = batch.num_tokens();
+  const SeqLayout seqs = N ? seq_layout(batch, cfg_.sliding_window) : SeqLayout{};
   be_.begin_pass();
   ensure_capacity(batch);
-  prepare_rope(batch);
-  const int64_t N = batch.num_tokens();
+  if (N) prepare_rope(batch);
   const int L = int(cfg_.num_hidden_layers);
   Acts& a = *acts_;
   // forward
-  be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), w_.embed);
-  for (int l = 0; l < L; ++l) layer_forward(l, batch, seqs, true);
-  be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), w_.final_norm, float(cfg_.rms_norm_eps));
-  const double loss = head_forward_backward(batch, loss_scale);
-  // backward
-  Tensor dres = rows(a.dres, N);
-  be_.fill_zero(dres);
-  be_.rms_norm_backward(dres, g_.final_norm, rows(a.dxn, N), rows(a.res.back(), N), w_.final_norm, a.rstdf);
-  for (int l = L - 1; l >= 0; --l) layer_backward(l, batch, seqs);
-  be_.embedding_backward(g_.embed, dres, batch.tokens.data());
+  ps.acquire(ps.unit_embed());
+  if (N) be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), ps.weights().embed);
+  if (!tied) ps.release(ps.unit_embed());
+  for (int l = 0; l < L; ++l) {
+    ps.acquire(ps.unit_layer(l));
+    if (N) layer_forward(l, batch, seqs, true);
+    ps.release(ps.unit_layer(l));
+  }
+  ps.acquire(ps.unit_head());
+  double loss = 0.0;
+  if (N) {
+    be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), ps.weights().final_norm,
+                         float(cfg_.rms_norm_eps));
+    loss = head_forward_backward(batch, loss_scale);
+    // backward
+    Tensor dres = rows(a.dres, N);
+    be_.fill_zero(dres);
+    be_.rms_norm_backward(dres, ps.grads().final_norm, rows(a.dxn, N), rows(a.res.back(), N),
+                          ps.weights().final_norm, a.rstdf);
+  }
+  ps.grads_ready(ps.unit_head());
+  ps.release(ps.unit_head());
+  for (int l = L - 1; l >= 0; --l) {
+    ps.acquire(ps.unit_layer(l));
+    if (N) layer_backward(l, batch, seqs);
+    ps.grads_ready(ps.unit_layer(l));
+    ps.release(ps.unit_layer(l));
+  }
+  if (!tied) ps.acquire(ps.unit_embed());
+  if (N) be_.embedding_backward(ps.grads().embed, rows(a.dres, N), batch.tokens.data());
+  ps.grads_ready(ps.unit_embed());
+  ps.release(ps.unit_embed());
   return loss;
+}
+
+std::unique_ptr<DecodeState> LlamaModel::make_decode_state(int64_t max_len) {
+  auto st = std::make_unique<DecodeState>();
+  st->backend = &be_;
+  st->max_len = max_len;
+  auto alloc = [&](std::initializer_list<int64_t> dims) {
+    int64_t n = 1;
+    for (int64_t d : dims) n *= d;
+    void* p = be_.alloc(size_t(n) * 4);
+    st->owned.push_back(p);
+    return Tensor(p, DType::f32, dims, be_.device());
+  };
+  const int64_t C = cfg_.hidden_size, FF = cfg_.intermediate_size, NH = cfg_.num_attention_heads;
+  const int64_t AO = NH * cfg_.head_dim;
+  for (int64_t l = 0; l < cfg_.num_hidden_layers; ++l) st->cache.push_back(alloc({max_len, cfg_.qkv_dim()}));
+  LayerActs& a = st->acts;  // qkv lives in the cache; lse is not needed without a backward
+  a = {alloc({max_len, C}), alloc({max_len}), Tensor(), alloc({max_len, AO}), Tensor(), alloc({max_len, C}),
+       alloc({max_len, C}), alloc({max_len}), alloc({max_len, 2 * FF}), alloc({max_len, FF})};
+  st->x = alloc({max_len, C});
+  st->proj = alloc({max_len, C});
+  st->xf = alloc({1, C});
+  st->rstdf = alloc({1});
+  st->logits = alloc({1, cfg_.vocab_size});
+  st->rope = {alloc({max_len, cfg_.head_dim / 2}), alloc({max_len, cfg_.head_dim / 2})};
+  fill_rope(st->rope, max_len, max_len);
+  return st;
+}
+
+void LlamaModel::forward_cached(const int32_t* tokens, int64_t n, DecodeState& st, float* logits) {
+  ParamStore& ps = *store_;
+  const bool tied = cfg_.tie_word_embeddings;
+  const int64_t start = st.len;
+  SFT_CHECK(n > 0, "generate", "nothing to feed");
+  SFT_CHECK(start + n <= st.max_len, "generate", "sequence of {} tokens exceeds the cache of {}", start + n,
+            st.max_len);
+  check_tokens(tokens, nullptr, n, cfg_.vocab_size, "generate");
+  std::vector<int32_t> positions(static_cast<size_t>(n));
+  std::iota(positions.begin(), positions.end(), int32_t(start));
+  be_.begin_pass();
+  const Tensor x = rows(st.x, n);
+  ps.acquire(ps.unit_embed());
+  be_.embedding_forward(x, tokens, ps.weights().embed);
+  if (!tied) ps.release(ps.unit_embed());
+  for (int l = 0; l < int(cfg_.num_hidden_layers); ++l) {
+    ps.acquire(ps.unit_layer(l));
+    const Tensor cache = st.cache[size_t(l)];
+    decoder_layer(l, x, x, st.acts, rows(cache, start, n), rows(st.proj, n), positions.data(), st.rope,
+                  Attend{nullptr, cache, start});
+    ps.release(ps.unit_layer(l));
+  }
+  ps.acquire(ps.unit_head());
+  be_.rms_norm_forward(st.xf, st.rstdf, rows(st.x, n - 1, 1), ps.weights().final_norm, float(cfg_.rms_norm_eps));
+  be_.linear_forward(st.logits, st.xf, ps.weights().lm_head, Tensor(), false);
+  ps.release(ps.unit_head());
+  if (tied) ps.release(ps.unit_embed());
+  st.len += n;
+  be_.copy(logits, st.logits.data, size_t(cfg_.vocab_size) * 4);
 }
 
 }  // namespace sft

@@ -1,6 +1,7 @@
 // The LLaMA-family decoder (HF LlamaForCausalLM / MistralForCausalLM / Qwen2ForCausalLM) for
-// training: fp32 master weights and gradients in one flat buffer each, activations sized for the
-// largest batch seen, forward() and backward() as straight sequences of Backend op calls.
+// training and generation: weights and gradients in a ParamStore (acquired unit by unit),
+// activations sized for the largest batch seen, forward() and backward() as straight sequences of
+// Backend op calls; generation runs the same decoder layer against a KV cache.
 // q/k/v and gate/up are stored fused ((NH+2NKV)*HS and 2*FF rows) so each is one GEMM; the HF
 // name table (llama_names.cpp) maps HF tensors onto row slices of the fused weights.
 //
@@ -12,81 +13,92 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "core/batch.h"
 #include "model/llama_config.h"
+#include "model/param_store.h"
 
 namespace sft {
-
-// One batch in host memory: B rows of T tokens, flattened to N = B*T. Packed rows hold several
-// samples; padding is a sequence of its own whose targets are all -100.
-struct Batch {
-  int64_t B = 0, T = 0;
-  std::vector<int32_t> tokens;      // (N) input ids
-  std::vector<int32_t> targets;     // (N) next-token target of each position, -100 = no loss
-  std::vector<int32_t> positions;   // (N) RoPE position, restarting at 0 for each sequence
-  std::vector<int32_t> cu_seqlens;  // (S + 1) sequence boundaries over the N tokens
-  int64_t num_tokens() const { return B * T; }
-  int64_t num_targets() const;      // targets != -100
-};
-
-struct LayerWeights {
-  Tensor attn_norm;  // (C)            input_layernorm
-  Tensor wqkv;       // (QKV, C)       q_proj | k_proj | v_proj
-  Tensor bqkv;       // (QKV)          their biases (Qwen2, attention_bias), else empty
-  Tensor wo;         // (C, NH*HS)     o_proj
-  Tensor bo;         // (C)            o_proj bias (attention_bias), else empty
-  Tensor mlp_norm;   // (C)            post_attention_layernorm
-  Tensor wgu;        // (2*FF, C)      gate_proj | up_proj
-  Tensor wdown;      // (C, FF)        down_proj
-};
-
-struct Weights {  // views into one flat fp32 buffer; the same layout serves the gradients
-  Tensor embed;                      // (V, C)
-  std::vector<LayerWeights> layers;  // (L)
-  Tensor final_norm;                 // (C)
-  Tensor lm_head;                    // (V, C); the same memory as embed when tied
-};
-
-// An HF tensor and where it lives in the model: view has the HF shape and points into the flat
-// fp32 parameter buffer (q/k/v, gate/up are row slices of the fused weights).
-struct ParamRef {
-  std::string hf_name;  // "model.layers.3.self_attn.k_proj.weight"
-  Tensor view;          // HF shape, fp32
-  bool decay;           // AdamW weight decay applies (not to norm weights and biases)
-};
 
 struct ModelOptions {
   bool recompute = false;  // per-decoder-layer activation recompute (gradient checkpointing)
   int64_t head_chunk = 1024;  // tokens per LM-head + cross-entropy chunk in training
 };
 
+// Activations of one decoder layer (kept per layer, or one set reused when recomputing or
+// generating).
+struct LayerActs {
+  Tensor xn1;      // (N, C)       input_layernorm output
+  Tensor rstd1;    // (N)
+  Tensor qkv;      // (N, QKV)     q | k | v after RoPE
+  Tensor att;      // (N, NH*HS)   attention output
+  Tensor lse;      // (N, NH)      attention logsumexp
+  Tensor res_mid;  // (N, C)       residual after attention
+  Tensor xn2;      // (N, C)       post_attention_layernorm output
+  Tensor rstd2;    // (N)
+  Tensor gu;       // (N, 2*FF)    gate | up
+  Tensor h;        // (N, FF)      silu(gate) * up
+};
+
+struct RopeTables {
+  Tensor cos, sin;  // (P, HS/2) cos/sin of position × inv_freq, fp32
+};
+
+// Generation state: per-layer caches of q|k|v rows and one layer's scratch, for up to max_len
+// positions (model.make_decode_state).
+struct DecodeState {
+  int64_t max_len = 0, len = 0;  // capacity and positions filled so far
+  std::vector<Tensor> cache;     // (L) × (max_len, QKV) q | k | v of every position so far
+  LayerActs acts;                // (max_len rows) one layer's activations
+  Tensor x, proj;                // (max_len, C) residual stream, o_proj output
+  Tensor xf, rstdf;              // (1, C), (1) final norm of the last token
+  Tensor logits;                 // (1, V)
+  RopeTables rope;               // (max_len, HS/2)
+  Backend* backend = nullptr;    // owner of every buffer above
+  std::vector<void*> owned;
+  DecodeState() = default;
+  DecodeState(const DecodeState&) = delete;
+  DecodeState& operator=(const DecodeState&) = delete;
+  ~DecodeState();
+};
+
 class LlamaModel {
  public:
-  LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions opt = {});
+  // The model over a store the caller provides (e.g. a sharded one), or over its own
+  // LocalParamStore when store is null.
+  LlamaModel(const LlamaConfig& cfg, Backend& backend, ModelOptions opt = {}, std::unique_ptr<ParamStore> store = nullptr);
   ~LlamaModel();
   LlamaModel(const LlamaModel&) = delete;
   LlamaModel& operator=(const LlamaModel&) = delete;
 
   // Forward only. Returns Σ cross-entropy over targets != -100 (fp32 math, double sum). When
-  // logits is non-null it receives all (N, V) logits (host memory).
+  // logits is non-null it receives all (N, V) logits (host memory). A batch without rows runs
+  // no ops but acquires and releases every unit like any other (data-parallel ranks stay in step).
   double forward(const Batch& batch, float* logits = nullptr);
   // Forward + backward: gradients += d(loss_sum * loss_scale)/dθ. loss_scale is 1 / (valid
   // targets in the optimizer step) for the global token mean. Returns the unscaled loss sum.
   double forward_backward(const Batch& batch, float loss_scale);
-  void zero_grad();
+  // Generation: appends n tokens at positions [st.len, st.len + n) through every decoder layer
+  // (the same layer code as training, attention against the cache) and writes the last token's
+  // logits (V) to logits (host memory).
+  void forward_cached(const int32_t* tokens, int64_t n, DecodeState& st, float* logits);
+  std::unique_ptr<DecodeState> make_decode_state(int64_t max_len);
+  void zero_grad() { store_->zero_grad(); }
 
   const LlamaConfig& config() const { return cfg_; }
   Backend& backend() { return be_; }
+  ParamStore& store() { return *store_; }
   const ModelOptions& options() const { return opt_; }
   void set_recompute(bool on) { opt_.recompute = on; }
-  Weights& weights() { return w_; }
-  Weights& grads() { return g_; }
-  Tensor params_flat() const { return params_; }  // (num_params) fp32
-  Tensor grads_flat() const { return grads_; }     // (num_params) fp32
-  int64_t num_params() const { return params_.numel(); }
+  // Views of every parameter / gradient (one process: the whole model; tests and tools).
+  const Weights& weights() const { return store_->weights(); }
+  const Weights& grads() const { return store_->grads(); }
+  Tensor params_flat() const { return store_->local_params(); }  // (num_params) fp32 in one process
+  Tensor grads_flat() const { return store_->local_grads(); }
+  int64_t num_params() const { return store_->num_params(); }
   // Every HF tensor in HF order (embed, layers, norm, lm_head unless tied).
-  const std::vector<ParamRef>& param_table() const { return table_; }
-  // The same table over the gradient buffer (same names and shapes).
-  std::vector<ParamRef> grad_table() const;
+  const std::vector<ParamRef>& param_table() const { return store_->param_table(); }
+  // The same table over the gradient memory (same names and shapes).
+  std::vector<ParamRef> grad_table() const { return build_param_table(cfg_, store_->grads()); }
   // Matmul weight count (excludes norms, biases and the embedding lookup) for FLOP counts (§9).
   int64_t num_matmul_params() const;
   // Parameter count of a config, and the bytes of activation buffers forward_backward() allocates
@@ -96,27 +108,33 @@ class LlamaModel {
 
  private:
   struct Acts;
+  // Where one decoder layer's attention reads keys and values: the packed sequences of a batch
+  // (training), or a KV cache whose rows [start, start + n) are the new tokens (generation).
+  struct Attend {
+    const SeqLayout* seqs = nullptr;
+    Tensor cache;
+    int64_t start = 0;
+  };
   void ensure_capacity(const Batch& batch);
   template <class Alloc>
   static void lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc);
   void prepare_rope(const Batch& batch);
+  void fill_rope(RopeTables& rope, int64_t P, int64_t seq_len);
+  // out (n, C) = decoder layer l of x (n, C); the op sequence of training and generation. out may
+  // be x. qkv receives q|k|v rows (a.qkv, or the cache rows of the new tokens).
+  void decoder_layer(int l, Tensor x, Tensor out, const LayerActs& a, Tensor qkv, Tensor proj,
+                     const int32_t* positions, const RopeTables& rope, const Attend& attend);
   void layer_forward(int l, const Batch& batch, const SeqLayout& seqs, bool save);
   void layer_backward(int l, const Batch& batch, const SeqLayout& seqs);
   double head_forward(const Batch& batch, float* logits);
   double head_forward_backward(const Batch& batch, float loss_scale);
-  Tensor alloc_f32(std::initializer_list<int64_t> dims);
 
   LlamaConfig cfg_;
   Backend& be_;
   ModelOptions opt_;
-  Tensor params_, grads_;
-  Weights w_, g_;
-  std::vector<ParamRef> table_;
+  std::unique_ptr<ParamStore> store_;
   std::unique_ptr<Acts> acts_;
-  std::vector<void*> owned_;  // every backend allocation, freed in the destructor
+  std::vector<void*> owned_;  // RoPE tables, freed in the destructor
 };
-
-// Build the HF name table over a Weights layout (llama_names.cpp).
-std::vector<ParamRef> build_param_table(const LlamaConfig& cfg, const Weights& w);
 
 }  // namespace sft

@@ -3,7 +3,7 @@
 // (ecosystem.md §1.7). lm_head.weight is absent when embeddings are tied.
 #include <fmt/format.h>
 
-#include "model/llama.h"
+#include "model/param_store.h"
 
 namespace sft {
 

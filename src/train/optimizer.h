@@ -1,11 +1,14 @@
-// AdamW over the model's flat fp32 parameters, as torch.optim.AdamW (decoupled weight decay,
-// bias-corrected moments), with weight decay only on matmul/embedding weights (HF Trainer's rule:
-// no decay on norm weights and biases). Moments are fp32 buffers owned here.
+// AdamW over the parameters a ParamStore holds in this process, as torch.optim.AdamW (decoupled
+// weight decay, bias-corrected moments), with weight decay only on matmul/embedding weights (HF
+// Trainer's rule: no decay on norm weights and biases). The moments are the store's named states
+// "exp_avg" and "exp_avg_sq", so checkpoints save them by name and a sharded store holds 1/N.
 #pragma once
 #include <cstdint>
 #include <vector>
 
+#include "io/checkpoint.h"
 #include "model/llama.h"
+#include "model/param_store.h"
 
 namespace sft {
 
@@ -15,28 +18,36 @@ struct AdamWConfig {
 
 class AdamW {
  public:
-  AdamW(LlamaModel& model, AdamWConfig cfg);
-  ~AdamW();
+  AdamW(ParamStore& store, AdamWConfig cfg);
+  AdamW(LlamaModel& model, AdamWConfig cfg) : AdamW(model.store(), cfg) {}
   AdamW(const AdamW&) = delete;
   AdamW& operator=(const AdamW&) = delete;
-  // One update of every parameter with the model's current gradients at learning rate lr.
+  // One update of every local parameter with the store's current gradients at learning rate lr.
   void step(float lr);
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
-  Tensor m() const { return m_; }  // (num_params) first moments, same layout as params_flat
-  Tensor v() const { return v_; }  // (num_params) second moments
+  Tensor m() const { return m_; }  // (local params) first moments, same layout as local_params()
+  Tensor v() const { return v_; }  // (local params) second moments
+  // What a checkpoint holds of it (the moments by name, the step count), and its restore.
+  OptimizerState state() const { return {{{"exp_avg", m_}, {"exp_avg_sq", v_}}, step_}; }
 
  private:
-  LlamaModel& model_;
+  ParamStore& store_;
   AdamWConfig cfg_;
   Tensor m_, v_;
   int64_t step_ = 0;
-  // Contiguous runs of the flat buffer with one decay setting, merged from the param table.
-  struct Segment { int64_t offset, size; bool decay; };
+  // Runs of the local buffers with one decay setting: the store's local slices cut by the HF
+  // tensors' decay rule, neighbours merged.
+  struct Segment { int64_t local_offset, size; bool decay; };
   std::vector<Segment> segments_;
 };
 
-// Global L2 norm of all gradients (double accumulation).
+// Σ g² over the gradients this process holds (double accumulation): the local part of the
+// global gradient norm (the train step all-reduces it).
+double grad_sum_squares(ParamStore& store);
+// g *= factor over the local gradients (global-norm clipping).
+void scale_grads(ParamStore& store, float factor);
+// Global L2 norm of all gradients of a one-process model.
 double grad_global_norm(LlamaModel& model);
 
 }  // namespace sft

@@ -1,11 +1,46 @@
 // TrainConfig: every setting of `sft train`, named as FastChat / HF TrainingArguments name them.
 // Filled by the option table (cli/options.cpp) from flags and --config files; the trainer reads it.
 #pragma once
+#include <array>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
+#include "train/schedule.h"
+
 namespace sft {
+
+// The strategy options, as enums parsed once by the option table (cli/options.cpp).
+enum class IntervalStrategy { no, steps, epoch };  // HF IntervalStrategy (save, evaluation)
+enum class LossNormalization { global_token_mean, micro_batch_mean };
+enum class ReportTo { tensorboard, none, wandb, all };
+
+// Each enum's flag spellings, in the order --help lists them.
+template <class E> struct EnumNames;
+template <> struct EnumNames<IntervalStrategy> {
+  static constexpr std::array<std::pair<IntervalStrategy, const char*>, 3> values{
+      {{IntervalStrategy::no, "no"}, {IntervalStrategy::steps, "steps"}, {IntervalStrategy::epoch, "epoch"}}};
+};
+template <> struct EnumNames<LossNormalization> {
+  static constexpr std::array<std::pair<LossNormalization, const char*>, 2> values{
+      {{LossNormalization::global_token_mean, "global_token_mean"},
+       {LossNormalization::micro_batch_mean, "micro_batch_mean"}}};
+};
+template <> struct EnumNames<ReportTo> {
+  static constexpr std::array<std::pair<ReportTo, const char*>, 4> values{
+      {{ReportTo::tensorboard, "tensorboard"}, {ReportTo::none, "none"}, {ReportTo::wandb, "wandb"}, {ReportTo::all, "all"}}};
+};
+template <> struct EnumNames<ScheduleKind> {
+  static constexpr std::array<std::pair<ScheduleKind, const char*>, 4> values{
+      {{ScheduleKind::linear, "linear"}, {ScheduleKind::cosine, "cosine"}, {ScheduleKind::constant, "constant"},
+       {ScheduleKind::constant_with_warmup, "constant_with_warmup"}}};
+};
+template <class E> const char* enum_name(E e) {
+  for (const auto& [v, name] : EnumNames<E>::values)
+    if (v == e) return name;
+  return "?";
+}
 
 struct TrainConfig {
   // model and data (FastChat ModelArguments / DataArguments)
@@ -21,7 +56,7 @@ struct TrainConfig {
   bool strict_data = false;
   // output and checkpoints
   std::string output_dir;
-  std::string save_strategy = "steps";  // no | steps | epoch
+  IntervalStrategy save_strategy = IntervalStrategy::steps;
   int64_t save_steps = 500;
   int64_t save_total_limit = 0;  // 0 = keep all
   std::string resume_from_checkpoint;
@@ -38,16 +73,16 @@ struct TrainConfig {
   double adam_beta2 = 0.999;
   double adam_epsilon = 1e-8;
   double max_grad_norm = 1.0;
-  std::string lr_scheduler_type = "linear";
+  ScheduleKind lr_scheduler_type = ScheduleKind::linear;
   double warmup_ratio = 0.0;
   int64_t warmup_steps = 0;
-  std::string loss_normalization = "global_token_mean";  // | micro_batch_mean
+  LossNormalization loss_normalization = LossNormalization::global_token_mean;
   int64_t max_bad_steps = 10;
   // evaluation and logging
-  std::string evaluation_strategy = "no";  // no | steps | epoch (alias --eval_strategy)
+  IntervalStrategy evaluation_strategy = IntervalStrategy::no;  // alias --eval_strategy
   int64_t eval_steps = 0;                   // 0 = logging_steps, as HF
   int64_t logging_steps = 500;
-  std::string report_to = "tensorboard";
+  ReportTo report_to = ReportTo::tensorboard;
   // precision and memory
   bool bf16 = false;
   bool fp16 = false;

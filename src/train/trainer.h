@@ -1,8 +1,8 @@
-// The training loop of `sft train` (design.md §4, HF Trainer semantics): optimizer steps of
-// gradient_accumulation_steps micro-batches, loss normalised per --loss_normalization, NaN/Inf
-// steps skipped (fatal after max_bad_steps in a row), global-norm clipping, AdamW with the HF
-// schedule, logging (console, metrics.jsonl, TensorBoard, SVG plot), evaluation, atomic
-// checkpoints and exact resume. Data arrives through BatchStream, so the loop knows no file format.
+// The training loop of `sft train` (design.md §4, HF Trainer semantics): optimizer steps
+// (train_step.h) of gradient_accumulation_steps micro-batches, NaN/Inf steps skipped (fatal after
+// max_bad_steps in a row), the HF schedule, logging through one MetricsSink, evaluation, atomic
+// checkpoints, stop on a signal and exact resume. Data arrives through BatchStream, so the loop
+// knows no file format.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -10,9 +10,11 @@
 
 #include <nlohmann/json.hpp>
 
+#include "dist/comm.h"
 #include "io/checkpoint.h"
 #include "model/llama.h"
 #include "train/train_config.h"
+#include "train/train_step.h"
 
 namespace sft {
 
@@ -22,17 +24,12 @@ class BatchStream {
   virtual ~BatchStream() = default;
   virtual Batch next() = 0;                      // the next micro-batch (crosses epochs)
   virtual int64_t batches_per_epoch() const = 0;
-  virtual double epoch() const = 0;              // completed fraction of epochs so far
+  virtual double epoch() const = 0;              // completed fraction of epochs so far (cheap: once per step)
   virtual nlohmann::json state() const = 0;      // exact position, for checkpoints
   virtual void restore(const nlohmann::json& state) = 0;
 };
 
-struct EvalResult {
-  double loss = 0;  // Σ loss / Σ targets over the whole eval set
-  int64_t targets = 0;
-};
-
-// Loss over every batch (forward only).
+// Loss over every batch (forward only), in a world of one.
 EvalResult evaluate(LlamaModel& model, const std::vector<Batch>& batches);
 
 struct TrainerInputs {
@@ -50,6 +47,7 @@ struct TrainResult {
   int interrupted_by = 0;  // the signal that stopped the run (save_on_interrupt), else 0
 };
 
-TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs inputs);
+// comm: the data-parallel world (null: a world of one). Steps run through train_step().
+TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs inputs, Comm* comm = nullptr);
 
 }  // namespace sft

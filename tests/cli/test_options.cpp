@@ -54,12 +54,12 @@ TEST(TrainOptions, FastChatVicuna7bScriptParsesUnchanged) {
   EXPECT_EQ(c.num_train_epochs, 3.0);
   EXPECT_EQ(c.per_device_train_batch_size, 2);
   EXPECT_EQ(c.gradient_accumulation_steps, 16);
-  EXPECT_EQ(c.evaluation_strategy, "steps");
+  EXPECT_EQ(c.evaluation_strategy, IntervalStrategy::steps);
   EXPECT_EQ(c.save_total_limit, 8);
   EXPECT_DOUBLE_EQ(c.learning_rate, 2e-5);
   EXPECT_DOUBLE_EQ(c.weight_decay, 0.0);
   EXPECT_DOUBLE_EQ(c.warmup_ratio, 0.04);
-  EXPECT_EQ(c.lr_scheduler_type, "cosine");
+  EXPECT_EQ(c.lr_scheduler_type, ScheduleKind::cosine);
   EXPECT_EQ(c.fsdp, "full_shard auto_wrap");
   EXPECT_EQ(c.model_max_length, 2048);
   EXPECT_TRUE(c.gradient_checkpointing);
@@ -91,7 +91,7 @@ TEST(TrainOptions, BadValuesAreClear) {
 
 TEST(TrainOptions, AliasAndWandbNotice) {
   ParsedOptions p = parse({"--eval_strategy", "epoch", "--report_to", "wandb"});
-  EXPECT_EQ(p.config.evaluation_strategy, "epoch");
+  EXPECT_EQ(p.config.evaluation_strategy, IntervalStrategy::epoch);
   ASSERT_EQ(p.notices.size(), 1u);
   EXPECT_NE(p.notices[0].find("Weights & Biases is not built in"), std::string::npos);
 }

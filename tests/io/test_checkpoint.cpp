@@ -11,6 +11,7 @@
 #include "backend/backend.h"
 #include "io/checkpoint.h"
 #include "model/init.h"
+#include "train/optimizer.h"
 
 namespace sft {
 
@@ -60,14 +61,16 @@ TEST(Checkpoint, RoundTripIsBitExact) {
     opt.step(1e-2f);
   }
   std::ofstream(out / "tok.txt") << "tokenizer stand-in";
-  const std::string dir = save_checkpoint(out.string(), 2, model, opt, {{"global_step", 2}}, {out.string(), {"tok.txt"}});
+  const std::string dir = save_checkpoint(out.string(), 2, model, opt.state(), {{"global_step", 2}}, {out.string(), {"tok.txt"}});
   EXPECT_EQ(fs::path(dir).filename(), "checkpoint-2");
   EXPECT_TRUE(fs::exists(fs::path(dir) / "tok.txt"));
   EXPECT_TRUE(fs::exists(fs::path(dir) / "config.json"));
 
   LlamaModel restored(tiny_config(), *be);
   AdamW restored_opt(restored, {0.9f, 0.999f, 1e-8f, 0.1f});
-  nlohmann::json state = load_checkpoint(dir, restored, restored_opt);
+  OptimizerState restored_state = restored_opt.state();
+  nlohmann::json state = load_checkpoint(dir, restored, restored_state);
+  restored_opt.set_steps_taken(restored_state.steps);
   EXPECT_EQ(state["global_step"], 2);
   EXPECT_TRUE(same_bytes(model.params_flat(), restored.params_flat()));
   EXPECT_TRUE(same_bytes(opt.m(), restored_opt.m()));
@@ -91,13 +94,14 @@ TEST(Checkpoint, IncompleteOnesAreIgnoredAndRotationKeepsNewest) {
   auto be = create_backend("cpu");
   LlamaModel model(tiny_config(), *be);
   AdamW opt(model, {});
-  for (int step : {10, 20, 30}) save_checkpoint(out.string(), step, model, opt, {{"global_step", step}}, {});
+  for (int step : {10, 20, 30}) save_checkpoint(out.string(), step, model, opt.state(), {{"global_step", step}}, {});
   // A crashed save: a higher step without a manifest, and a leftover temporary directory.
   fs::create_directories(out / "checkpoint-40");
   std::ofstream(out / "checkpoint-40" / "config.json") << "{}";
   fs::create_directories(out / ".tmp-checkpoint-50");
   EXPECT_EQ(fs::path(*find_latest_checkpoint(out.string())).filename(), "checkpoint-30");
-  EXPECT_THROW(load_checkpoint((out / "checkpoint-40").string(), model, opt), Error);
+  OptimizerState st = opt.state();
+  EXPECT_THROW(load_checkpoint((out / "checkpoint-40").string(), model, st), Error);
 
   rotate_checkpoints(out.string(), 2, (out / "checkpoint-10").string());  // 10 is protected
   EXPECT_TRUE(fs::exists(out / "checkpoint-10"));

@@ -99,13 +99,13 @@ TrainConfig base_config(const fs::path& out) {
   TrainConfig c;
   c.output_dir = out.string();
   c.learning_rate = 3e-3;
-  c.lr_scheduler_type = "cosine";
+  c.lr_scheduler_type = ScheduleKind::cosine;
   c.warmup_ratio = 0.05;
   c.weight_decay = 0.01;
   c.gradient_accumulation_steps = 2;
   c.logging_steps = 5;
-  c.save_strategy = "no";
-  c.report_to = "none";
+  c.save_strategy = IntervalStrategy::no;
+  c.report_to = ReportTo::none;
   c.model_max_length = 16;
   return c;
 }
@@ -125,7 +125,7 @@ TEST(Trainer, LearnsQuestionAnswerPairs) {
   const fs::path out = temp_dir("learn");
   TrainConfig cfg = base_config(out);
   cfg.max_steps = 150;
-  cfg.evaluation_strategy = "steps";
+  cfg.evaluation_strategy = IntervalStrategy::steps;
   cfg.eval_steps = 50;
   const std::vector<Batch> eval = {pack({0, 1, 2, 3}), pack({4, 5, 6, 7})};
   PairStream stream(1);
@@ -152,7 +152,7 @@ TEST(Trainer, ResumeIsBitExact) {
   const fs::path a = temp_dir("straight"), b = temp_dir("resumed");
   TrainConfig cfg = base_config(a);
   cfg.max_steps = 12;
-  cfg.save_strategy = "steps";
+  cfg.save_strategy = IntervalStrategy::steps;
   cfg.save_steps = 6;
   LlamaModel straight(tiny_config(), *be);
   init_weights(straight, 3);

@@ -1,0 +1,74 @@
+// Comm: the collectives data-parallel training needs (all-reduce, all-gather, reduce-scatter,
+// broadcast, barrier), issued asynchronously and completed with wait(). Implementations: a world
+// of one (comm_local.cpp, what every single-process run uses) and an in-process world of N
+// threads (comm_threads.cpp, for tests of the step's collective order); MPI and NCCL come next,
+// and this folder is the only place allowed to include mpi.h or nccl.h.
+#pragma once
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+
+namespace sft {
+
+enum class ReduceOp { sum, max };
+
+// Handle of an issued collective; wait() on it before touching its buffers.
+struct CommRequest {
+  int64_t id = -1;
+};
+
+class Comm {
+ public:
+  virtual ~Comm() = default;
+  virtual int rank() const = 0;
+  virtual int size() const = 0;
+
+  // ---- tensor collectives over backend memory (fp32 or bf16), asynchronous ----
+  // buf (n) = op over ranks of buf, in place.
+  virtual CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) = 0;
+  // out (size * n) = the ranks' in (n), in rank order.
+  virtual CommRequest all_gather(Tensor out, Tensor in, const char* what) = 0;
+  // out (n) = this rank's block of op over ranks of in (size * n).
+  virtual CommRequest reduce_scatter(Tensor out, Tensor in, ReduceOp op, const char* what) = 0;
+  // buf = root's buf.
+  virtual CommRequest broadcast(Tensor buf, int root, const char* what) = 0;
+  virtual void wait(CommRequest request) = 0;
+
+  // ---- host collectives for a step's scalars (blocking) ----
+  // v (n) = op over ranks of v. what names the reduction point (errors, collective-order tests).
+  virtual void all_reduce_host(double* v, int n, ReduceOp op, const char* what) = 0;
+  virtual void barrier(const char* what) = 0;
+
+  // Conveniences over all_reduce_host.
+  double sum(double x, const char* what) { all_reduce_host(&x, 1, ReduceOp::sum, what); return x; }
+  bool any(bool x, const char* what) {
+    double v = x ? 1.0 : 0.0;
+    all_reduce_host(&v, 1, ReduceOp::max, what);
+    return v != 0.0;
+  }
+};
+
+// A world of one: every collective is a copy or nothing (the result of a single process).
+std::unique_ptr<Comm> make_local_comm(Backend& backend);
+
+// An in-process world of `size` ranks, each driven by its own thread and calling the returned
+// Comm of its rank; host memory only (the CPU backend). Every collective is recorded per rank as
+// "op:what", so tests can check that all ranks issue the same collectives in the same order.
+// A rank that calls a different collective than the others fails with an Error naming both.
+class ThreadWorld {
+ public:
+  explicit ThreadWorld(int size);
+  ~ThreadWorld();
+  Comm& comm(int rank);
+  const std::vector<std::string>& log(int rank) const;
+  struct Shared;  // the rendezvous state (comm_threads.cpp)
+
+ private:
+  std::unique_ptr<Shared> shared_;
+  std::vector<std::unique_ptr<Comm>> comms_;
+};
+
+}  // namespace sft
