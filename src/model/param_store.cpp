@@ -82,6 +82,10 @@ void LocalParamStore::written(int unit) {
   be_.invalidate_weight_copies(params_.f32() + u.offset, size_t(u.size) * 4);
 }
 
-void LocalParamStore::params_updated() { be_.invalidate_weight_copies(params_.data, params_.nbytes()); }
+// The update went through Backend::adamw_step on these very buffers, which refreshes (CUDA) or
+// drops (CPU) the weights' derived copies itself; invalidating here would only re-round them.
+void LocalParamStore::params_updated() {}
+
+double LocalParamStore::grad_sum_squares() { return be_.sum_squares(grads_); }
 
 }  // namespace sft

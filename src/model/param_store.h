@@ -101,8 +101,11 @@ class ParamStore {
   Tensor add_state(const std::string& name);
   const std::vector<std::pair<std::string, Tensor>>& states() const { return states_; }
   void zero_grad() { be_.fill_zero(local_grads()); }
-  // The local parameters were updated in place (optimizer step): drop derived copies.
+  // The local parameters were updated in place (optimizer step).
   virtual void params_updated() = 0;
+  // Σ g² of this process's share of the global gradient norm: its shards (the reduction over
+  // ranks adds the shares up), or its 1/N part where every rank holds the same full gradient.
+  virtual double grad_sum_squares() = 0;
 
  protected:
   Tensor alloc_f32(int64_t n);
@@ -119,7 +122,7 @@ class ParamStore {
 
 // Everything in one process: the full flat fp32 buffers; acquire, release and grads_ready have
 // nothing to move.
-class LocalParamStore final : public ParamStore {
+class LocalParamStore : public ParamStore {
  public:
   LocalParamStore(const LlamaConfig& cfg, Backend& backend);
   void acquire(int) override {}
@@ -130,8 +133,9 @@ class LocalParamStore final : public ParamStore {
   Tensor local_grads() const override { return grads_; }
   const std::vector<LocalSlice>& local_slices() const override { return slices_; }
   void params_updated() override;
+  double grad_sum_squares() override;
 
- private:
+ protected:
   Tensor params_, grads_;  // (num_params) fp32 each
   std::vector<LocalSlice> slices_;
 };

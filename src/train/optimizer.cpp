@@ -39,7 +39,7 @@ void AdamW::step(float lr) {
   store_.params_updated();
 }
 
-double grad_sum_squares(ParamStore& store) { return store.backend().sum_squares(store.local_grads()); }
+double grad_sum_squares(ParamStore& store) { return store.grad_sum_squares(); }
 
 void scale_grads(ParamStore& store, float factor) { store.backend().scale(store.local_grads(), factor); }
 

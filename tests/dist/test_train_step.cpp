@@ -1,0 +1,183 @@
+// train_step() across ranks, on the in-process ThreadWorld: every rank issues the same collectives
+// in the same order whatever its data (an empty micro-batch, one without targets, no eval data),
+// the stop decision reaches every rank, and two replicated (DDP) ranks with one micro-batch each
+// train like one process accumulating both micro-batches.
+#include <gtest/gtest.h>
+#include <omp.h>
+
+#include <algorithm>
+#include <cmath>
+#include <random>
+#include <thread>
+
+#include "backend/backend.h"
+#include "dist/comm.h"
+#include "dist/replicated_store.h"
+#include "model/init.h"
+#include "train/train_step.h"
+
+namespace sft {
+
+namespace {
+
+LlamaConfig tiny_config() {
+  LlamaConfig c;
+  c.vocab_size = 50;
+  c.hidden_size = 32;
+  c.intermediate_size = 48;
+  c.num_hidden_layers = 2;
+  c.num_attention_heads = 4;
+  c.num_key_value_heads = 2;
+  c.head_dim = 8;
+  c.max_position_embeddings = 64;
+  return c;
+}
+
+// B rows of T random tokens, one sequence per row; targets the next token, or none at all.
+Batch make_batch(int64_t B, int64_t T, uint64_t seed, bool with_targets = true) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, 49);
+  Batch b;
+  b.B = B;
+  b.T = T;
+  for (int64_t r = 0; r < B; ++r) {
+    b.cu_seqlens.push_back(int32_t(r * T));
+    for (int64_t t = 0; t < T; ++t) {
+      b.tokens.push_back(tok(rng));
+      b.positions.push_back(int32_t(t));
+    }
+  }
+  b.cu_seqlens.push_back(int32_t(B * T));
+  for (int64_t i = 0; i < B * T; ++i)
+    b.targets.push_back(!with_targets || (i + 1) % T == 0 ? -100 : b.tokens[size_t(i) + 1]);
+  return b;
+}
+
+Batch empty_batch() { return Batch{}; }
+
+// One rank: a replicated model on the world's comm, the same initial weights everywhere.
+struct Rank {
+  std::unique_ptr<Backend> be = create_backend("cpu");
+  std::unique_ptr<LlamaModel> model;
+  std::unique_ptr<AdamW> opt;
+  Rank(Comm& comm) {
+    model = std::make_unique<LlamaModel>(tiny_config(), *be, ModelOptions{},
+                                         std::make_unique<ReplicatedParamStore>(tiny_config(), *be, comm));
+    init_weights(*model, 7);
+    opt = std::make_unique<AdamW>(*model, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.01f});
+  }
+  std::vector<float> params() const {
+    const float* p = model->params_flat().f32();
+    return std::vector<float>(p, p + model->num_params());
+  }
+};
+
+// Runs body(rank) on one thread per rank; rethrows the first failure.
+template <class Body>
+void run_ranks(int n, Body&& body) {
+  std::vector<std::thread> threads;
+  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
+  for (int r = 0; r < n; ++r)
+    threads.emplace_back([&, r] {
+      omp_set_num_threads(1);  // two ranks on two cores
+      try {
+        body(r);
+      } catch (...) {
+        errors[size_t(r)] = std::current_exception();
+      }
+    });
+  for (auto& t : threads) t.join();
+  for (auto& e : errors)
+    if (e) std::rethrow_exception(e);
+}
+
+}  // namespace
+
+TEST(TrainStep, RanksIssueTheSameCollectivesWhateverTheirData) {
+  ThreadWorld world(2);
+  std::vector<std::vector<float>> params(2);
+  std::vector<bool> stop(2);
+  std::vector<EvalResult> eval(2);
+  run_ranks(2, [&](int r) {
+    Rank rank(world.comm(r));
+    // rank 1's share of an epoch's end: no rows, then rows without a target
+    const std::vector<Batch> micro = r == 0 ? std::vector<Batch>{make_batch(2, 8, 1), make_batch(2, 8, 2)}
+                                            : std::vector<Batch>{empty_batch(), make_batch(1, 8, 3, false)};
+    for (int s = 0; s < 2; ++s) {
+      const StepResult res = train_step(*rank.model, *rank.opt, world.comm(r), micro, 1e-2, StepOptions{});
+      EXPECT_FALSE(res.skipped) << res.skip_reason;
+      EXPECT_EQ(res.targets, 2 * 2 * 7);  // rank 0's 4 rows × 7 targets, counted on both ranks
+    }
+    const std::vector<Batch> eval_batches = r == 0 ? std::vector<Batch>{make_batch(2, 8, 4)}
+                                                   : std::vector<Batch>{empty_batch()};
+    eval[size_t(r)] = evaluate(*rank.model, world.comm(r), eval_batches);
+    stop[size_t(r)] = agree_to_stop(world.comm(r), r == 1);  // only rank 1 saw the signal
+    params[size_t(r)] = rank.params();
+  });
+  EXPECT_EQ(world.log(0), world.log(1));
+  // The step's reduction points, in order, around the backward's per-unit gradient reductions.
+  const std::vector<std::string>& log = world.log(0);
+  std::vector<std::string> points;
+  for (const std::string& e : log)
+    if (e.rfind("all_reduce_host:", 0) == 0) points.push_back(e.substr(16));
+  const std::vector<std::string> step = {kStepTargets, kLossSum, kGradSumSquares, kFiniteCheck, kSkipDecision};
+  std::vector<std::string> want = step;
+  want.insert(want.end(), step.begin(), step.end());
+  want.push_back("eval_loss_sum_and_targets");
+  want.push_back("stop_decision");
+  EXPECT_EQ(points, want);
+  const int64_t grads_ready = std::count(log.begin(), log.end(), "all_reduce:grads_ready");
+  EXPECT_EQ(grads_ready, 2 * 2 * (2 + 2));  // steps × micro-batches × units (embed, 2 layers, head)
+  EXPECT_TRUE(stop[0] && stop[1]);
+  EXPECT_EQ(eval[0].targets, 14);
+  EXPECT_EQ(eval[1].targets, 14);
+  EXPECT_EQ(eval[0].loss, eval[1].loss);
+  EXPECT_EQ(params[0], params[1]);  // replicated ranks stay identical
+}
+
+TEST(TrainStep, TwoReplicatedRanksTrainLikeOneProcessAccumulating) {
+  const Batch a = make_batch(2, 8, 11), b = make_batch(3, 8, 12);
+  // One process: both micro-batches in one step (gradient accumulation 2).
+  auto be = create_backend("cpu");
+  LlamaModel one(tiny_config(), *be);
+  init_weights(one, 7);
+  AdamW opt(one, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.01f});
+  const std::unique_ptr<Comm> local = make_local_comm(*be);
+  std::vector<StepResult> want;
+  for (int s = 0; s < 3; ++s) want.push_back(train_step(one, opt, *local, {a, b}, 1e-2, StepOptions{}));
+  const std::vector<float> want_params(one.params_flat().f32(), one.params_flat().f32() + one.num_params());
+
+  ThreadWorld world(2);
+  std::vector<std::vector<StepResult>> got(2);
+  std::vector<std::vector<float>> params(2);
+  run_ranks(2, [&](int r) {
+    Rank rank(world.comm(r));
+    for (int s = 0; s < 3; ++s)
+      got[size_t(r)].push_back(train_step(*rank.model, *rank.opt, world.comm(r), {r == 0 ? a : b}, 1e-2, StepOptions{}));
+    params[size_t(r)] = rank.params();
+  });
+  for (int r = 0; r < 2; ++r)
+    for (int s = 0; s < 3; ++s) {
+      EXPECT_EQ(got[size_t(r)][size_t(s)].targets, want[size_t(s)].targets);
+      // fp32 sums in another order: relative 1e-6 on the loss and gradient norm
+      EXPECT_NEAR(got[size_t(r)][size_t(s)].loss, want[size_t(s)].loss, 1e-6 * want[size_t(s)].loss);
+      EXPECT_NEAR(got[size_t(r)][size_t(s)].grad_norm, want[size_t(s)].grad_norm, 1e-5 * want[size_t(s)].grad_norm);
+    }
+  EXPECT_EQ(params[0], params[1]);
+  double max_diff = 0;
+  for (size_t i = 0; i < want_params.size(); ++i)
+    max_diff = std::max(max_diff, double(std::fabs(params[0][i] - want_params[i])));
+  EXPECT_LT(max_diff, 1e-5) << "three AdamW steps at lr 1e-2 from the same start";
+  EXPECT_GT(max_diff, 0.0) << "suspicious: the two-rank run matched bit for bit in another summation order";
+}
+
+TEST(TrainStep, AMismatchedCollectiveIsAnErrorNamingBoth) {
+  ThreadWorld world(2);
+  EXPECT_THROW(run_ranks(2, [&](int r) {
+                 if (r == 0) world.comm(r).barrier("save");
+                 else world.comm(r).sum(1.0, "loss_sum");
+               }),
+               Error);
+}
+
+}  // namespace sft
