@@ -1,6 +1,7 @@
-// create_backend(): the one place that maps a device name to a Backend implementation. The CUDA
-// backend exists only in builds configured with nvcc (SFT_HAVE_CUDA, set by CMake for this file
-// alone); otherwise asking for it is a clear error rather than a silent CPU fallback.
+// create_backend(): the one place that maps a device name to a Backend implementation, and the
+// default MFU peaks (default_peak: the instruction of each dtype's GEMM route). The CUDA backend
+// exists only in builds configured with nvcc (SFT_HAVE_CUDA, set by CMake for this file alone);
+// otherwise asking for it is a clear error rather than a silent CPU fallback.
 #include "backend/backend.h"
 
 #include <fmt/format.h>
@@ -32,38 +33,38 @@ std::unique_ptr<Backend> create_backend(const std::string& name) {
 
 namespace {
 
-// Measured once per process (the first call's OpenMP thread count), by instruction.
+// The peak of one instruction: the best of 10 register/tile-only loops on the first call's OpenMP
+// threads, but never below what the instruction does at the CPU's nominal clock ("cpu MHz") with
+// the fewest FLOP per cycle any core that has it delivers: a shared machine busy during the
+// measurement reads low (99 instead of 355 GFLOP/s fp32 on the 2-core Xeon) and would inflate MFU.
 struct MeasuredPeak {
   double gflops;
   std::string how;
 };
+MeasuredPeak peak_of(const char* instr, const char* loop, double measured, double flop_per_cycle) {
+  const int threads = omp_get_max_threads();
+  const double mhz = cpu::cpu_features().mhz, floor = threads * mhz * 1e-3 * flop_per_cycle;
+  if (measured >= floor)
+    return {measured, fmt::format("{}, measured: {} loop on {} threads, best of 10 (clock floor {:.0f})", instr, loop,
+                                  threads, floor)};
+  return {floor, fmt::format("{}, derived: {} threads x {:.0f} MHz x {:.0f} FLOP/cycle (a {} loop measured only "
+                             "{:.0f}: machine busy?)", instr, threads, mhz, flop_per_cycle, loop, measured)};
+}
+// One 512-bit FMA port: 16 lanes x 2 FLOP (two ports deliver 64).
 const MeasuredPeak& fma_peak() {
-  static const MeasuredPeak p{cpu::measure_peak_gflops_avx512(false),
-                              fmt::format("fp32 FMA (vfmadd231ps zmm), measured: register-only loop on {} threads, "
-                                          "best of 10", omp_get_max_threads())};
+  static const MeasuredPeak p = peak_of("fp32 FMA (vfmadd231ps zmm)", "register-only",
+                                        cpu::measure_peak_gflops_avx512(false), 32.0);
   return p;
 }
+// vdpbf16ps zmm: 64 FLOP per instruction, at least one every 2 cycles (Intel; AMD Zen 4/5: 1).
 const MeasuredPeak& dpbf16_peak() {
-  static const MeasuredPeak p{cpu::measure_peak_gflops_avx512(true),
-                              fmt::format("vdpbf16ps zmm, measured: register-only loop on {} threads, best of 10",
-                                          omp_get_max_threads())};
+  static const MeasuredPeak p = peak_of("vdpbf16ps zmm", "register-only", cpu::measure_peak_gflops_avx512(true), 32.0);
   return p;
 }
-// AMX: measured tile-only tdpbf16ps loop; if that reads implausibly low (a busy machine) or fails,
-// derived from the measured FMA peak by the per-core rates: tdpbf16ps 16x16x32 = 16384 FLOP per
-// 16 cycles = 1024 FLOP/cycle against 2 x 32 = 64 FLOP/cycle of two zmm FMA ports: 16x.
+// AMX: tdpbf16ps on 16x16 fp32 += 16x32 bf16 · 32x16 bf16 = 8192 FMA = 16384 FLOP per 16 cycles
+// (Intel's throughput for Sapphire/Emerald Rapids) = 1024 FLOP/cycle/core.
 const MeasuredPeak& amx_peak() {
-  static const MeasuredPeak p = [] {
-    const int threads = omp_get_max_threads();
-    const double measured = cpu::measure_peak_gflops_amx();
-    const double derived = 16.0 * fma_peak().gflops;
-    if (measured >= 0.5 * derived)
-      return MeasuredPeak{measured, fmt::format("AMX tdpbf16ps, measured: tile-only loop on {} threads, best of 10 "
-                                                "(formula 16 x FMA peak: {:.0f})", threads, derived)};
-    return MeasuredPeak{derived, fmt::format("AMX tdpbf16ps, derived: 1024 FLOP/cycle/core = 16 x the measured fp32 "
-                                             "FMA peak {:.0f} (a tile-only loop measured {:.0f}: too low, machine busy?)",
-                                             fma_peak().gflops, measured)};
-  }();
+  static const MeasuredPeak p = peak_of("AMX tdpbf16ps", "tile-only", cpu::measure_peak_gflops_amx(), 1024.0);
   return p;
 }
 

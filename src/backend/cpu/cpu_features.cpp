@@ -9,6 +9,7 @@
 
 #include <cerrno>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 
@@ -25,20 +26,25 @@ uint64_t xgetbv0() {
   return (uint64_t(hi) << 32) | lo;
 }
 
-std::string read_model_name() {
+// The first "model name" and "cpu MHz" of /proc/cpuinfo.
+void read_cpuinfo(CpuFeatures& f) {
+  f.model_name = "unknown CPU";
   std::ifstream in("/proc/cpuinfo");
   std::string line;
-  while (std::getline(in, line))
-    if (line.rfind("model name", 0) == 0) {
-      const size_t colon = line.find(':');
-      return colon == std::string::npos ? line : line.substr(line.find_first_not_of(" \t", colon + 1));
-    }
-  return "unknown CPU";
+  bool name = false, mhz = false;
+  while ((!name || !mhz) && std::getline(in, line)) {
+    const size_t colon = line.find(':');
+    if (colon == std::string::npos) continue;
+    const size_t v = line.find_first_not_of(" \t", colon + 1);
+    const std::string value = v == std::string::npos ? "" : line.substr(v);
+    if (!name && line.rfind("model name", 0) == 0) f.model_name = value, name = true;
+    if (!mhz && line.rfind("cpu MHz", 0) == 0) f.mhz = std::atof(value.c_str()), mhz = true;
+  }
 }
 
 CpuFeatures detect() {
   CpuFeatures f;
-  f.model_name = read_model_name();
+  read_cpuinfo(f);
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid(0, &a, &b, &c, &d)) {
     char v[13] = {};

@@ -16,6 +16,7 @@ struct CpuFeatures {
   std::string model_name;                        // /proc/cpuinfo "model name", for reports
   std::string vendor;                            // cpuid leaf 0: "GenuineIntel", "AuthenticAMD", ...
   int family = 0, model = 0;                     // cpuid leaf 1 display family / model
+  double mhz = 0;                                // /proc/cpuinfo "cpu MHz" (the TSC clock in a VM), 0 unknown
   bool amx_usable() const { return amx_bf16 && amx_permitted; }
 };
 

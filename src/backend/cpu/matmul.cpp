@@ -153,9 +153,9 @@ void gemm_onednn_bf16(const GemmArgs& g, const uint16_t* A_bf16, const uint16_t*
 
 }  // namespace cpu
 
-// The routes of this backend and the derived copies of weights: for the oneDNN bf16 routes a bf16
-// rounding of each fp32 weight and its two packed layouts (forward B = wᵀ, dx B = w), keyed by the
-// weight's address and kept until the weight is written (invalidate_weight_copies, or this
+// The routes of this backend and the derived copies of weights: for the oneDNN bf16 routes each
+// weight's bf16 rounding in the two packed layouts of oneDNN's kernels (forward B = wᵀ, dx B = w;
+// repacking per call measured 10-40% slower on AMX), keyed by the weight's address and kept until the weight is written (invalidate_weight_copies, or this
 // backend's own copy / fill_zero / scale / adamw_step / dealloc over it). Until a caller has used
 // invalidate_weight_copies once (the parameter store's contract), begin_pass drops them too.
 struct CpuBackend::Gemm {
@@ -169,12 +169,11 @@ struct CpuBackend::Gemm {
     bool valid = false;
   };
   struct WeightCopies {
-    size_t bytes = 0;               // extent of the source weight, for range checks
-    bool valid = false;             // bf16 holds the current rounding
-    std::vector<uint16_t> bf16;     // (OC, IC), when the source weight is fp32
-    Packed packed[2];               // [0] forward B = wᵀ (IC, OC), [1] dx B = w (OC, IC)
+    size_t bytes = 0;  // extent of the source weight, for range checks
+    Packed packed[2];  // bf16 values, [0] forward B = wᵀ (IC, OC), [1] dx B = w (OC, IC)
   };
   std::map<const char*, WeightCopies> weights;
+  std::vector<uint16_t> pack_src;  // an fp32 weight's bf16 rounding on its way into a packed layout
 
   const cpu::RouteChoice& route(DType dt) const { return dt == DType::bf16 ? routes.bf16 : routes.fp32; }
   static bool onednn_bf16(cpu::GemmRoute r) { return r == cpu::GemmRoute::amx || r == cpu::GemmRoute::onednn_bf16; }
@@ -191,40 +190,27 @@ struct CpuBackend::Gemm {
           it = weights.erase(it);
           continue;
         }
-        it->second.valid = false;
         for (Packed& p : it->second.packed) p.valid = false;
       }
       ++it;
     }
   }
 
-  // The weight's entry, its bf16 rounding current (w fp32) or absent (w bf16: used in place).
-  WeightCopies& entry(const Tensor& w) {
+  // w's bf16 values packed for form (0 forward, 1 dx) of GEMM g (whose B is the plain w or wᵀ),
+  // derived when missing or stale (2 bytes per parameter and form).
+  const void* weight_packed(const Tensor& w, const cpu::GemmArgs& g, int form) {
     WeightCopies& c = weights[static_cast<const char*>(w.data)];
-    if (c.bytes != w.nbytes()) {  // new weight at this address, or another view of it
+    if (c.bytes != w.nbytes()) {  // a new weight at this address, or another view of it
       c.bytes = w.nbytes();
-      c.valid = false;
       for (Packed& p : c.packed) p.valid = false;
     }
-    if (!c.valid && w.dtype == DType::f32) {
-      c.bf16.resize(size_t(w.numel()));
-      convert_f32_to_bf16(w.f32(), c.bf16.data(), c.bf16.size());
-    }
-    c.valid = true;
-    return c;
-  }
-  const uint16_t* weight_bf16(const Tensor& w) {
-    return w.dtype == DType::bf16 ? w.bf16() : entry(w).bf16.data();
-  }
-  // w's bf16 values packed for form (0 forward, 1 dx) of GEMM g (whose B is the plain w or wᵀ).
-  const void* weight_packed(const Tensor& w, const cpu::GemmArgs& g, int form) {
-    WeightCopies& c = entry(w);
     Packed& p = c.packed[form];
     const memory::desc& layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
     if (!p.valid || p.layout != layout) {
       p.layout = layout;
       p.data.resize(layout.get_size());
-      onednn().pack(g, w.dtype == DType::bf16 ? w.bf16() : c.bf16.data(), layout, p.data.data());
+      const uint16_t* src = w.dtype == DType::bf16 ? w.bf16() : round_into(pack_src, w.f32(), size_t(w.numel()));
+      onednn().pack(g, src, layout, p.data.data());
       p.valid = true;
     }
     return p.data.data();
@@ -275,10 +261,8 @@ void CpuBackend::set_matmul_dtype(DType dt) {
 
 void CpuBackend::begin_pass() {
   if (gemm_->contract_seen) return;
-  for (auto& [ptr, c] : gemm_->weights) {
-    c.valid = false;
+  for (auto& [ptr, c] : gemm_->weights)
     for (auto& p : c.packed) p.valid = false;
-  }
 }
 
 void CpuBackend::invalidate_weight_copies(const void* ptr, size_t bytes) {
