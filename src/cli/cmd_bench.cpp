@@ -87,8 +87,12 @@ int run_bench(int argc, char** argv) {
   }
   if (threads > 0) omp_set_num_threads(threads);
   const bool gpu = device == "cuda";
-  if (peak_gflops <= 0)
-    peak_gflops = default_peak_gflops(gpu ? Device::cuda : Device::cpu, dtype == "bf16" ? DType::bf16 : DType::f32, tf32);
+  std::string peak_how = "given with --peak_gflops";
+  if (peak_gflops <= 0) {
+    const PeakInfo peak = default_peak(gpu ? Device::cuda : Device::cpu, dtype == "bf16" ? DType::bf16 : DType::f32, tf32);
+    peak_gflops = peak.gflops;
+    peak_how = peak.how;
+  }
 
   Preset preset = get_preset(preset_name);
   if (batch_size > 0) preset.batch = batch_size;  // e.g. the shapes of a training run, to compare
@@ -114,6 +118,9 @@ int run_bench(int argc, char** argv) {
               long(preset.batch), long(preset.seq_len),
               gpu ? backend->device_description().c_str() : fmt::format("{} threads", omp_get_max_threads()).c_str(),
               recompute ? ", gradient checkpointing" : "");
+  const std::string routes = backend->route_report();
+  if (!routes.empty()) std::printf("%s%s", routes.c_str(), routes.back() == '\n' ? "" : "\n");
+  std::printf("MFU peak: %.0f GFLOP/s (%s)\n", peak_gflops, peak_how.c_str());
   double total_s = 0.0, loss = 0.0;
   for (int s = 0; s < warmup + steps; ++s) {
     auto t0 = std::chrono::steady_clock::now();
@@ -136,7 +143,8 @@ int run_bench(int argc, char** argv) {
     nlohmann::json j = {{"preset", preset.name}, {"dtype", dtype},     {"tokens_per_s", tokens_per_s},
                         {"gflops", gflops},      {"mfu", mfu},         {"peak_rss_mb", peak_rss_mb()},
                         {"impl", "sft"},         {"threads", omp_get_max_threads()},
-                        {"gradient_checkpointing", recompute}, {"peak_gflops", peak_gflops}};
+                        {"gradient_checkpointing", recompute}, {"peak_gflops", peak_gflops},
+                        {"peak_how", peak_how}};
     if (gpu) {
       j["device"] = "cuda";
       j["gpu"] = backend->device_description();

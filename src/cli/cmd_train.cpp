@@ -130,6 +130,8 @@ int run_train(int argc, char** argv) {
   auto backend = create_backend(cfg.device);
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
   backend->set_tf32(cfg.tf32);
+  if (const std::string routes = backend->route_report(); !routes.empty())
+    std::printf("%s%s", routes.c_str(), routes.back() == '\n' ? "" : "\n");
   const std::string& model_dir = cfg.model_name_or_path;
   LlamaConfig mcfg = load_llama_config((fs::path(model_dir) / "config.json").string());
   SFT_CHECK(mcfg.sliding_window == 0 || cfg.model_max_length <= mcfg.sliding_window, "train",

@@ -103,7 +103,9 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   int64_t bad_in_a_row = 0;
   double window_loss = 0, window_tokens_in = 0, window_flops = 0, window_seconds = 0;
   int64_t window_steps = 0;
-  const double peak_gflops = default_peak_gflops(model.backend().device(), model.backend().matmul_dtype(), cfg.tf32);
+  const PeakInfo peak = default_peak(model.backend().device(), model.backend().matmul_dtype(), cfg.tf32);
+  const double peak_gflops = peak.gflops;
+  sink.message(fmt::format("MFU peak: {:.0f} GFLOP/s ({})", peak.gflops, peak.how));
   const auto run_start = std::chrono::steady_clock::now();
   for (int64_t step = start_step; step < total; ++step) {
     const auto t0 = std::chrono::steady_clock::now();
