@@ -139,6 +139,7 @@ void attention_forward_amx(float* out, float* lse, const float* qkv, const SeqLa
       }
       store_t(out + qt.row * OC + int64_t(h) * HS, OC, Ot.data(), kB, M, HS, inv.data());
     }
+    stores_done();
     tiles_end();
   }
 }
@@ -221,12 +222,6 @@ void attention_backward_amx(float* dqkv, const float* dout, const float* qkv, co
         const int nk = tiles[size_t(tb + jt)].n;
         std::fill(dK.begin(), dK.end(), 0.0f);
         std::fill(dV.begin(), dV.end(), 0.0f);
-        for (int r = 0; r < nk; ++r)  // the dK, dV rows written after this tile: fetch them now
-          for (int e = 0; e < HS; e += 16) {
-            const float* row = dqkv + (s0 + int64_t(jt) * kB + r) * QKV + int64_t(NH + g) * HS + e;
-            __builtin_prefetch(row, 1, 2);
-            __builtin_prefetch(row + int64_t(NKV) * HS, 1, 2);
-          }
         for (int h = g * group; h < (g + 1) * group; ++h) {
           const int64_t q0 = int64_t(h) * NT + tb + jt;  // (head, tile) index of query tile jt
           for (int it = jt; it < nt; ++it) {
@@ -260,14 +255,15 @@ void attention_backward_amx(float* dqkv, const float* dout, const float* qkv, co
         }
         for (int r = 0; r < nk; ++r) {
           float* row = dqkv + (s0 + int64_t(jt) * kB + r) * QKV;
-          std::memcpy(row + int64_t(NH + g) * HS, dK.data() + r * HS, size_t(HS) * sizeof(float));
-          std::memcpy(row + int64_t(NH + NKV + g) * HS, dV.data() + r * HS, size_t(HS) * sizeof(float));
+          store_row(row + int64_t(NH + g) * HS, dK.data() + r * HS, HS);
+          store_row(row + int64_t(NH + NKV + g) * HS, dV.data() + r * HS, HS);
         }
       }
       for (int h = g * group; h < (g + 1) * group; ++h)
         store_t(dqkv + s0 * QKV + int64_t(h) * HS, QKV, dqt + int64_t(h - g * group) * HS * Tp, Tp,
                 int(T), HS, nullptr);
     }
+    stores_done();
     tiles_end();
   }
 }

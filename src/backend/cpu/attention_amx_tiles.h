@@ -39,6 +39,11 @@ void softmax_t(const float* S, float* m, float* l, float* Ot, bf16_t* pv, int HS
 void grad_t(const float* S, const float* dP, const float* lse2, const float* D, bf16_t* pt,
             bf16_t* dst, int64_t ldp, bf16_t* dsv, int M, int nk, int diag, float c, float scale);
 
+// Output rows (written once): dst[0, n) = src[0, n) (n % 16 == 0), and store_t below, use
+// non-temporal stores where aligned; stores_done() fences them before other threads read.
+void store_row(float* dst, const float* src, int n);
+void stores_done();
+
 // dst rows [0, n) (stride ld, HS wide) = srcᵀ (src (HS, ldt), columns [0, n)) · row_scale[row]
 // (when given).
 void store_t(float* dst, int64_t ld, const float* src, int64_t ldt, int n, int HS,

@@ -91,6 +91,13 @@ inline void transpose16(__m512i r[16]) {
   }
 }
 
+// Outputs are written once and not read back here: non-temporal stores where 64-byte aligned
+// (no read-for-ownership of cold lines); the caller fences (stores_done) before others read.
+inline void stream_ps(float* dst, __m512 x) {
+  if ((reinterpret_cast<uintptr_t>(dst) & 63) == 0) _mm512_stream_ps(dst, x);
+  else _mm512_storeu_ps(dst, x);
+}
+
 inline __m512 row_or_zero(const float* src, int64_t ld, int r, int n, int e) {
   return r < n ? _mm512_loadu_ps(src + r * ld + e) : _mm512_setzero_ps();
 }
@@ -138,6 +145,12 @@ void mm_32x32(float* c, int64_t ldc, const bf16_t* a, int64_t lda, const bf16_t*
 }
 
 void tiles_end() { _tile_release(); }
+
+void stores_done() { _mm_sfence(); }
+
+void store_row(float* dst, const float* src, int n) {
+  for (int e = 0; e < n; e += 16) stream_ps(dst + e, _mm512_loadu_ps(src + e));
+}
 
 // ---- packing fp32 rows src (n <= 64 valid of a 64-row tile, stride ld, HS wide) to bf16 ----
 
@@ -266,7 +279,7 @@ void store_t(float* dst, int64_t ld, const float* src, int64_t ldt, int n, int H
       for (int i = 0; i < std::min(16, n - r0); ++i) {
         __m512 x = _mm512_castsi512_ps(r[i]);
         if (row_scale) x = _mm512_mul_ps(x, _mm512_set1_ps(row_scale[r0 + i]));
-        _mm512_storeu_ps(dst + (r0 + i) * ld + e, x);
+        stream_ps(dst + (r0 + i) * ld + e, x);
       }
     }
 }
