@@ -215,14 +215,17 @@ void softmax_t(const float* S, float* m, float* l, float* Ot, bf16_t* pv, int HS
   const __m512 cv = _mm512_set1_ps(c), ninf = _mm512_set1_ps(-INFINITY), zero = _mm512_setzero_ps();
   const bool full = diag >= kB && M == kB && nk == kB;  // nothing masked (most tiles)
   for (int q0 = 0; q0 < kB; q0 += 16) {
-    __m512 mx = ninf;
+    __m512 mx[4] = {ninf, ninf, ninf, ninf};  // 4 chains: max has a 4-cycle latency
     for (int j = 0; j < nk; ++j)
-      mx = _mm512_max_ps(mx, _mm512_mask_mul_ps(ninf, full ? 0xffff : lanes(j - diag - q0, M - q0),
-                                                _mm512_loadu_ps(S + j * kB + q0), cv));
-    const __m512 m_old = _mm512_loadu_ps(m + q0), m_new = _mm512_max_ps(m_old, mx);
+      mx[j % 4] = _mm512_max_ps(
+          mx[j % 4], _mm512_mask_mul_ps(ninf, full ? 0xffff : lanes(j - diag - q0, M - q0),
+                                        _mm512_loadu_ps(S + j * kB + q0), cv));
+    const __m512 m_old = _mm512_loadu_ps(m + q0);
+    const __m512 m_new = _mm512_max_ps(
+        m_old, _mm512_max_ps(_mm512_max_ps(mx[0], mx[1]), _mm512_max_ps(mx[2], mx[3])));
     const __m512 m_use = _mm512_mask_mov_ps(m_new, _mm512_cmp_ps_mask(m_new, ninf, _CMP_EQ_OQ), zero);
     const __m512 alpha = exp2_ps(_mm512_sub_ps(m_old, m_use));
-    __m512 sum = zero;
+    __m512 sum[2] = {zero, zero};
     for (int p = 0; p < kB / 2; ++p) {
       __m512 pj[2];
       for (int t = 0; t < 2; ++t) {
@@ -230,14 +233,16 @@ void softmax_t(const float* S, float* m, float* l, float* Ot, bf16_t* pv, int HS
         const __mmask16 k = full ? 0xffff : j < nk ? lanes(j - diag - q0, M - q0) : 0;
         pj[t] = _mm512_maskz_mov_ps(
             k, exp2_ps(_mm512_fmsub_ps(_mm512_loadu_ps(S + j * kB + q0), cv, m_use)));
-        sum = _mm512_add_ps(sum, pj[t]);
+        sum[t] = _mm512_add_ps(sum[t], pj[t]);
       }
       _mm512_storeu_si512(pv + p * 2 * kB + 2 * q0, to_bf16_pairs(pj[0], pj[1]));
     }
-    _mm512_storeu_ps(l + q0, _mm512_fmadd_ps(_mm512_loadu_ps(l + q0), alpha, sum));
+    _mm512_storeu_ps(l + q0, _mm512_fmadd_ps(_mm512_loadu_ps(l + q0), alpha,
+                                             _mm512_add_ps(sum[0], sum[1])));
     _mm512_storeu_ps(m + q0, m_new);
-    for (int e = 0; e < HS; ++e)
-      _mm512_storeu_ps(Ot + e * kB + q0, _mm512_mul_ps(_mm512_loadu_ps(Ot + e * kB + q0), alpha));
+    if (_mm512_cmp_ps_mask(m_new, m_old, _CMP_NEQ_UQ))  // some column's max moved: rescale
+      for (int e = 0; e < HS; ++e)
+        _mm512_storeu_ps(Ot + e * kB + q0, _mm512_mul_ps(_mm512_loadu_ps(Ot + e * kB + q0), alpha));
   }
 }
 
