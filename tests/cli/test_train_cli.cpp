@@ -207,6 +207,36 @@ TEST_F(TrainCli, OutputsAreAnHfDirectoryAndTensorBoardReadsTheEvents) {
   for (const auto& [step, loss] : jsonl) EXPECT_FLOAT_EQ(float(tb_loss.at(step)), float(loss)) << "step " << step;
 }
 
+// MFU counts the FLOPs a run really does (packed sequence lengths, the LM head on target rows)
+// against the peak of the instruction its GEMMs run on: never above 100%, in fp32 and bf16. No
+// clamping hides a bug: the value is the logged one.
+TEST_F(TrainCli, MfuOfRealRunsIsPositiveAndAtMostOne) {
+  const fs::path bf16_dir = root_ / "mfu_bf16";
+  CmdResult r = run(train_cmd(bf16_dir, "--bf16 True --max_steps 4 --save_strategy no"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("MFU peak: "), std::string::npos) << r.out;
+  for (const fs::path& dir : {straight_dir(), bf16_dir}) {
+    std::istringstream in(read_file(dir / "metrics.jsonl"));
+    int lines = 0;
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (!j.contains("mfu")) continue;
+      ++lines;
+      EXPECT_GT(j["mfu"].get<double>(), 0.0) << dir << ": " << line;
+      EXPECT_LE(j["mfu"].get<double>(), 1.0) << dir << ": " << line;
+    }
+    EXPECT_GT(lines, 0) << dir;
+  }
+  for (const char* dtype : {"fp32", "bf16"}) {
+    CmdResult b = run(kSft + " bench --preset tiny --steps 1 --warmup 1 --json --dtype " + dtype);
+    ASSERT_EQ(b.code, 0) << b.out;
+    const auto j = nlohmann::json::parse(last_line(b.out));
+    EXPECT_GT(j["mfu"].get<double>(), 0.0) << dtype;
+    EXPECT_LE(j["mfu"].get<double>(), 1.0) << dtype << ": " << j.dump();
+    EXPECT_FALSE(j["peak_how"].get<std::string>().empty());
+  }
+}
+
 TEST_F(TrainCli, MissingInputsFailClearlyBeforeAnythingIsLoaded) {
   const fs::path out = root_ / "missing";
   CmdResult r = run(kSft + " train --model_name_or_path /nonexistent/model --data_path " + kDummyData +
