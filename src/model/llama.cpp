@@ -58,11 +58,6 @@ DecodeState::~DecodeState() {
   for (void* p : owned) backend->dealloc(p);
 }
 
-int64_t LlamaModel::num_matmul_params() const {
-  const LayerWeights& l = weights().layers.front();
-  return cfg_.num_hidden_layers * (l.wqkv.numel() + l.wo.numel() + l.wgu.numel() + l.wdown.numel()) +
-         weights().lm_head.numel();
-}
 
 // Token ids enter the model here only (training batches and generation alike): the one range check.
 static void check_tokens(const int32_t* tokens, const int32_t* targets, int64_t n, int64_t vocab, const char* what) {

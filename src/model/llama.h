@@ -87,7 +87,6 @@ class LlamaModel {
   const LlamaConfig& config() const { return cfg_; }
   Backend& backend() { return be_; }
   ParamStore& store() { return *store_; }
-  const ModelOptions& options() const { return opt_; }
   void set_recompute(bool on) { opt_.recompute = on; }
   // Views of every parameter / gradient (one process: the whole model; tests and tools).
   const Weights& weights() const { return store_->weights(); }
@@ -99,8 +98,6 @@ class LlamaModel {
   const std::vector<ParamRef>& param_table() const { return store_->param_table(); }
   // The same table over the gradient memory (same names and shapes).
   std::vector<ParamRef> grad_table() const { return build_param_table(cfg_, store_->grads()); }
-  // Matmul weight count (excludes norms, biases and the embedding lookup) for FLOP counts (§9).
-  int64_t num_matmul_params() const;
   // Parameter count of a config, and the bytes of activation buffers forward_backward() allocates
   // for a batch of N tokens (the memory check before training uses both).
   static int64_t count_params(const LlamaConfig& cfg);
