@@ -1,7 +1,10 @@
 // `sft train`: FastChat's train.py / train_mem.py flags in, an HF model directory out. Loads the
 // model and tokenizer from --model_name_or_path, tokenizes the data with labels by construction,
 // applies FastChat's RoPE rule, resumes from the newest complete checkpoint in output_dir (or
-// --resume_from_checkpoint) and runs the training loop (train/trainer.cpp).
+// --resume_from_checkpoint) and runs the training loop (train/trainer.cpp). Launched by mpirun or
+// srun as N ranks, it trains data-parallel: every rank holds the model, gradients are all-reduced
+// per unit (FSDP's no_shard / DDP), each rank reads its rows of every global batch, and only rank
+// 0 prints and writes.
 #include <omp.h>
 
 #include <cerrno>
@@ -14,9 +17,12 @@
 
 #include "backend/backend.h"
 #include "cli/commands.h"
+#include "core/log.h"
 #include "cli/options.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/replicated_store.h"
+#include "dist/world.h"
 #include "io/checkpoint.h"
 #include "io/hf_model.h"
 #include "tokenizer/tokenizer.h"
@@ -48,8 +54,10 @@ class LoaderStream final : public BatchStream {
   DataLoader& loader_;
 };
 
-LoaderOptions loader_options(const TrainConfig& c, const Tokenizer& tok, int64_t batch, bool shuffle) {
+LoaderOptions loader_options(const TrainConfig& c, const Tokenizer& tok, int64_t batch, bool shuffle, const Comm& comm) {
   LoaderOptions o;
+  o.rank = comm.rank();
+  o.world_size = comm.size();
   o.batch_size = batch;
   o.max_length = c.model_max_length;
   o.packing = c.packing;
@@ -102,9 +110,41 @@ int64_t max_batch_tokens(const Dataset& data, const DataLoader& loader, const Tr
   return rows * std::max<int64_t>(1, std::min(cfg.model_max_length, longest));
 }
 
+// --fsdp's words (HF: "full_shard auto_wrap", "shard_grad_op", "hybrid_shard", "offload", ...).
+// Across ranks only no_shard (DDP) is built so far; a sharding mode is refused, not ignored.
+void check_fsdp_mode(const std::string& fsdp, int world) {
+  if (world <= 1) return;
+  for (const char* mode : {"full_shard", "shard_grad_op", "hybrid_shard", "_hybrid_shard_zero2", "offload"})
+    SFT_CHECK(fsdp.find(mode) == std::string::npos, "train",
+              "--fsdp '{}' across {} ranks: sharded modes are not built yet; --fsdp no_shard (or none) trains "
+              "data-parallel with the whole model on every rank (gradients all-reduced)",
+              fsdp, world);
+}
+
+// What every rank must agree on: the resolved options except paths that may differ per host, the
+// training data's size, and the checkpoint the run resumes from.
+std::vector<std::pair<std::string, std::string>> config_fingerprint(const TrainConfig& cfg, const std::string& resume) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (auto& [key, value] : train_config_values(cfg)) {
+    if (key == "model_name_or_path" || key == "data_path" || key == "eval_data_path" || key == "output_dir" ||
+        key == "resume_from_checkpoint" || key == "cache_dir" || key == "threads" || key == "local_rank")
+      continue;
+    out.emplace_back(key, value);
+  }
+  std::error_code ec;
+  out.emplace_back("data_path (its size in bytes)", std::to_string(fs::file_size(cfg.data_path, ec)));
+  out.emplace_back("resume_from_checkpoint (the checkpoint found)", fs::path(resume).filename().string());
+  return out;
+}
+
 }  // namespace
 
 int run_train(int argc, char** argv) {
+  // A launcher (mpirun, srun) may have started this process as one rank of several: only rank 0
+  // prints; errors from every rank reach stderr prefixed with the rank.
+  const LaunchInfo launch = detect_launch();
+  set_process_rank(launch.rank, launch.size);
+  if (launch.rank != 0 && !std::freopen("/dev/null", "w", stdout)) fail("train", "cannot silence stdout of rank {}", launch.rank);
   ParsedOptions parsed = parse_train_options(argc, argv);
   if (parsed.help) {
     std::fputs(train_options_help().c_str(), stdout);
@@ -126,10 +166,18 @@ int run_train(int argc, char** argv) {
   require_inputs(cfg);
   require_writable_dir(cfg.output_dir);
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
+  else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
+  check_fsdp_mode(cfg.fsdp, launch.size);
 
   auto backend = create_backend(cfg.device);
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
   backend->set_tf32(cfg.tf32);
+  const std::unique_ptr<Comm> comm = make_world_comm(*backend, launch);
+  if (comm->size() > 1)
+    std::printf("data parallel: %d ranks (%s), %d threads each; --fsdp no_shard: the whole model on every rank, "
+                "gradients all-reduced per layer; global batch %ld rows\n",
+                comm->size(), launch.launcher.c_str(), omp_get_max_threads(),
+                long(cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * comm->size()));
   if (const std::string routes = backend->route_report(); !routes.empty())
     std::printf("%s%s", routes.c_str(), routes.back() == '\n' ? "" : "\n");
   const std::string& model_dir = cfg.model_name_or_path;
@@ -159,7 +207,7 @@ int run_train(int argc, char** argv) {
   const Dataset train_data = load_dataset(cfg.data_path, *tok, dopt);
   log_data_summary(train_data);
   SFT_CHECK(train_data.size() > 0, "train", "{}: no usable sample (see the issues above)", cfg.data_path);
-  DataLoader loader(train_data, loader_options(cfg, *tok, cfg.per_device_train_batch_size, true));
+  DataLoader loader(train_data, loader_options(cfg, *tok, cfg.per_device_train_batch_size, true, *comm));
   LoaderStream stream(loader);
 
   std::vector<Batch> eval_batches;
@@ -167,7 +215,7 @@ int run_train(int argc, char** argv) {
   if (!cfg.eval_data_path.empty()) {
     eval_data = std::make_unique<Dataset>(load_dataset(cfg.eval_data_path, *tok, dopt));
     log_data_summary(*eval_data);
-    DataLoader eval_loader(*eval_data, loader_options(cfg, *tok, cfg.per_device_eval_batch_size, false));
+    DataLoader eval_loader(*eval_data, loader_options(cfg, *tok, cfg.per_device_eval_batch_size, false, *comm));
     for (Batch b; eval_loader.next(b);) eval_batches.push_back(b);
   } else if (cfg.evaluation_strategy != IntervalStrategy::no) {
     std::printf("note: --evaluation_strategy %s without --eval_data_path: no evaluation\n",
@@ -185,7 +233,8 @@ int run_train(int argc, char** argv) {
               available < 0 ? "free memory unknown" : fmt::format("{:.1f} GiB available", double(available) / (1 << 30)).c_str());
   if (backend->device() == Device::cpu)  // host memory; a GPU backend checks its own device memory
     check_memory_fits(plan, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
-  LlamaModel model(mcfg, *backend, mopt);
+  LlamaModel model(mcfg, *backend, mopt,
+                   comm->size() > 1 ? std::make_unique<ReplicatedParamStore>(mcfg, *backend, *comm) : nullptr);
   load_hf_weights(model_dir, model);
 
   // Resume as FastChat does: the newest complete checkpoint in output_dir, unless one is named.
@@ -199,8 +248,10 @@ int run_train(int argc, char** argv) {
   CheckpointFiles files{model_dir, tokenizer_files(model_dir)};
   if (fs::exists(fs::path(model_dir) / "generation_config.json")) files.extra_files.push_back("generation_config.json");
 
+  check_same_config(*comm, config_fingerprint(cfg, resume));
+
   if (cfg.save_on_interrupt) install_interrupt_handlers();
-  const TrainResult r = train(cfg, model, TrainerInputs{&stream, &eval_batches, files, resume});
+  const TrainResult r = train(cfg, model, TrainerInputs{&stream, &eval_batches, files, resume}, comm.get());
   if (r.interrupted_by != 0) {
     std::printf("interrupted by %s after step %ld: saved %s; run the same command again to resume\n",
                 signal_name(r.interrupted_by), long(r.steps), r.final_dir.c_str());

@@ -7,6 +7,7 @@
 #include <string_view>
 
 #include "cli/commands.h"
+#include "core/log.h"
 #include "core/check.h"
 
 namespace {
@@ -48,10 +49,12 @@ int main(int argc, char** argv) {
     print_usage(stderr);
     return 2;
   } catch (const sft::Error& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fflush(stdout);  // what was printed before the error stays above it
+    std::fprintf(stderr, "%serror: %s\n", sft::rank_prefix().c_str(), e.what());
     return 1;
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "error: %s\n", e.what());
+    std::fflush(stdout);
+    std::fprintf(stderr, "%serror: %s\n", sft::rank_prefix().c_str(), e.what());
     return 1;
   }
 }

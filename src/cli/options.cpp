@@ -84,7 +84,7 @@ const std::vector<Option> kOptions = {
   {"seed",                 &C::seed,                 "seed for data order and anything random"},
   // accepted for compatibility
   {"fsdp",                 &C::fsdp,                 "FSDP sharding (FastChat scripts pass \"full_shard auto_wrap\")", {},
-                            "--fsdp: accepted for compatibility; single-process training needs no sharding (multi-process training will honour it)"},
+                            "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP) trains across ranks, sharded modes are not built yet"},
   {"fsdp_transformer_layer_cls_to_wrap", &C::fsdp_transformer_layer_cls_to_wrap, "FSDP wrap unit (decoder layers)", {},
                             "--fsdp_transformer_layer_cls_to_wrap: accepted for compatibility; sft always shards per decoder layer"},
   {"optim",                &C::optim,                "optimizer", {"adamw_torch", "adamw_hf", "adamw_torch_fused"}},
@@ -283,9 +283,15 @@ std::string train_options_help() {
   return s;
 }
 
+std::vector<std::pair<std::string, std::string>> train_config_values(const TrainConfig& cfg) {
+  std::vector<std::pair<std::string, std::string>> out;
+  for (const Option& o : kOptions) out.emplace_back(o.name, value_string(cfg, o));
+  return out;
+}
+
 std::string describe_train_config(const TrainConfig& cfg) {
   std::string s;
-  for (const Option& o : kOptions) s += fmt::format("  {:<36} {}\n", o.name, value_string(cfg, o));
+  for (const auto& [name, value] : train_config_values(cfg)) s += fmt::format("  {:<36} {}\n", name, value);
   return s;
 }
 

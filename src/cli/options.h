@@ -3,6 +3,7 @@
 // or `--name=value`, booleans as True/False (a bare boolean flag means True).
 #pragma once
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "train/train_config.h"
@@ -21,6 +22,8 @@ ParsedOptions parse_train_options(int argc, char** argv);
 std::string train_options_help();
 // "key: value" lines of every option, for the start-of-run echo.
 std::string describe_train_config(const TrainConfig& cfg);
+// (name, value as a flag would spell it) of every option, in table order.
+std::vector<std::pair<std::string, std::string>> train_config_values(const TrainConfig& cfg);
 // Every flag name in the table (frozen by a test so new flags are deliberate).
 std::vector<std::string> train_option_names();
 

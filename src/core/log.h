@@ -1,4 +1,5 @@
-// Logging: plain stderr lines; rank-aware once multi-process training exists (dist/).
+// Logging: plain stderr lines, prefixed with the process's rank in a multi-process job (set once
+// at start by the launcher-aware command; errors from every rank then say which rank they are).
 #pragma once
 #include <cstdio>
 #include <fmt/format.h>
@@ -6,10 +7,23 @@
 
 namespace sft {
 
+namespace detail {
+inline std::string& rank_prefix_storage() {
+  static std::string prefix;
+  return prefix;
+}
+}  // namespace detail
+
+// "[rank 3/8] " in a job of several ranks, "" otherwise.
+inline void set_process_rank(int rank, int size) {
+  detail::rank_prefix_storage() = size > 1 ? fmt::format("[rank {}/{}] ", rank, size) : std::string();
+}
+inline const std::string& rank_prefix() { return detail::rank_prefix_storage(); }
+
 template <typename... Args>
 void log_info(fmt::format_string<Args...> f, Args&&... args) {
   std::string s = fmt::format(f, std::forward<Args>(args)...);
-  std::fprintf(stderr, "%s\n", s.c_str());
+  std::fprintf(stderr, "%s%s\n", rank_prefix().c_str(), s.c_str());
 }
 
 }  // namespace sft

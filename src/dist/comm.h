@@ -1,8 +1,9 @@
 // Comm: the collectives data-parallel training needs (all-reduce, all-gather, reduce-scatter,
 // broadcast, barrier), issued asynchronously and completed with wait(). Implementations: a world
-// of one (comm_local.cpp, what every single-process run uses) and an in-process world of N
-// threads (comm_threads.cpp, for tests of the step's collective order); MPI and NCCL come next,
-// and this folder is the only place allowed to include mpi.h or nccl.h.
+// of one (comm_local.cpp, what every single-process run uses), MPI for CPU ranks launched by
+// mpirun or srun (comm_mpi.cpp, world.h picks it) and an in-process world of N threads
+// (comm_threads.cpp, for tests of the step's collective order); NCCL comes next. This folder is
+// the only place allowed to include mpi.h or nccl.h.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -40,6 +41,8 @@ class Comm {
   // ---- host collectives for a step's scalars (blocking) ----
   // v (n) = op over ranks of v. what names the reduction point (errors, collective-order tests).
   virtual void all_reduce_host(double* v, int n, ReduceOp op, const char* what) = 0;
+  // out (size * n) = every rank's in (n), in rank order.
+  virtual void all_gather_host(const double* in, int n, double* out, const char* what) = 0;
   virtual void barrier(const char* what) = 0;
 
   // Conveniences over all_reduce_host.

@@ -97,6 +97,12 @@ class ThreadComm final : public Comm {
     s_.barrier();
     std::copy(r.begin(), r.end(), v);
   }
+  void all_gather_host(const double* in, int n, double* out, const char* what) override {
+    publish("all_gather_host", what, in);
+    for (int q = 0; q < size(); ++q)
+      std::copy_n(static_cast<const double*>(s_.input[size_t(q)]), n, out + q * n);
+    s_.barrier();
+  }
   void barrier(const char* what) override {
     publish("barrier", what, nullptr);
     s_.barrier();

@@ -10,8 +10,10 @@ namespace sft {
 
 namespace fs = std::filesystem;
 
-MetricsSink::MetricsSink(const std::string& output_dir, bool tensorboard, int64_t start_step)
-    : output_dir_(output_dir), jsonl_((fs::path(output_dir) / "metrics.jsonl").string()) {
+MetricsSink::MetricsSink(const std::string& output_dir, bool tensorboard, int64_t start_step, bool writer)
+    : output_dir_(output_dir), writer_(writer) {
+  if (!writer_) return;
+  jsonl_ = std::make_unique<MetricsJsonl>((fs::path(output_dir) / "metrics.jsonl").string());
   if (tensorboard) tb_ = std::make_unique<TensorBoardWriter>((fs::path(output_dir) / "runs").string(), start_step);
 }
 
@@ -25,8 +27,10 @@ void MetricsSink::restore_history(const nlohmann::json& history) {
 }
 
 void MetricsSink::train(const TrainMetrics& m) {
-  console_.update(m);
-  jsonl_.write(m.to_json());
+  if (writer_) {
+    console_.update(m);
+    jsonl_->write(m.to_json());
+  }
   history_.push_back({{"step", m.step}, {"epoch", m.epoch}, {"loss", m.loss}, {"learning_rate", m.lr},
                       {"grad_norm", m.grad_norm}});
   plot_.train_loss.push_back({m.step, m.loss});
@@ -43,7 +47,7 @@ void MetricsSink::train(const TrainMetrics& m) {
 void MetricsSink::eval(const EvalMetrics& m) {
   const nlohmann::json line = {{"step", m.step}, {"epoch", m.epoch}, {"eval_loss", m.loss},
                                {"eval_ppl", std::exp(m.loss)}, {"eval_tokens", m.targets}};
-  jsonl_.write(line);
+  if (jsonl_) jsonl_->write(line);
   history_.push_back(line);
   plot_.eval_loss.push_back({m.step, m.loss});
   if (tb_) {
@@ -51,19 +55,27 @@ void MetricsSink::eval(const EvalMetrics& m) {
     tb_->add_scalar("eval/ppl", std::exp(m.loss), m.step);
     tb_->flush();
   }
-  console_.println(fmt::format("eval step {}: loss {:.4f}, ppl {:.3f} over {} tokens", m.step, m.loss,
-                               std::exp(m.loss), m.targets));
+  if (writer_)
+    console_.println(fmt::format("eval step {}: loss {:.4f}, ppl {:.3f} over {} tokens", m.step, m.loss,
+                                 std::exp(m.loss), m.targets));
 }
 
 void MetricsSink::skipped(int64_t step, const std::string& why, double loss, double grad_norm, int64_t bad_in_a_row) {
+  if (!writer_) return;
   console_.println(fmt::format("step {}: skipped the update ({}); {} bad step(s) in a row", step, why, bad_in_a_row));
-  jsonl_.write({{"step", step}, {"skipped", true}, {"loss", loss}, {"grad_norm", grad_norm}});
+  jsonl_->write({{"step", step}, {"skipped", true}, {"loss", loss}, {"grad_norm", grad_norm}});
 }
 
-void MetricsSink::message(const std::string& line) { console_.println(line); }
+void MetricsSink::message(const std::string& line) {
+  if (writer_) console_.println(line);
+}
 
-void MetricsSink::finish_progress() { console_.finish(); }
+void MetricsSink::finish_progress() {
+  if (writer_) console_.finish();
+}
 
-void MetricsSink::write_plot() { write_loss_plot((fs::path(output_dir_) / "loss.svg").string(), plot_, output_dir_); }
+void MetricsSink::write_plot() {
+  if (writer_) write_loss_plot((fs::path(output_dir_) / "loss.svg").string(), plot_, output_dir_);
+}
 
 }  // namespace sft

@@ -23,8 +23,9 @@ struct EvalMetrics {
 
 class MetricsSink {
  public:
-  // Writes metrics.jsonl (appending) and, when tensorboard, events under output_dir/runs.
-  MetricsSink(const std::string& output_dir, bool tensorboard, int64_t start_step);
+  // Writes metrics.jsonl (appending) and, when tensorboard, events under output_dir/runs. A sink
+  // that is not the writer (ranks other than 0) keeps the history and writes nothing.
+  MetricsSink(const std::string& output_dir, bool tensorboard, int64_t start_step, bool writer = true);
   // A resumed run's log_history (from trainer_state.json): the plot and history continue it.
   void restore_history(const nlohmann::json& history);
 
@@ -40,7 +41,8 @@ class MetricsSink {
 
  private:
   std::string output_dir_;
-  MetricsJsonl jsonl_;
+  bool writer_;
+  std::unique_ptr<MetricsJsonl> jsonl_;
   std::unique_ptr<TensorBoardWriter> tb_;
   ConsoleProgress console_;
   PlotSeries plot_;

@@ -75,7 +75,8 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
     resumed_history = state.value("log_history", nlohmann::json::array());
   }
   const bool tensorboard = cfg.report_to != ReportTo::none;  // wandb and all: TensorBoard events
-  MetricsSink sink(cfg.output_dir, tensorboard, start_step);
+  const bool writer = comm.rank() == 0;  // one rank writes logs, checkpoints and the final model
+  MetricsSink sink(cfg.output_dir, tensorboard, start_step, writer);
   sink.restore_history(resumed_history);
   if (!in.resume_dir.empty()) sink.message(fmt::format("resumed from {} at step {}", in.resume_dir, start_step));
 
@@ -87,12 +88,17 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
                           {"train_batch_size", cfg.per_device_train_batch_size}};
   };
   int64_t last_saved = -1;
+  // Every rank holds the same weights and optimizer state (a replicated store), so rank 0 writes
+  // the checkpoint and the others wait for it to be complete.
   auto save = [&](int64_t step) {
     last_saved = step;
-    const std::string dir = save_checkpoint(cfg.output_dir, step, model, opt.state(), trainer_state(step), in.files);
-    rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir);
-    sink.write_plot();
-    sink.message("saved " + dir);
+    if (writer) {
+      const std::string dir = save_checkpoint(cfg.output_dir, step, model, opt.state(), trainer_state(step), in.files);
+      rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir);
+      sink.write_plot();
+      sink.message("saved " + dir);
+    }
+    comm.barrier("checkpoint_saved");
   };
   auto run_eval = [&](int64_t step) {
     const EvalResult r = evaluate(model, comm, *in.eval);
@@ -174,9 +180,12 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   if (has_eval && !sink.has_eval_at(total)) run_eval(total);
   // The final checkpoint (for resume) and the final HF model directory in output_dir.
   if (cfg.save_strategy != IntervalStrategy::no && start_step < total) save(total);
-  save_final_model(model, cfg, in.files);
-  write_file_atomic((fs::path(cfg.output_dir) / "trainer_state.json").string(), trainer_state(total).dump(2));
-  sink.write_plot();
+  if (writer) {
+    save_final_model(model, cfg, in.files);
+    write_file_atomic((fs::path(cfg.output_dir) / "trainer_state.json").string(), trainer_state(total).dump(2));
+    sink.write_plot();
+  }
+  comm.barrier("final_model_saved");
   result.final_dir = cfg.output_dir;
   return result;
 }

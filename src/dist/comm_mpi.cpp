@@ -1,0 +1,110 @@
+// MpiComm: Comm over MPI (OpenMPI from Debian), for CPU ranks launched by mpirun or srun. Tensor
+// collectives are MPI's non-blocking ones (MPI_Iallreduce, MPI_Iallgather,
+// MPI_Ireduce_scatter_block, MPI_Ibcast) on fp32 host memory, completed by wait(); the step's
+// scalars go through MPI_Allreduce in double. Built only when CMake finds MPI (SFT_HAVE_MPI).
+#include <mpi.h>
+
+#include <unordered_map>
+
+#include "dist/world.h"
+
+namespace sft {
+
+namespace {
+
+void check_mpi(int rc, const char* call, const char* what) {
+  if (rc == MPI_SUCCESS) return;
+  char text[MPI_MAX_ERROR_STRING];
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  fail("mpi", "{} ({}) failed: {}", call, what, std::string(text, size_t(len)));
+}
+
+MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::sum ? MPI_SUM : MPI_MAX; }
+
+class MpiComm final : public Comm {
+ public:
+  MpiComm() {
+    int provided = 0;
+    check_mpi(MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided), "MPI_Init_thread", "start");
+    // Errors come back as return codes, so they name the collective instead of aborting inside MPI.
+    MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
+    MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
+    MPI_Comm_size(MPI_COMM_WORLD, &size_);
+  }
+  ~MpiComm() override {
+    for (auto& [id, req] : pending_) MPI_Wait(&req, MPI_STATUS_IGNORE);
+    MPI_Finalize();
+  }
+  int rank() const override { return rank_; }
+  int size() const override { return size_; }
+
+  CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) override {
+    host_f32(buf, what);
+    return issue(what, "MPI_Iallreduce", [&](MPI_Request* r) {
+      return MPI_Iallreduce(MPI_IN_PLACE, buf.data, int(buf.numel()), MPI_FLOAT, mpi_op(op), MPI_COMM_WORLD, r);
+    });
+  }
+  CommRequest all_gather(Tensor out, Tensor in, const char* what) override {
+    host_f32(out, what);
+    host_f32(in, what);
+    SFT_CHECK(out.numel() == in.numel() * size_, "comm", "{}: all_gather of {} into {} over {} ranks", what,
+              in.numel(), out.numel(), size_);
+    return issue(what, "MPI_Iallgather", [&](MPI_Request* r) {
+      return MPI_Iallgather(in.data, int(in.numel()), MPI_FLOAT, out.data, int(in.numel()), MPI_FLOAT,
+                            MPI_COMM_WORLD, r);
+    });
+  }
+  CommRequest reduce_scatter(Tensor out, Tensor in, ReduceOp op, const char* what) override {
+    host_f32(out, what);
+    host_f32(in, what);
+    SFT_CHECK(in.numel() == out.numel() * size_, "comm", "{}: reduce_scatter of {} into {} over {} ranks", what,
+              in.numel(), out.numel(), size_);
+    return issue(what, "MPI_Ireduce_scatter_block", [&](MPI_Request* r) {
+      return MPI_Ireduce_scatter_block(in.data, out.data, int(out.numel()), MPI_FLOAT, mpi_op(op), MPI_COMM_WORLD, r);
+    });
+  }
+  CommRequest broadcast(Tensor buf, int root, const char* what) override {
+    host_f32(buf, what);
+    return issue(what, "MPI_Ibcast", [&](MPI_Request* r) {
+      return MPI_Ibcast(buf.data, int(buf.numel()), MPI_FLOAT, root, MPI_COMM_WORLD, r);
+    });
+  }
+  void wait(CommRequest request) override {
+    auto it = pending_.find(request.id);
+    if (it == pending_.end()) return;
+    check_mpi(MPI_Wait(&it->second, MPI_STATUS_IGNORE), "MPI_Wait", "collective");
+    pending_.erase(it);
+  }
+  void all_reduce_host(double* v, int n, ReduceOp op, const char* what) override {
+    check_mpi(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, mpi_op(op), MPI_COMM_WORLD), "MPI_Allreduce", what);
+  }
+  void all_gather_host(const double* in, int n, double* out, const char* what) override {
+    check_mpi(MPI_Allgather(in, n, MPI_DOUBLE, out, n, MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather", what);
+  }
+  void barrier(const char* what) override { check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", what); }
+
+ private:
+  static void host_f32(const Tensor& t, const char* what) {
+    SFT_CHECK(t.device == Device::cpu && t.dtype == DType::f32, "comm",
+              "{}: MPI carries fp32 host tensors (CPU ranks); got {} on {}", what, dtype_name(t.dtype),
+              t.device == Device::cpu ? "cpu" : "cuda");
+  }
+  template <class Start>
+  CommRequest issue(const char* what, const char* call, Start&& start) {
+    MPI_Request r;
+    check_mpi(start(&r), call, what);
+    const int64_t id = next_id_++;
+    pending_.emplace(id, r);
+    return {id};
+  }
+  int rank_ = 0, size_ = 1;
+  int64_t next_id_ = 0;
+  std::unordered_map<int64_t, MPI_Request> pending_;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_mpi_comm() { return std::make_unique<MpiComm>(); }
+
+}  // namespace sft

@@ -1,0 +1,103 @@
+// Launch detection, the world's Comm and the same-configuration check (see world.h). This file is
+// compiled with SFT_HAVE_MPI when CMake found MPI; comm_mpi.cpp exists in the build only then.
+#include "dist/world.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <string_view>
+
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#ifndef SFT_NO_MPI_REASON
+#define SFT_NO_MPI_REASON "it was configured without MPI"
+#endif
+
+namespace sft {
+
+namespace {
+
+int env_int(const char* name, int fallback) {
+  const char* v = std::getenv(name);
+  if (!v || !*v) return fallback;
+  char* end = nullptr;
+  const long x = std::strtol(v, &end, 10);
+  SFT_CHECK(*end == '\0' && x >= 0, "launch", "{}='{}' is not a non-negative integer", name, v);
+  return int(x);
+}
+
+// FNV-1a over the text, kept to 52 bits so it travels exactly as a double.
+double hash52(std::string_view s) {
+  uint64_t h = 1469598103934665603ull;
+  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
+  return double(h & ((uint64_t(1) << 52) - 1));
+}
+
+}  // namespace
+
+LaunchInfo detect_launch() {
+  LaunchInfo l;
+  if (std::getenv("OMPI_COMM_WORLD_SIZE")) {
+    l.launcher = "mpirun";
+    l.size = env_int("OMPI_COMM_WORLD_SIZE", 1);
+    l.rank = env_int("OMPI_COMM_WORLD_RANK", 0);
+    l.local_size = env_int("OMPI_COMM_WORLD_LOCAL_SIZE", 1);
+    l.local_rank = env_int("OMPI_COMM_WORLD_LOCAL_RANK", 0);
+  } else if (std::getenv("SLURM_PROCID") && std::getenv("SLURM_NTASKS")) {
+    l.launcher = "srun";
+    l.size = env_int("SLURM_NTASKS", 1);
+    l.rank = env_int("SLURM_PROCID", 0);
+    l.local_rank = env_int("SLURM_LOCALID", 0);
+    // SLURM_TASKS_PER_NODE reads like "2(x3),1": this node's count is not in it; the first is.
+    if (const char* t = std::getenv("SLURM_TASKS_PER_NODE")) l.local_size = std::max(1, std::atoi(t));
+  } else if (std::getenv("PMI_SIZE")) {
+    l.launcher = "pmi";
+    l.size = env_int("PMI_SIZE", 1);
+    l.rank = env_int("PMI_RANK", 0);
+  }
+  SFT_CHECK(l.size >= 1 && l.rank < l.size, "launch", "rank {} outside a world of {} ({})", l.rank, l.size,
+            l.launcher);
+  return l;
+}
+
+bool mpi_built() {
+#ifdef SFT_HAVE_MPI
+  return true;
+#else
+  return false;
+#endif
+}
+
+std::string no_mpi_reason() { return mpi_built() ? "" : SFT_NO_MPI_REASON; }
+
+std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch) {
+  if (launch.size <= 1) return make_local_comm(backend);
+#ifdef SFT_HAVE_MPI
+  std::unique_ptr<Comm> c = make_mpi_comm();
+  SFT_CHECK(c->size() == launch.size, "launch", "{} started {} ranks but MPI sees a world of {}", launch.launcher,
+            launch.size, c->size());
+  return c;
+#else
+  fail("launch", "started by {} as rank {} of {}, but this build has no MPI ({}); install openmpi-bin and "
+                 "libopenmpi-dev and rebuild (scripts/setup.sh)",
+       launch.launcher, launch.rank, launch.size, SFT_NO_MPI_REASON);
+#endif
+}
+
+void check_same_config(Comm& comm, const std::vector<std::pair<std::string, std::string>>& options) {
+  const int n = int(options.size()), N = comm.size();
+  std::vector<double> mine(options.size()), all(size_t(n) * size_t(N));
+  for (size_t i = 0; i < options.size(); ++i) mine[i] = hash52(options[i].first + "=" + options[i].second);
+  comm.all_gather_host(mine.data(), n, all.data(), "config_check");
+  for (int i = 0; i < n; ++i) {
+    std::vector<int> differ;
+    for (int r = 1; r < N; ++r)
+      if (all[size_t(r) * size_t(n) + size_t(i)] != all[size_t(i)]) differ.push_back(r);
+    if (differ.empty()) continue;
+    fail("launch", "ranks run different configurations: --{} differs from rank 0's on rank(s) {} (this is rank {}, "
+                   "with '{}'); start every rank with the same flags",
+         options[size_t(i)].first, fmt::join(differ, ", "), comm.rank(), options[size_t(i)].second);
+  }
+}
+
+}  // namespace sft
