@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
-# A/B of the CPU GEMM routes (src/backend/cpu/matmul.cpp): `sft bench` tokens/s with SFT_GEMM=onednn
-# and SFT_GEMM=ours (the default where the CPU has AVX-512), alternated run by run, best of --rounds each;
-# then, with --gemm, the per-shape GFLOP/s table of tests/ops GemmBench (ours vs oneDNN).
+# A/B of the CPU GEMM routes (src/backend/cpu/gemm_route.h, matmul.cpp): `sft bench` tokens/s with
+# SFT_GEMM unset (the route chosen for this CPU: AMX, ours, or fp32 FMA math), =ours and =onednn,
+# alternated run by run; the median and all runs of --rounds each; then, with --gemm, the per-shape
+# GFLOP/s table of tests/ops GemmBench (ours vs oneDNN, and the backend's AMX path).
 #   bench/gemm_ab.sh [--sft build/sft] [--test_ops build/test_ops] [--presets "tiny small base"]
-#                    [--dtypes "bf16 fp32"] [--rounds 3] [--steps 3] [--threads 2] [--gemm]
-# GEMM_AB_WAIT, if set, is run before every measurement (e.g. a script that waits for idle CPUs:
-# the machines are shared and noisy, so compare only numbers from one invocation).
+#                    [--dtypes "bf16 fp32"] [--routes "default ours onednn"] [--rounds 3] [--steps 3]
+#                    [--threads 2] [--gemm]
+# It prints the CPU model and the routes (`sft bench` route report) first. GEMM_AB_WAIT, if set, is
+# run before every measurement (e.g. a script that waits for idle CPUs: the machines are shared and
+# noisy, so compare only numbers from one invocation).
 set -euo pipefail
 sft=build/sft test_ops=build/test_ops presets="tiny small base" dtypes="bf16 fp32"
-rounds=3 steps=3 threads=2 gemm=0
+rounds=3 steps=3 threads=2 gemm=0 routes="default ours onednn"
 while [ $# -gt 0 ]; do
   case "$1" in
     --sft) sft=$2; shift 2 ;;
@@ -16,6 +19,7 @@ while [ $# -gt 0 ]; do
     --presets) presets=$2; shift 2 ;;
     --dtypes) dtypes=$2; shift 2 ;;
     --rounds) rounds=$2; shift 2 ;;
+    --routes) routes=$2; shift 2 ;;
     --steps) steps=$2; shift 2 ;;
     --threads) threads=$2; shift 2 ;;
     --gemm) gemm=1; shift ;;
@@ -25,29 +29,33 @@ done
 
 wait_hook() { if [ -n "${GEMM_AB_WAIT:-}" ]; then $GEMM_AB_WAIT >/dev/null 2>&1 || true; fi; }
 
-# tokens/s of one run (the "tokens/s" field of sft bench's last line)
+# tokens/s of one run (the "tokens/s" field of sft bench's last line); route "default" = SFT_GEMM unset
 run() {
-  SFT_GEMM=$1 "$sft" bench --preset "$2" --dtype "$3" --threads "$threads" --steps "$steps" 2>&1 |
+  local env=$1; [ "$env" = default ] && env=""
+  SFT_GEMM=$env "$sft" bench --preset "$2" --dtype "$3" --threads "$threads" --steps "$steps" 2>&1 |
     awk '/^tokens\/s/ {print $2}'
 }
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{v[NR]=$1} END {print (NR % 2 ? v[(NR+1)/2] : (v[NR/2]+v[NR/2+1])/2)}'; }
 
-printf "%-6s %-5s | %-28s | %-28s\n" preset dtype "SFT_GEMM=onednn" "SFT_GEMM=ours (default)"
+echo "CPU: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $threads threads"
+printf "%-6s %-5s" preset dtype
+for route in $routes; do printf " | %-30s" "SFT_GEMM=$route median (runs)"; done
+printf "\n"
 for preset in $presets; do
   for dtype in $dtypes; do
-    declare -A best=([onednn]=0 [ours]=0) all=([onednn]="" [ours]="")
+    declare -A all=()
     for _ in $(seq "$rounds"); do
-      for route in onednn ours; do
+      for route in $routes; do
         wait_hook
         t=$(run "$route" "$preset" "$dtype")
         [ -z "$t" ] && { echo "sft bench failed ($preset $dtype $route)" >&2; exit 1; }
-        all[$route]="${all[$route]} $t"
-        best[$route]=$(awk -v a="${best[$route]}" -v b="$t" 'BEGIN {print (b > a ? b : a)}')
+        all[$route]="${all[$route]:-} $t"
       done
     done
-    printf "%-6s %-5s |" "$preset" "$dtype"
-    for route in onednn ours; do printf " %7s (%-18s) |" "${best[$route]}" "${all[$route]# }"; done
+    printf "%-6s %-5s" "$preset" "$dtype"
+    for route in $routes; do printf " | %7s (%-20s)" "$(echo "${all[$route]}" | median)" "${all[$route]# }"; done
     printf "\n"
-    unset best all
+    unset all
   done
 done
 
