@@ -322,6 +322,68 @@ TEST(Ops, AdamW) {
   EXPECT_NEAR(p1[0], 1.0f * (1 - 0.1f * 0.01f) - 0.1f, 1e-6);
 }
 
+// The AVX-512 element-wise kernels round like the generic loops, one rounding per operation:
+// AdamW, RoPE and RMSNorm (forward, fused forward, backward) must be bit-identical on both paths
+// (odd sizes cover the masked tails; N*C large enough to run multi-threaded).
+TEST(Ops, ElementwiseAvx512MatchesGenericBitwise) {
+  auto run = [](bool generic, auto&& body) {
+    if (generic) setenv("SFT_CPU_ISA", "generic", 1);
+    body();
+    unsetenv("SFT_CPU_ISA");
+  };
+  {  // AdamW, 3 steps
+    const int64_t n = 300007;
+    std::vector<float> out[2][3];
+    for (int gen = 0; gen < 2; ++gen) {
+      auto p = randn(size_t(n), 11), g = randn(size_t(n), 12, 0.1f);
+      std::vector<float> m(size_t(n), 0.0f), v(size_t(n), 0.0f);
+      run(gen, [&] {
+        for (int64_t step = 1; step <= 3; ++step)
+          cpu::adamw_step(p.data(), g.data(), m.data(), v.data(), n, {2e-3f, 0.9f, 0.95f, 1e-8f, 0.1f, step});
+      });
+      out[gen][0] = p, out[gen][1] = m, out[gen][2] = v;
+    }
+    for (int k = 0; k < 3; ++k) EXPECT_EQ(out[0][k], out[1][k]) << "adamw " << k;
+  }
+  for (int HS : {64, 18}) {  // RoPE forward then backward
+    const int NH = 3, NKV = 1;
+    const int64_t N = 701, QKV = int64_t(NH + 2 * NKV) * HS;
+    auto cs = randn(size_t(1024 * HS / 2), 13), sn = randn(size_t(1024 * HS / 2), 14);
+    std::vector<int32_t> pos(static_cast<size_t>(N));
+    for (int64_t i = 0; i < N; ++i) pos[size_t(i)] = int32_t((i * 7) % 1024);
+    std::vector<float> fwd[2], bwd[2];
+    for (int gen = 0; gen < 2; ++gen) {
+      auto q = randn(size_t(N * QKV), 15);
+      run(gen, [&] {
+        cpu::rope_forward(q.data(), pos.data(), cs.data(), sn.data(), N, NH, NKV, HS);
+        fwd[gen] = q;
+        cpu::rope_backward(q.data(), pos.data(), cs.data(), sn.data(), N, NH, NKV, HS);
+        bwd[gen] = q;
+      });
+    }
+    EXPECT_EQ(fwd[0], fwd[1]) << "rope forward HS " << HS;
+    EXPECT_EQ(bwd[0], bwd[1]) << "rope backward HS " << HS;
+  }
+  {  // RMSNorm
+    const int64_t N = 517, C = 200;
+    auto x = randn(size_t(N * C), 16), y = randn(size_t(N * C), 17), w = randn(size_t(C), 18);
+    auto dout = randn(size_t(N * C), 19);
+    std::vector<float> res[2][6];
+    for (int gen = 0; gen < 2; ++gen) {
+      std::vector<float> out(static_cast<size_t>(N * C)), rstd(static_cast<size_t>(N)), rs(out), out2(out), rstd2(rstd);
+      auto dx = randn(size_t(N * C), 20), dw = randn(size_t(C), 21);
+      run(gen, [&] {
+        cpu::rms_norm_forward(out.data(), rstd.data(), x.data(), w.data(), N, C, 1e-5f);
+        cpu::residual_rms_norm_forward(rs.data(), out2.data(), rstd2.data(), x.data(), y.data(), w.data(), N, C, 1e-5f);
+        cpu::rms_norm_backward(dx.data(), dw.data(), dout.data(), x.data(), w.data(), rstd.data(), N, C);
+      });
+      res[gen][0] = out, res[gen][1] = rstd, res[gen][2] = out2, res[gen][3] = rstd2;
+      res[gen][4] = dx, res[gen][5] = dw;
+    }
+    for (int k = 0; k < 6; ++k) EXPECT_EQ(res[0][k], res[1][k]) << "rms_norm output " << k;
+  }
+}
+
 TEST(Ops, SumSquares) {
   for (int64_t n : {0, 1, 1000, (1 << 16) + 1, 1 << 20}) {
     auto x = randn(size_t(n), 9);
