@@ -1,9 +1,7 @@
 // CpuBackend: memory and the op table, forwarding to the kernels of kernels.h after checking
-// shapes. GEMMs live in matmul.cpp. Large copies and zero fills are split into 1 MB chunks over
-// the OpenMP threads (one core's stores do not saturate memory).
+// shapes. GEMMs live in matmul.cpp.
 #include "backend/cpu/backend_cpu.h"
 
-#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -11,26 +9,6 @@
 #include "backend/cpu/kernels.h"
 
 namespace sft {
-
-namespace {
-
-// memcpy (src) or memset 0 (src == nullptr) of bytes, in static 1 MB chunks where large
-void chunked_copy_or_zero(void* dst, const void* src, size_t bytes) {
-  constexpr size_t kChunk = size_t(1) << 20;
-  if (bytes < 4 * kChunk) {
-    if (src) std::memcpy(dst, src, bytes); else std::memset(dst, 0, bytes);
-    return;
-  }
-  const int64_t chunks = int64_t((bytes + kChunk - 1) / kChunk);
-#pragma omp parallel for schedule(static)
-  for (int64_t c = 0; c < chunks; ++c) {
-    const size_t off = size_t(c) * kChunk, len = std::min(kChunk, bytes - off);
-    char* d = static_cast<char*>(dst) + off;
-    if (src) std::memcpy(d, static_cast<const char*>(src) + off, len); else std::memset(d, 0, len);
-  }
-}
-
-}  // namespace
 
 void* CpuBackend::alloc(size_t bytes) {
   size_t rounded = (bytes + 63) / 64 * 64;
@@ -45,11 +23,11 @@ void CpuBackend::dealloc(void* ptr) {
 }
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
   weights_written(dst, bytes);
-  chunked_copy_or_zero(dst, src, bytes);
+  std::memcpy(dst, src, bytes);
 }
 void CpuBackend::fill_zero(Tensor t) {
   weights_written(t.data, t.nbytes());
-  chunked_copy_or_zero(t.data, nullptr, t.nbytes());
+  std::memset(t.data, 0, t.nbytes());
 }
 
 void CpuBackend::embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) {
