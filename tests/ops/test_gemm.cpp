@@ -2,8 +2,9 @@
 // forms (forward x·wᵀ, dx = dout·w, dw += doutᵀ·x) and the fourth transpose pair, fp32 and bf16,
 // ragged sizes (1, primes, several k- and n-blocks), leading dimensions past the row, bias and
 // accumulation, 1 and 2 threads; bf16 rounding bit-exact to f32_to_bf16; CpuBackend's two GEMM
-// routes (default: ours; SFT_GEMM=onednn) agreeing. GemmBench (disabled by default: run with
-// --gtest_also_run_disabled_tests) prints GFLOP/s of ours and oneDNN on the model's shapes.
+// routes (default; SFT_GEMM=onednn) agreeing. GemmBench (disabled by default: run with
+// --gtest_also_run_disabled_tests) prints GFLOP/s of ours and oneDNN on the model's shapes, and of
+// CpuBackend's linear layers on this CPU's route (bf16: AMX where usable).
 #include <gtest/gtest.h>
 #include <omp.h>
 
@@ -273,6 +274,51 @@ TEST(GemmBench, DISABLED_ModelShapes) {
                     best[0] / best[1], best[2], best[3], best[2] / best[3], best[4], best[2] / best[4]);
         std::fflush(stdout);
       }
+    }
+  }
+}
+
+// CpuBackend's linear layers on the route chosen for this CPU (bf16: AMX where usable), as the
+// model calls them: forward, and backward (dx and dw) counted together; includes the per-call
+// bf16 rounding of activations; weights are packed once (copies kept: the contract is used).
+TEST(GemmBench, DISABLED_BackendLinear) {
+  const int reps = std::getenv("SFT_BENCH_REPS") ? std::atoi(std::getenv("SFT_BENCH_REPS")) : 5;
+  struct Preset {
+    const char* name;
+    int64_t C, FF;
+  };
+  const Preset presets[] = {{"tiny", 288, 768}, {"small", 512, 1376}, {"base", 768, 2048}};
+  auto be = create_backend("cpu");
+  be->invalidate_weight_copies(nullptr, 0);
+  std::printf("%s\nGFLOP/s, %d threads, N = 2048 tokens: bf16 forward, backward (dx + dw) | fp32 forward, backward\n",
+              be->route_report().c_str(), omp_get_max_threads());
+  for (const Preset& p : presets) {
+    const struct {
+      const char* name;
+      int64_t OC, IC;
+    } layers[] = {{"qkv", 3 * p.C, p.C}, {"o", p.C, p.C}, {"gate_up", 2 * p.FF, p.C}, {"down", p.C, p.FF},
+                  {"head", 32000, p.C}};
+    for (const auto& l : layers) {
+      const int64_t T = 2048, OC = l.OC, IC = l.IC;
+      auto x = randn(size_t(T * IC), 1), w = randn(size_t(OC * IC), 2), d = randn(size_t(T * OC), 3);
+      std::vector<float> out(size_t(T * OC)), dx(size_t(T * IC)), dw(size_t(OC * IC));
+      const Tensor tx(x.data(), DType::f32, {T, IC}), tw(w.data(), DType::f32, {OC, IC});
+      const Tensor tout(out.data(), DType::f32, {T, OC}), td(d.data(), DType::f32, {T, OC});
+      const Tensor tdx(dx.data(), DType::f32, {T, IC}), tdw(dw.data(), DType::f32, {OC, IC});
+      const double gf = 2.0 * double(T) * double(OC) * double(IC) * 1e-9;
+      std::printf("%-6s %-7s %6lld x %5lld:", p.name, l.name, (long long)OC, (long long)IC);
+      for (DType dt : {DType::bf16, DType::f32}) {
+        be->set_matmul_dtype(dt);
+        double fwd = 0, bwd = 0;
+        for (int round = 0; round < 3; ++round) {
+          fwd = std::max(fwd, gf / best_seconds(reps, [&] { be->linear_forward(tout, tx, tw, Tensor(), false); }));
+          bwd = std::max(bwd, 2 * gf / best_seconds(reps, [&] {
+                           be->linear_backward(tdx, tdw, Tensor(), td, tx, tw, false);
+                         }));
+        }
+        std::printf(" %6.0f %6.0f %s", fwd, bwd, dt == DType::bf16 ? "|" : "\n");
+      }
+      std::fflush(stdout);
     }
   }
 }
