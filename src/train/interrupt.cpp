@@ -29,6 +29,10 @@ void install_interrupt_handlers() {
   sa.sa_flags = SA_RESTART;  // file writes in progress continue; the trainer checks between steps
   sigaction(SIGINT, &sa, nullptr);
   sigaction(SIGTERM, &sa, nullptr);
+  // mpirun forwards SIGUSR1/SIGUSR2 to every rank (it follows SIGTERM with SIGKILL within
+  // seconds): `kill -USR1 <mpirun pid>` is how a multi-process job is stopped with a save.
+  sigaction(SIGUSR1, &sa, nullptr);
+  sigaction(SIGUSR2, &sa, nullptr);
 }
 
 int interrupt_signal() { return g_signal.load(); }
@@ -37,6 +41,8 @@ const char* signal_name(int sig) {
   switch (sig) {
     case SIGINT: return "SIGINT";
     case SIGTERM: return "SIGTERM";
+    case SIGUSR1: return "SIGUSR1";
+    case SIGUSR2: return "SIGUSR2";
     default: return "a signal";
   }
 }

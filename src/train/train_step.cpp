@@ -62,6 +62,10 @@ EvalResult evaluate(LlamaModel& model, Comm& comm, const std::vector<Batch>& bat
   return {v[1] > 0 ? v[0] / v[1] : NAN, int64_t(v[1])};
 }
 
-bool agree_to_stop(Comm& comm, bool stop_here) { return comm.any(stop_here, "stop_decision"); }
+int agree_to_stop(Comm& comm, int signal_here) {
+  double v = double(signal_here);
+  comm.all_reduce_host(&v, 1, ReduceOp::max, "stop_decision");
+  return int(v);
+}
 
 }  // namespace sft

@@ -51,8 +51,8 @@ struct EvalResult {
 };
 EvalResult evaluate(LlamaModel& model, Comm& comm, const std::vector<Batch>& batches);
 
-// Whether any rank saw a stop request (SIGINT/SIGTERM reaches one rank first): reduction point
-// "stop_decision", once per step.
-bool agree_to_stop(Comm& comm, bool stop_here);
+// The stop request any rank saw (a signal reaches one rank first): reduction point
+// "stop_decision", once per step. Returns the highest signal number seen, 0 for none.
+int agree_to_stop(Comm& comm, int signal_here);
 
 }  // namespace sft

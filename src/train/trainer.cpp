@@ -3,7 +3,6 @@
 #include "train/trainer.h"
 
 #include <chrono>
-#include <csignal>
 #include <cmath>
 #include <filesystem>
 #include <memory>
@@ -168,10 +167,11 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
       save(done);
     // SIGINT/SIGTERM: the step is complete, so save it and stop; the same command resumes exactly.
     // Every rank takes the decision together (one may have seen the signal first).
-    if (cfg.save_on_interrupt && agree_to_stop(comm, interrupt_signal() != 0) && done != total) {
+    const int stop = cfg.save_on_interrupt ? agree_to_stop(comm, interrupt_signal()) : 0;
+    if (stop != 0 && done != total) {
       sink.finish_progress();
       if (last_saved != done) save(done);
-      result.interrupted_by = interrupt_signal() != 0 ? interrupt_signal() : SIGTERM;
+      result.interrupted_by = stop;
       result.final_dir = (fs::path(cfg.output_dir) / fmt::format("checkpoint-{}", done)).string();
       return result;
     }

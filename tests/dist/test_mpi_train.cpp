@@ -1,19 +1,28 @@
 // `mpirun -np N sft train` (CPU ranks over OpenMPI, FSDP's no_shard / DDP): two ranks with one
 // micro-batch each train exactly what one process trains accumulating two, step by step and in
-// the final weights; ranks started with different options refuse with the option's name; a rank
+// the final weights; SIGUSR1 to mpirun makes every rank agree on one step, rank 0 save it, and the
+// same command resume to the straight run's losses and weights bit for bit; ranks started with
+// different options refuse with the option's name; a rank
 // that fails alone (bad input seen only by it) ends the whole job with its rank named; sharded
 // --fsdp modes across ranks are refused, not ignored. Every job is bounded by mpirun --timeout.
 // Skips visibly where this build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
+#include <signal.h>
+#include <sys/wait.h>
+
+#include <chrono>
 #include <cmath>
 #include <sstream>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "../cli/cli_test_util.h"
 #include "dist/world.h"
 #include "io/safetensors.h"
+
+#include <map>
 
 using namespace cli_test;
 
@@ -28,7 +37,8 @@ const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "
 // mpirun as root in a container: allowed explicitly, shared-memory copies without CMA, ranks may
 // outnumber cores, and a hang fails the job instead of blocking CI.
 std::string mpirun(int np) {
-  return "OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
+  // env, not shell assignments: `exec env ... mpirun` keeps mpirun's pid for signals.
+  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
          "mpirun --oversubscribe --timeout 240 -np " + std::to_string(np) + " ";
 }
 
@@ -123,4 +133,46 @@ TEST_F(MpiTrain, ShardedModesAcrossRanksAreRefusedNotIgnored) {
   CmdResult r = run(mpirun(2) + train(root_ / "sharded", "--per_device_train_batch_size 2 --fsdp 'full_shard auto_wrap'"));
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("sharded modes are not built yet"), std::string::npos) << r.out;
+}
+
+TEST_F(MpiTrain, Sigusr1ToMpirunSavesOnEveryRankAndTheSameCommandResumesExactly) {
+  const std::string flags = "--per_device_train_batch_size 2 --max_steps 12 --save_strategy steps --save_steps 2";
+  const fs::path straight = root_ / "usr1_straight", out = root_ / "usr1", log = root_ / "usr1.log";
+  auto cmd = [&](const fs::path& dir) { return mpirun(2) + train(dir, flags); };
+  CmdResult r = run(cmd(straight));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd(out) + " > " + log.string() + " 2>&1").c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(240);
+  while (!fs::exists(out / "checkpoint-2" / "checkpoint_complete.json") && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  kill(pid, SIGUSR1);  // mpirun forwards it to every rank
+  int status = 0;
+  waitpid(pid, &status, 0);
+  const std::string text = read_file(log);
+  ASSERT_TRUE(WIFEXITED(status)) << text;
+  EXPECT_EQ(WEXITSTATUS(status), 128 + SIGUSR1) << text;
+  const size_t at = text.find("interrupted by SIGUSR1 after step ");
+  ASSERT_NE(at, std::string::npos) << "the job ended before the signal:\n" << text;
+  const int64_t step = std::stoll(text.substr(at + 34));
+  EXPECT_TRUE(fs::exists(out / ("checkpoint-" + std::to_string(step)) / "checkpoint_complete.json")) << text;
+
+  r = run(cmd(out));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from " + (out / ("checkpoint-" + std::to_string(step))).string()), std::string::npos)
+      << r.out;
+  std::map<int64_t, double> a, b;
+  for (auto [dir, m] : {std::pair{straight, &a}, std::pair{out, &b}}) {
+    std::istringstream in(read_file(dir / "metrics.jsonl"));
+    for (std::string line; std::getline(in, line);) {
+      const auto j = nlohmann::json::parse(line);
+      if (j.contains("loss") && !j.contains("skipped")) (*m)[j["step"].get<int64_t>()] = j["loss"].get<double>();
+    }
+  }
+  ASSERT_EQ(a.size(), 12u);
+  EXPECT_EQ(a, b);  // bit for bit: the same ranks reduce in the same order
+  EXPECT_TRUE(read_file(straight / "model.safetensors") == read_file(out / "model.safetensors"));
 }

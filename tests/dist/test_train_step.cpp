@@ -96,7 +96,7 @@ void run_ranks(int n, Body&& body) {
 TEST(TrainStep, RanksIssueTheSameCollectivesWhateverTheirData) {
   ThreadWorld world(2);
   std::vector<std::vector<float>> params(2);
-  std::vector<bool> stop(2);
+  std::vector<int> stop(2);
   std::vector<EvalResult> eval(2);
   run_ranks(2, [&](int r) {
     Rank rank(world.comm(r));
@@ -111,7 +111,7 @@ TEST(TrainStep, RanksIssueTheSameCollectivesWhateverTheirData) {
     const std::vector<Batch> eval_batches = r == 0 ? std::vector<Batch>{make_batch(2, 8, 4)}
                                                    : std::vector<Batch>{empty_batch()};
     eval[size_t(r)] = evaluate(*rank.model, world.comm(r), eval_batches);
-    stop[size_t(r)] = agree_to_stop(world.comm(r), r == 1);  // only rank 1 saw the signal
+    stop[size_t(r)] = agree_to_stop(world.comm(r), r == 1 ? 10 : 0);  // only rank 1 saw a signal (SIGUSR1)
     params[size_t(r)] = rank.params();
   });
   EXPECT_EQ(world.log(0), world.log(1));
@@ -128,7 +128,8 @@ TEST(TrainStep, RanksIssueTheSameCollectivesWhateverTheirData) {
   EXPECT_EQ(points, want);
   const int64_t grads_ready = std::count(log.begin(), log.end(), "all_reduce:grads_ready");
   EXPECT_EQ(grads_ready, 2 * 2 * (2 + 2));  // steps × micro-batches × units (embed, 2 layers, head)
-  EXPECT_TRUE(stop[0] && stop[1]);
+  EXPECT_EQ(stop[0], 10);
+  EXPECT_EQ(stop[1], 10);
   EXPECT_EQ(eval[0].targets, 14);
   EXPECT_EQ(eval[1].targets, 14);
   EXPECT_EQ(eval[0].loss, eval[1].loss);
