@@ -321,9 +321,11 @@ static SeqLayout seq_layout(const Batch& batch, int64_t sliding_window) {
 // Units in the order of use: the embedding, each decoder layer, the head (final norm + LM head).
 // With tied embeddings the LM head is the embedding's memory, so that unit stays acquired until
 // the head is done (and, in training, until the embedding's own backward).
-double LlamaModel::forward(const Batch& batch, float* logits) {
+// forward_to_head: the walk both passes share — the embedding, every decoder layer (activations
+// kept for backward when save), the final norm; returns with the head unit acquired (and, tied,
+// the embedding's).
+SeqLayout LlamaModel::forward_to_head(const Batch& batch, bool save) {
   ParamStore& ps = *store_;
-  const bool tied = cfg_.tie_word_embeddings;
   const int64_t N = batch.num_tokens();
   const SeqLayout seqs = N ? seq_layout(batch, cfg_.sliding_window) : SeqLayout{};
   be_.begin_pass();
@@ -332,48 +334,35 @@ double LlamaModel::forward(const Batch& batch, float* logits) {
   Acts& a = *acts_;
   ps.acquire(ps.unit_embed());
   if (N) be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), ps.weights().embed);
-  if (!tied) ps.release(ps.unit_embed());
+  if (!cfg_.tie_word_embeddings) ps.release(ps.unit_embed());
   for (int l = 0; l < int(cfg_.num_hidden_layers); ++l) {
     ps.acquire(ps.unit_layer(l));
-    if (N) layer_forward(l, batch, seqs, false);
+    if (N) layer_forward(l, batch, seqs, save);
     ps.release(ps.unit_layer(l));
   }
   ps.acquire(ps.unit_head());
-  double loss = 0.0;
-  if (N) {
+  if (N)
     be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), ps.weights().final_norm,
                          float(cfg_.rms_norm_eps));
-    loss = head_forward(batch, logits);
-  }
+  return seqs;
+}
+
+double LlamaModel::forward(const Batch& batch, float* logits) {
+  ParamStore& ps = *store_;
+  forward_to_head(batch, false);
+  const double loss = batch.num_tokens() ? head_forward(batch, logits) : 0.0;
   ps.release(ps.unit_head());
-  if (tied) ps.release(ps.unit_embed());
+  if (cfg_.tie_word_embeddings) ps.release(ps.unit_embed());
   return loss;
 }
 
 double LlamaModel::forward_backward(const Batch& batch, float loss_scale) {
   ParamStore& ps = *store_;
-  const bool tied = cfg_.tie_word_embeddings;
   const int64_t N = batch.num_tokens();
-  const SeqLayout seqs = N ? seq_layout(batch, cfg_.sliding_window) : SeqLayout{};
-  be_.begin_pass();
-  ensure_capacity(batch);
-  if (N) prepare_rope(batch);
-  const int L = int(cfg_.num_hidden_layers);
+  const SeqLayout seqs = forward_to_head(batch, true);
   Acts& a = *acts_;
-  // forward
-  ps.acquire(ps.unit_embed());
-  if (N) be_.embedding_forward(rows(a.res[0], N), batch.tokens.data(), ps.weights().embed);
-  if (!tied) ps.release(ps.unit_embed());
-  for (int l = 0; l < L; ++l) {
-    ps.acquire(ps.unit_layer(l));
-    if (N) layer_forward(l, batch, seqs, true);
-    ps.release(ps.unit_layer(l));
-  }
-  ps.acquire(ps.unit_head());
   double loss = 0.0;
   if (N) {
-    be_.rms_norm_forward(rows(a.xf, N), a.rstdf, rows(a.res.back(), N), ps.weights().final_norm,
-                         float(cfg_.rms_norm_eps));
     loss = head_forward_backward(batch, loss_scale);
     // backward
     Tensor dres = rows(a.dres, N);
@@ -383,13 +372,13 @@ double LlamaModel::forward_backward(const Batch& batch, float loss_scale) {
   }
   ps.grads_ready(ps.unit_head());
   ps.release(ps.unit_head());
-  for (int l = L - 1; l >= 0; --l) {
+  for (int l = int(cfg_.num_hidden_layers) - 1; l >= 0; --l) {
     ps.acquire(ps.unit_layer(l));
     if (N) layer_backward(l, batch, seqs);
     ps.grads_ready(ps.unit_layer(l));
     ps.release(ps.unit_layer(l));
   }
-  if (!tied) ps.acquire(ps.unit_embed());
+  if (!cfg_.tie_word_embeddings) ps.acquire(ps.unit_embed());
   if (N) be_.embedding_backward(ps.grads().embed, rows(a.dres, N), batch.tokens.data());
   ps.grads_ready(ps.unit_embed());
   ps.release(ps.unit_embed());

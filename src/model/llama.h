@@ -116,6 +116,7 @@ class LlamaModel {
   template <class Alloc>
   static void lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc);
   void prepare_rope(const Batch& batch);
+  SeqLayout forward_to_head(const Batch& batch, bool save);
   void fill_rope(RopeTables& rope, int64_t P, int64_t seq_len);
   // out (n, C) = decoder layer l of x (n, C); the op sequence of training and generation. out may
   // be x. qkv receives q|k|v rows (a.qkv, or the cache rows of the new tokens).
