@@ -1,0 +1,107 @@
+// Jinja evaluator: renders a parsed template against a context of values, with Jinja2's scoping
+// (a for loop or macro body is its own scope; `namespace()` is how a loop writes outside it),
+// default Undefined semantics (prints as "", is falsy, iterates as empty; attribute access on it
+// is an error), the loop-controls extension (break/continue) and HF's {% generation %} spans.
+// Template is the public entry point. Reference: Jinja2 template designer docs; HF
+// transformers utils/chat_template_utils.py (_compile_jinja_template: the environment HF uses).
+#pragma once
+#include <ctime>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <vector>
+
+#include "data/jinja_parser.h"
+#include "data/jinja_value.h"
+
+namespace sft::jinja {
+
+struct RenderOptions {
+  std::optional<std::time_t> now;  // the time strftime_now() formats (local time); default: now
+};
+
+struct RenderResult {
+  std::string text;
+  // [begin, end) byte ranges of `text` rendered inside {% generation %} blocks, in order.
+  std::vector<std::pair<size_t, size_t>> generation_spans;
+};
+
+// Bounds on one render (templates are untrusted input).
+constexpr int64_t kMaxSteps = 10'000'000;         // loop iterations + macro calls
+constexpr size_t kMaxOutputBytes = size_t(64) << 20;
+constexpr int kMaxCallDepth = 64;                 // nested macro calls
+constexpr int64_t kMaxRange = 100'000;            // range() length, as Jinja's sandbox
+
+// A compiled template: parse once, render many times (render is const and thread-safe).
+class Template {
+ public:
+  // Parses `source`; a syntax error or unsupported construct throws sft::Error naming `name`,
+  // line and column. Whitespace rules are HF's: trim_blocks and lstrip_blocks on.
+  explicit Template(std::string_view source, std::string name = "chat_template");
+
+  // Renders with `context` as the template's variables (messages, add_generation_prompt, ...).
+  // Runtime errors (raise_exception, type errors, undefined attributes) throw sft::Error.
+  RenderResult render(const Dict& context, const RenderOptions& opts = {}) const;
+
+  const std::string& name() const { return program_->name; }
+
+ private:
+  std::shared_ptr<const Program> program_;
+};
+
+// The tree walker; exposed for the builtins (filters, tests, globals) that call back into it.
+class Evaluator {
+ public:
+  Evaluator(const Program& program, const Dict& context, const RenderOptions& opts);
+  RenderResult run();
+
+  [[noreturn]] void fail(SourcePos pos, const std::string& message) const;
+  // Calls a function value (a macro or a global) with evaluated arguments.
+  Value call(const Value& callee, const CallArgs& args, SourcePos pos);
+  // obj.name as Jinja resolves it (item lookup for dicts); undefined when absent.
+  Value get_attr(const Value& obj, const std::string& name, SourcePos pos);
+  // Counts one unit of work against kMaxSteps.
+  void step(SourcePos pos);
+  const RenderOptions& options() const { return opts_; }
+
+ private:
+  enum class Flow { normal, break_loop, continue_loop };
+  struct Frame {
+    Dict vars;
+    bool barrier = false;  // a macro frame: lookups skip to the top-level frame after it
+  };
+
+  Flow exec_body(const Body& body);
+  Flow exec(const Stmt& s);
+  void exec_for(const Stmt& s);
+  void exec_call_block(const Stmt& s);
+  Value call_macro(const Stmt& macro, const CallArgs& args, SourcePos pos);
+  std::string render_body(const Body& body);
+
+  Value eval(const Expr& e);
+  Value eval_binary(const Expr& e);
+  Value eval_compare(const Expr& e);
+  Value eval_call(const Expr& e);
+  CallArgs eval_args(const Expr& e);
+  Value get_item(const Value& obj, const Value& key, SourcePos pos);
+  Value slice(const Value& obj, const Expr& e);
+
+  Value lookup(const std::string& name) const;
+  void assign(const Target& t, Value v, SourcePos pos);
+  void write(std::string_view text, SourcePos pos);
+
+  const Program& program_;
+  const Dict& context_;
+  const RenderOptions& opts_;
+  Dict globals_;
+  std::vector<Frame> frames_;
+  std::string output_;
+  std::string* out_ = &output_;
+  std::vector<std::pair<size_t, size_t>> generation_spans_;
+  int64_t steps_ = 0;
+  int call_depth_ = 0;
+};
+
+}  // namespace sft::jinja

@@ -1,0 +1,310 @@
+// Values: conversion from JSON (order kept), Python truthiness, str()/repr(), ==/<, and
+// json.dumps as HF's tojson filter calls it (ensure_ascii=False by default, indent, separators,
+// sort_keys). Reference: CPython Objects/floatobject.c repr rules, Lib/json/encoder.py.
+#include "data/jinja_value.h"
+
+#include <algorithm>
+#include <charconv>
+#include <cmath>
+
+#include <fmt/format.h>
+
+#include "tokenizer/utf8.h"
+
+namespace sft::jinja {
+
+const Value* Dict::find(std::string_view key) const {
+  for (const auto& [k, v] : items_)
+    if (k == key) return &v;
+  return nullptr;
+}
+
+void Dict::set(std::string key, Value value) {
+  for (auto& [k, v] : items_) {
+    if (k == key) {
+      v = std::move(value);
+      return;
+    }
+  }
+  items_.emplace_back(std::move(key), std::move(value));
+}
+
+Value Value::from_json(const nlohmann::ordered_json& j) {
+  switch (j.type()) {
+    case nlohmann::ordered_json::value_t::null: return Value(None{});
+    case nlohmann::ordered_json::value_t::boolean: return Value(j.get<bool>());
+    case nlohmann::ordered_json::value_t::number_integer: return Value(j.get<int64_t>());
+    case nlohmann::ordered_json::value_t::number_unsigned: {
+      const uint64_t u = j.get<uint64_t>();
+      return u <= static_cast<uint64_t>(INT64_MAX) ? Value(static_cast<int64_t>(u)) : Value(static_cast<double>(u));
+    }
+    case nlohmann::ordered_json::value_t::number_float: return Value(j.get<double>());
+    case nlohmann::ordered_json::value_t::string: return Value(j.get<std::string>());
+    case nlohmann::ordered_json::value_t::array: {
+      List l;
+      l.reserve(j.size());
+      for (const auto& e : j) l.push_back(from_json(e));
+      return Value(std::move(l));
+    }
+    case nlohmann::ordered_json::value_t::object: {
+      Dict d;
+      for (const auto& [k, v] : j.items()) d.set(k, from_json(v));
+      return Value(std::move(d));
+    }
+    default: return Value(None{});
+  }
+}
+
+bool Value::truthy() const {
+  return std::visit(
+      [](const auto& x) -> bool {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Undefined> || std::is_same_v<T, None>) return false;
+        else if constexpr (std::is_same_v<T, bool>) return x;
+        else if constexpr (std::is_same_v<T, int64_t> || std::is_same_v<T, double>) return x != 0;
+        else if constexpr (std::is_same_v<T, std::string>) return !x.empty();
+        else if constexpr (std::is_same_v<T, ListPtr> || std::is_same_v<T, DictPtr>) return !x->empty();
+        else return true;
+      },
+      data);
+}
+
+std::string Value::type_name() const {
+  static constexpr const char* kNames[] = {"Undefined", "NoneType", "bool", "int", "float", "str",
+                                           "list", "dict", "Namespace", "function"};
+  return kNames[data.index()];
+}
+
+std::string float_repr(double f) {
+  if (std::isnan(f)) return "nan";
+  if (std::isinf(f)) return f > 0 ? "inf" : "-inf";
+  if (f == 0) return std::signbit(f) ? "-0.0" : "0.0";
+  // Shortest round-trip digits in scientific form, then CPython's layout rule: positional for
+  // decimal exponents -4 <= e < 16, scientific otherwise.
+  char buf[64];
+  auto [end, ec] = std::to_chars(buf, buf + sizeof(buf), f, std::chars_format::scientific);
+  std::string sci(buf, end);
+  const size_t epos = sci.find('e');
+  std::string mant = sci.substr(0, epos);
+  const int exp = std::stoi(sci.substr(epos + 1));
+  const bool neg = mant[0] == '-';
+  if (neg) mant.erase(0, 1);
+  std::string digits;
+  for (char c : mant)
+    if (c != '.') digits += c;
+  std::string out;
+  if (exp >= -4 && exp < 16) {
+    if (exp < 0) {
+      out = "0." + std::string(-exp - 1, '0') + digits;
+    } else if (static_cast<size_t>(exp) + 1 >= digits.size()) {
+      out = digits + std::string(exp + 1 - digits.size(), '0') + ".0";
+    } else {
+      out = digits.substr(0, exp + 1) + "." + digits.substr(exp + 1);
+    }
+  } else {
+    out = digits.substr(0, 1);
+    if (digits.size() > 1) out += "." + digits.substr(1);
+    out += fmt::format("e{}{:02d}", exp < 0 ? '-' : '+', std::abs(exp));
+  }
+  return neg ? "-" + out : out;
+}
+
+namespace {
+
+// Python repr() of a str: single quotes unless the text has ' and no ".
+std::string string_repr(const std::string& s) {
+  const char q = (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
+  std::string out(1, q);
+  for (unsigned char c : s) {
+    if (c == '\\') out += "\\\\";
+    else if (c == static_cast<unsigned char>(q)) out += '\\', out += q;
+    else if (c == '\n') out += "\\n";
+    else if (c == '\r') out += "\\r";
+    else if (c == '\t') out += "\\t";
+    else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
+    else out += static_cast<char>(c);
+  }
+  return out + q;
+}
+
+}  // namespace
+
+std::string Value::str() const {
+  if (is_undefined()) return "";
+  if (is_string()) return str_ref();
+  return repr();
+}
+
+std::string Value::repr() const {
+  return std::visit(
+      [](const auto& x) -> std::string {
+        using T = std::decay_t<decltype(x)>;
+        if constexpr (std::is_same_v<T, Undefined>) return "";
+        else if constexpr (std::is_same_v<T, None>) return "None";
+        else if constexpr (std::is_same_v<T, bool>) return x ? "True" : "False";
+        else if constexpr (std::is_same_v<T, int64_t>) return std::to_string(x);
+        else if constexpr (std::is_same_v<T, double>) return float_repr(x);
+        else if constexpr (std::is_same_v<T, std::string>) return string_repr(x);
+        else if constexpr (std::is_same_v<T, ListPtr>) {
+          std::string out = "[";
+          for (size_t i = 0; i < x->size(); ++i) out += (i ? ", " : "") + (*x)[i].repr();
+          return out + "]";
+        } else if constexpr (std::is_same_v<T, DictPtr>) {
+          std::string out = "{";
+          bool first = true;
+          for (const auto& [k, v] : *x) out += (first ? "" : ", ") + string_repr(k) + ": " + v.repr(), first = false;
+          return out + "}";
+        } else if constexpr (std::is_same_v<T, NamespacePtr>) {
+          std::string out = "<Namespace {";
+          bool first = true;
+          for (const auto& [k, v] : x->attrs) out += (first ? "" : ", ") + string_repr(k) + ": " + v.repr(), first = false;
+          return out + "}>";
+        } else {
+          return "<function " + x->name + ">";
+        }
+      },
+      data);
+}
+
+bool equal(const Value& a, const Value& b) {
+  if (a.is_number() && b.is_number()) {
+    if (a.is_float() || b.is_float()) return a.as_double() == b.as_double();
+    return a.as_int() == b.as_int();
+  }
+  if (a.data.index() != b.data.index()) return false;
+  if (a.is_undefined() || a.is_none()) return true;
+  if (a.is_string()) return a.str_ref() == b.str_ref();
+  if (a.is_list()) {
+    const List &x = a.list(), &y = b.list();
+    if (x.size() != y.size()) return false;
+    for (size_t i = 0; i < x.size(); ++i)
+      if (!equal(x[i], y[i])) return false;
+    return true;
+  }
+  if (a.is_dict()) {
+    if (a.dict().size() != b.dict().size()) return false;
+    for (const auto& [k, v] : a.dict()) {
+      const Value* w = b.dict().find(k);
+      if (!w || !equal(v, *w)) return false;
+    }
+    return true;
+  }
+  if (a.is_namespace()) return &a.ns() == &b.ns();
+  return &a.function() == &b.function();
+}
+
+std::optional<bool> less(const Value& a, const Value& b) {
+  if (a.is_number() && b.is_number()) {
+    if (a.is_float() || b.is_float()) return a.as_double() < b.as_double();
+    return a.as_int() < b.as_int();
+  }
+  if (a.is_string() && b.is_string()) return a.str_ref() < b.str_ref();  // UTF-8 byte order == code point order
+  if (a.is_list() && b.is_list()) {
+    const List &x = a.list(), &y = b.list();
+    for (size_t i = 0; i < x.size() && i < y.size(); ++i) {
+      if (equal(x[i], y[i])) continue;
+      return less(x[i], y[i]);
+    }
+    return x.size() < y.size();
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+void json_string(const std::string& s, bool ensure_ascii, std::string& out) {
+  out += '"';
+  size_t i = 0;
+  while (i < s.size()) {
+    const unsigned char c = static_cast<unsigned char>(s[i]);
+    if (c >= 0x80 && ensure_ascii) {
+      const char32_t cp = utf8::next(s, i);
+      if (cp >= 0x10000) {
+        const char32_t v = cp - 0x10000;
+        out += fmt::format("\\u{:04x}\\u{:04x}", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF));
+      } else {
+        out += fmt::format("\\u{:04x}", static_cast<uint32_t>(cp));
+      }
+      continue;
+    }
+    ++i;
+    switch (c) {
+      case '"': out += "\\\""; break;
+      case '\\': out += "\\\\"; break;
+      case '\n': out += "\\n"; break;
+      case '\r': out += "\\r"; break;
+      case '\t': out += "\\t"; break;
+      case '\b': out += "\\b"; break;
+      case '\f': out += "\\f"; break;
+      default:
+        if (c < 0x20 || (ensure_ascii && c == 0x7f)) out += fmt::format("\\u{:04x}", c);
+        else out += static_cast<char>(c);
+    }
+  }
+  out += '"';
+}
+
+struct JsonWriter {
+  const JsonOptions& opts;
+  std::string item_sep, key_sep;
+  std::string* bad_type;
+  std::string out;
+
+  bool write(const Value& v, int level) {
+    if (v.is_none()) out += "null";
+    else if (v.is_bool()) out += std::get<bool>(v.data) ? "true" : "false";
+    else if (v.is_int()) out += std::to_string(v.as_int());
+    else if (v.is_float()) {
+      const double f = v.as_double();
+      out += std::isnan(f) ? "NaN" : std::isinf(f) ? (f > 0 ? "Infinity" : "-Infinity") : float_repr(f);
+    } else if (v.is_string()) json_string(v.str_ref(), opts.ensure_ascii, out);
+    else if (v.is_list()) {
+      if (v.list().empty()) return out += "[]", true;
+      out += '[';
+      for (size_t i = 0; i < v.list().size(); ++i) {
+        out += i ? item_sep : "";
+        newline(level + 1);
+        if (!write(v.list()[i], level + 1)) return false;
+      }
+      newline(level);
+      out += ']';
+    } else if (v.is_dict()) {
+      if (v.dict().empty()) return out += "{}", true;
+      std::vector<std::pair<std::string, const Value*>> entries;
+      for (const auto& [k, x] : v.dict()) entries.emplace_back(k, &x);
+      if (opts.sort_keys) std::stable_sort(entries.begin(), entries.end(), [](auto& a, auto& b) { return a.first < b.first; });
+      out += '{';
+      for (size_t i = 0; i < entries.size(); ++i) {
+        out += i ? item_sep : "";
+        newline(level + 1);
+        json_string(entries[i].first, opts.ensure_ascii, out);
+        out += key_sep;
+        if (!write(*entries[i].second, level + 1)) return false;
+      }
+      newline(level);
+      out += '}';
+    } else {
+      *bad_type = v.type_name();
+      return false;
+    }
+    return true;
+  }
+
+  void newline(int level) {
+    if (!opts.indent) return;
+    out += '\n';
+    for (int i = 0; i < level; ++i) out += *opts.indent;
+  }
+};
+
+}  // namespace
+
+std::optional<std::string> to_json(const Value& v, const JsonOptions& opts, std::string* bad_type) {
+  // json.dumps: item separator ", " without indent, "," with it; key separator ": ".
+  JsonWriter w{opts, opts.indent ? "," : ", ", ": ", bad_type, {}};
+  if (opts.separators) w.item_sep = opts.separators->first, w.key_sep = opts.separators->second;
+  if (!w.write(v, 0)) return std::nullopt;
+  return std::move(w.out);
+}
+
+}  // namespace sft::jinja

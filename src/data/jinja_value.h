@@ -1,0 +1,133 @@
+// Jinja runtime values with Python's semantics: undefined, none, bool, int, float, str, list and
+// dict (string keys, insertion order kept, as Python dicts and json.loads), namespace (the one
+// mutable object, shared by reference) and callables (macros, globals). Printing follows Python's
+// str()/repr(), `tojson` follows json.dumps, equality and ordering follow Python's operators.
+// Reference: Jinja2 template designer docs ("Literals", "Comparisons"); Python json.dumps.
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
+#include "data/jinja_lexer.h"
+
+namespace sft::jinja {
+
+struct Value;
+using List = std::vector<Value>;
+
+// A string-keyed map that keeps insertion order; lookups are linear (chat data dicts are small).
+class Dict {
+ public:
+  const Value* find(std::string_view key) const;
+  // Replaces the value in place when `key` exists (keeping its position), else appends.
+  void set(std::string key, Value value);
+  size_t size() const { return items_.size(); }
+  bool empty() const { return items_.empty(); }
+  auto begin() const { return items_.begin(); }
+  auto end() const { return items_.end(); }
+
+ private:
+  std::vector<std::pair<std::string, Value>> items_;
+};
+
+struct Undefined {
+  std::string name;  // what was looked up, for error messages ("'foo' is undefined")
+};
+struct None {};
+struct Namespace {
+  Dict attrs;
+};
+
+class Evaluator;
+struct CallArgs {
+  std::vector<Value> pos;
+  std::vector<std::pair<std::string, Value>> kw;
+};
+// A global function or a macro. `pos` is where the call is written, for error messages.
+struct Function {
+  std::string name;
+  std::function<Value(Evaluator&, const CallArgs&, SourcePos pos)> call;
+};
+
+using ListPtr = std::shared_ptr<const List>;
+using DictPtr = std::shared_ptr<const Dict>;
+using NamespacePtr = std::shared_ptr<Namespace>;
+using FunctionPtr = std::shared_ptr<const Function>;
+
+struct Value {
+  std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, DictPtr, NamespacePtr, FunctionPtr> data;
+
+  Value() = default;
+  Value(Undefined u) : data(std::move(u)) {}
+  Value(None) : data(None{}) {}
+  Value(bool b) : data(b) {}
+  Value(int64_t i) : data(i) {}
+  Value(int i) : data(static_cast<int64_t>(i)) {}
+  Value(double f) : data(f) {}
+  Value(std::string s) : data(std::move(s)) {}
+  Value(const char* s) : data(std::string(s)) {}
+  Value(List l) : data(std::make_shared<const List>(std::move(l))) {}
+  Value(Dict d) : data(std::make_shared<const Dict>(std::move(d))) {}
+  Value(NamespacePtr n) : data(std::move(n)) {}
+  Value(FunctionPtr f) : data(std::move(f)) {}
+
+  bool is_undefined() const { return std::holds_alternative<Undefined>(data); }
+  bool is_none() const { return std::holds_alternative<None>(data); }
+  bool is_bool() const { return std::holds_alternative<bool>(data); }
+  bool is_int() const { return std::holds_alternative<int64_t>(data); }
+  bool is_float() const { return std::holds_alternative<double>(data); }
+  bool is_number() const { return is_bool() || is_int() || is_float(); }  // Python: bool is an int
+  bool is_string() const { return std::holds_alternative<std::string>(data); }
+  bool is_list() const { return std::holds_alternative<ListPtr>(data); }
+  bool is_dict() const { return std::holds_alternative<DictPtr>(data); }
+  bool is_namespace() const { return std::holds_alternative<NamespacePtr>(data); }
+  bool is_function() const { return std::holds_alternative<FunctionPtr>(data); }
+
+  const std::string& str_ref() const { return std::get<std::string>(data); }
+  const List& list() const { return *std::get<ListPtr>(data); }
+  const Dict& dict() const { return *std::get<DictPtr>(data); }
+  Namespace& ns() const { return *std::get<NamespacePtr>(data); }
+  const Function& function() const { return *std::get<FunctionPtr>(data); }
+  int64_t as_int() const { return is_bool() ? std::get<bool>(data) : std::get<int64_t>(data); }  // bool or int
+  double as_double() const { return is_float() ? std::get<double>(data) : static_cast<double>(as_int()); }
+
+  // Python bool(): empty str/list/dict, 0, None and undefined are false.
+  bool truthy() const;
+  // Python type name: 'str', 'int', 'list', 'dict', 'NoneType', 'Undefined', ...
+  std::string type_name() const;
+  // Python str() (what {{ }} prints): undefined prints as "", None as "None".
+  std::string str() const;
+  // Python repr() (how items print inside a printed list or dict).
+  std::string repr() const;
+
+  static Value from_json(const nlohmann::ordered_json& j);
+};
+
+// Python ==: numbers by value (True == 1), str, list and dict by contents; other types differ.
+bool equal(const Value& a, const Value& b);
+// Python's a < b for numbers, strings (code point order) and lists; nullopt when the types do
+// not order (the caller reports the error).
+std::optional<bool> less(const Value& a, const Value& b);
+
+// Python float.__repr__ (shortest round-trip digits, "1.0", "1e+16").
+std::string float_repr(double f);
+
+struct JsonOptions {
+  bool ensure_ascii = false;
+  std::optional<std::string> indent;  // json.dumps indent: an int n becomes n spaces
+  std::optional<std::pair<std::string, std::string>> separators;  // (item, key)
+  bool sort_keys = false;
+};
+// json.dumps(value, ...) as HF's tojson filter calls it; nullopt names the type that is not
+// JSON serializable through `bad_type`.
+std::optional<std::string> to_json(const Value& v, const JsonOptions& opts, std::string* bad_type);
+
+}  // namespace sft::jinja
