@@ -31,6 +31,9 @@ struct SeqLayout {
 struct AdamWParams {
   float lr, beta1, beta2, eps, weight_decay;
   int64_t step;  // 1-based step count after increment, for bias correction (as torch)
+  // g = grad · grad_scale inside the update (global-norm clipping's factor, the same fp32 product
+  // torch's clip_grad_norm_ writes into .grad): saves a pass over the gradients; grad is not written.
+  float grad_scale = 1.0f;
 };
 
 class Backend {

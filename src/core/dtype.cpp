@@ -52,6 +52,8 @@ uint16_t f32_to_f16(float f) {
 
 namespace detail {
 void convert_f32_to_bf16_avx512(const float* src, uint16_t* dst, size_t n);
+void transpose_f32_to_bf16_avx512(const float* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
+                                  int64_t c0, int64_t c1, uint16_t* dst, uint16_t* plain);
 }
 
 void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
@@ -66,6 +68,27 @@ void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
       detail::convert_f32_to_bf16_avx512(src + i0, dst + i0, i1 - i0);
     } else {
       for (size_t i = i0; i < i1; ++i) dst[i] = f32_to_bf16(src[i]);
+    }
+  }
+}
+
+void convert_f32_to_bf16_transposed(const float* src, int64_t rows, int64_t cols, uint16_t* dst,
+                                    uint16_t* plain) {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  // Strips of 32 source rows (32 destination columns: one 64-byte store per destination row)
+  // per thread; inside, 32x16 tiles along the strip.
+  constexpr int64_t kRows = 32;
+  const int64_t strips = (rows + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+  for (int64_t b = 0; b < strips; ++b) {
+    const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
+    if (has_avx512) {
+      detail::transpose_f32_to_bf16_avx512(src, rows, cols, r0, r1, 0, cols, dst, plain);
+    } else {
+      for (int64_t c = 0; c < cols; ++c)
+        for (int64_t r = r0; r < r1; ++r) dst[c * rows + r] = f32_to_bf16(src[r * cols + c]);
+      if (plain)
+        for (int64_t i = r0 * cols; i < r1 * cols; ++i) plain[i] = f32_to_bf16(src[i]);
     }
   }
 }

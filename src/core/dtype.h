@@ -48,6 +48,12 @@ uint16_t f32_to_f16(float f);
 // Bulk conversions (vectorised where the CPU allows; see core/dtype.cpp).
 void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n);
 void convert_bf16_to_f32(const uint16_t* src, float* dst, size_t n);
+// dst (cols, rows) = bf16 rounding of src (rows, cols)ᵀ, both row-major and dense, rounding as
+// f32_to_bf16: the operand of a GEMM that wants the transpose in bf16 (a weight gradient's
+// doutᵀ on AMX), made in one pass instead of a rounding pass and a transposing one. plain, when
+// given, receives the untransposed rounding (rows, cols) in the same pass (dout for dx as well).
+void convert_f32_to_bf16_transposed(const float* src, int64_t rows, int64_t cols, uint16_t* dst,
+                                    uint16_t* plain = nullptr);
 // Any supported dtype -> f32 / f32 -> any supported dtype.
 void convert_to_f32(const void* src, DType src_dtype, float* dst, size_t n);
 void convert_from_f32(const float* src, void* dst, DType dst_dtype, size_t n);

@@ -26,13 +26,13 @@ AdamW::AdamW(ParamStore& store, AdamWConfig cfg) : store_(store), cfg_(cfg) {
   });
 }
 
-void AdamW::step(float lr) {
+void AdamW::step(float lr, float grad_scale) {
   ++step_;
   Backend& be = store_.backend();
   float* p = store_.local_params().f32();
   float* g = store_.local_grads().f32();
   for (const Segment& s : segments_) {
-    AdamWParams hp{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, s.decay ? cfg_.weight_decay : 0.0f, step_};
+    AdamWParams hp{lr, cfg_.beta1, cfg_.beta2, cfg_.eps, s.decay ? cfg_.weight_decay : 0.0f, step_, grad_scale};
     auto view = [&](float* base) { return Tensor(base + s.local_offset, DType::f32, {s.size}, be.device()); };
     be.adamw_step(view(p), view(g), view(m_.f32()), view(v_.f32()), hp);
   }

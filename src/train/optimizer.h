@@ -23,7 +23,8 @@ class AdamW {
   AdamW(const AdamW&) = delete;
   AdamW& operator=(const AdamW&) = delete;
   // One update of every local parameter with the store's current gradients at learning rate lr.
-  void step(float lr);
+  // grad_scale: the clipping factor, applied to each gradient inside the update (1: none)
+  void step(float lr, float grad_scale = 1.0f);
   int64_t steps_taken() const { return step_; }
   void set_steps_taken(int64_t s) { step_ = s; }
   Tensor m() const { return m_; }  // (local params) first moments, same layout as local_params()

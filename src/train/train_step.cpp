@@ -44,9 +44,11 @@ StepResult train_step(LlamaModel& model, AdamW& optimizer, Comm& comm, const std
     model.zero_grad();
     return r;
   }
-  if (opt.max_grad_norm > 0 && r.grad_norm > opt.max_grad_norm)  // torch.nn.utils.clip_grad_norm_
-    scale_grads(model.store(), float(opt.max_grad_norm / (r.grad_norm + 1e-6)));
-  optimizer.step(float(lr));
+  // torch.nn.utils.clip_grad_norm_'s factor, applied inside the update (the same fp32 products)
+  const float clip = opt.max_grad_norm > 0 && r.grad_norm > opt.max_grad_norm
+                         ? float(opt.max_grad_norm / (r.grad_norm + 1e-6))
+                         : 1.0f;
+  optimizer.step(float(lr), clip);
   return r;
 }
 

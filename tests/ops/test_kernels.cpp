@@ -322,6 +322,33 @@ TEST(Ops, AdamW) {
   EXPECT_NEAR(p1[0], 1.0f * (1 - 0.1f * 0.01f) - 0.1f, 1e-6);
 }
 
+// Clipping's factor inside the update (grad_scale) is bit-identical to scaling the gradients in
+// place first (torch's clip_grad_norm_ then step), on both the AVX-512 and the generic path, and
+// leaves the gradients unwritten.
+TEST(Ops, AdamWGradScaleEqualsScalingTheGradientsFirst) {
+  const int64_t n = 70001;
+  const float factor = 0.3127f;
+  for (bool generic : {false, true}) {
+    if (generic) setenv("SFT_CPU_ISA", "generic", 1);
+    auto p = randn(size_t(n), 21), g = randn(size_t(n), 22, 0.1f);
+    std::vector<float> m(size_t(n), 0.0f), v(size_t(n), 0.0f);
+    auto p2 = p, m2 = m, v2 = v, g2 = g;
+    for (auto& x : g2) x *= factor;
+    const auto g_before = g;
+    for (int64_t step = 1; step <= 2; ++step) {
+      AdamWParams hp{2e-3f, 0.9f, 0.999f, 1e-8f, 0.1f, step};
+      cpu::adamw_step(p2.data(), g2.data(), m2.data(), v2.data(), n, hp);
+      hp.grad_scale = factor;
+      cpu::adamw_step(p.data(), g.data(), m.data(), v.data(), n, hp);
+    }
+    unsetenv("SFT_CPU_ISA");
+    EXPECT_EQ(p, p2) << (generic ? "generic" : "avx512");
+    EXPECT_EQ(m, m2);
+    EXPECT_EQ(v, v2);
+    EXPECT_EQ(g, g_before);
+  }
+}
+
 // The AVX-512 element-wise kernels round like the generic loops, one rounding per operation:
 // AdamW, RoPE and RMSNorm (forward, fused forward, backward) must be bit-identical on both paths
 // (odd sizes cover the masked tails; N*C large enough to run multi-threaded).

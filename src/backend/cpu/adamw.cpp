@@ -1,6 +1,7 @@
 // AdamW step, exactly torch.optim.AdamW's single-tensor path (amsgrad off, maximize off):
 // bias corrections and lr products in double (Python floats), rounded to fp32 scalars where torch
 // passes them to fp32 tensor ops, and the same operation order per element:
+// The gradient enters scaled by grad_scale (clipping), one fp32 product as torch's in-place mul_.
 //   p *= 1-lr·wd ; m = m·b1 + (1-b1)·g ; v = v·b2 + (1-b2)·g·g ; p += -lr/bc1 · m / (√v/√bc2 + eps)
 // On AVX-512 CPUs fixed 16K-element blocks run adamw_avx512.cpp (bit-identical: same roundings).
 #include <algorithm>
@@ -32,9 +33,9 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n,
   const float neg_step_size = float(-(lr / bias_c1));
   const float bias_c2_sqrt = float(std::sqrt(bias_c2));
   const float b1f = float(b1), b2f = float(b2), one_b1 = float(1.0 - b1), one_b2 = float(1.0 - b2);
-  const float eps = p.eps;
+  const float eps = p.eps, gs = p.grad_scale;
   if (use_avx512()) {
-    const float s[8] = {decay, b1f, one_b1, b2f, one_b2, bias_c2_sqrt, eps, neg_step_size};
+    const float s[9] = {decay, b1f, one_b1, b2f, one_b2, bias_c2_sqrt, eps, neg_step_size, p.grad_scale};
     constexpr int64_t kBlock = 1 << 14;
     const int64_t blocks = (n + kBlock - 1) / kBlock;
 #pragma omp parallel for schedule(static) if (blocks > 4)
@@ -46,7 +47,7 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n,
   }
 #pragma omp parallel for simd schedule(static) if (n > (1 << 16))
   for (int64_t i = 0; i < n; ++i) {
-    const float g = grad[i];
+    const float g = grad[i] * gs;
     const float pi = param[i] * decay;
     const float mi = m[i] * b1f + one_b1 * g;
     const float vi = v[i] * b2f + one_b2 * g * g;

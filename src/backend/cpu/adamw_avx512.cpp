@@ -7,16 +7,16 @@
 
 namespace sft::cpu::detail {
 
-// s = {decay, b1, 1-b1, b2, 1-b2, √bc2, eps, -lr/bc1}; p, g, m, v (n)
+// s = {decay, b1, 1-b1, b2, 1-b2, √bc2, eps, -lr/bc1, grad scale}; p, g, m, v (n)
 void adamw_range_avx512(float* param, const float* grad, float* m, float* v, int64_t n,
                         const float* s) {
   const __m512 decay = _mm512_set1_ps(s[0]), b1 = _mm512_set1_ps(s[1]), one_b1 = _mm512_set1_ps(s[2]);
   const __m512 b2 = _mm512_set1_ps(s[3]), one_b2 = _mm512_set1_ps(s[4]);
   const __m512 bc2_sqrt = _mm512_set1_ps(s[5]), eps = _mm512_set1_ps(s[6]);
-  const __m512 neg_step = _mm512_set1_ps(s[7]);
+  const __m512 neg_step = _mm512_set1_ps(s[7]), gs = _mm512_set1_ps(s[8]);
   for (int64_t i = 0; i < n; i += 16) {
     const __mmask16 k = tail_mask(n - i);
-    const __m512 g = _mm512_maskz_loadu_ps(k, grad + i);
+    const __m512 g = mul_rn(_mm512_maskz_loadu_ps(k, grad + i), gs);
     const __m512 pi = mul_rn(_mm512_maskz_loadu_ps(k, param + i), decay);
     const __m512 mi = add_rn(mul_rn(_mm512_maskz_loadu_ps(k, m + i), b1), mul_rn(one_b1, g));
     const __m512 vi = add_rn(mul_rn(_mm512_maskz_loadu_ps(k, v + i), b2), mul_rn(mul_rn(one_b2, g), g));

@@ -2,18 +2,27 @@
 // shapes. GEMMs live in matmul.cpp.
 #include "backend/cpu/backend_cpu.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
+
+#include <sys/mman.h>
 
 #include "backend/cpu/kernels.h"
 
 namespace sft {
 
 void* CpuBackend::alloc(size_t bytes) {
-  size_t rounded = (bytes + 63) / 64 * 64;
-  void* p = std::aligned_alloc(64, rounded ? rounded : 64);
+  // Buffers of 2 MB and more start on a 2 MB boundary and ask for transparent huge pages
+  // (Linux's default THP mode is madvise): GEMMs and the streaming passes over weights,
+  // gradients and activations then miss the TLB 512x less often.
+  constexpr size_t kHuge = size_t(2) << 20;
+  const size_t align = bytes >= kHuge ? kHuge : 64;
+  size_t rounded = (bytes + align - 1) / align * align;
+  void* p = std::aligned_alloc(align, rounded ? rounded : 64);
   if (!p) fail("cpu", "out of memory allocating {} MB", bytes >> 20);
+  if (align == kHuge) madvise(p, rounded, MADV_HUGEPAGE);  // advisory: ignored where THP is off
   std::memset(p, 0, rounded);
   return p;
 }
@@ -27,7 +36,13 @@ void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
 }
 void CpuBackend::fill_zero(Tensor t) {
   weights_written(t.data, t.nbytes());
-  std::memset(t.data, 0, t.nbytes());
+  // One memset runs at a single core's store bandwidth (~11 GB/s here); the gradients of a
+  // 134M-parameter model are zeroed every step, so split large buffers over the threads.
+  const size_t bytes = t.nbytes(), block = size_t(1) << 20;
+  const int64_t blocks = int64_t((bytes + block - 1) / block);
+  char* p = static_cast<char*>(t.data);
+#pragma omp parallel for schedule(static) if (blocks > 4)
+  for (int64_t b = 0; b < blocks; ++b) std::memset(p + size_t(b) * block, 0, std::min(block, bytes - size_t(b) * block));
 }
 
 void CpuBackend::embedding_forward(Tensor out, const int32_t* tokens, Tensor wte) {

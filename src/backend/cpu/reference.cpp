@@ -234,9 +234,10 @@ void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n,
   const float bias_c2_sqrt = float(std::sqrt(bias_c2));
   const float b1f = float(b1), b2f = float(b2), one_b1 = float(1.0 - b1), one_b2 = float(1.0 - b2);
   for (int64_t i = 0; i < n; ++i) {
+    const float g = grad[i] * p.grad_scale;
     param[i] = param[i] * decay;
-    m[i] = m[i] * b1f + one_b1 * grad[i];
-    v[i] = v[i] * b2f + one_b2 * grad[i] * grad[i];
+    m[i] = m[i] * b1f + one_b1 * g;
+    v[i] = v[i] * b2f + one_b2 * g * g;
     const float denom = std::sqrt(v[i]) / bias_c2_sqrt + p.eps;
     param[i] = param[i] + neg_step_size * m[i] / denom;
   }

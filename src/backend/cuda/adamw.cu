@@ -18,7 +18,7 @@ template <bool kBf16>
 __global__ void adamw_kernel(float* param, __nv_bfloat16* param_bf16, const float* grad, float* m, float* v,
                              int64_t n, AdamWScalars a) {
   for (int64_t i = first_index(); i < n; i += grid_stride()) {
-    const float g = grad[i];
+    const float g = __fmul_rn(grad[i], a.grad_scale);
     const float p = __fmul_rn(param[i], a.decay);
     const float mi = __fadd_rn(__fmul_rn(m[i], a.beta1), __fmul_rn(a.one_minus_beta1, g));
     const float vi = __fadd_rn(__fmul_rn(v[i], a.beta2), __fmul_rn(__fmul_rn(a.one_minus_beta2, g), g));

@@ -53,6 +53,7 @@ struct AdamWScalars {
   float neg_step_size;  // -lr / (1 - beta1^step)
   float bias_c2_sqrt;   // sqrt(1 - beta2^step)
   float eps;
+  float grad_scale;  // g = grad · grad_scale (clipping), as AdamWParams
 };
 void adamw_step(float* param, const float* grad, float* m, float* v, int64_t n, const AdamWScalars& a,
                 cudaStream_t s);

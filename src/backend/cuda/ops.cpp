@@ -170,7 +170,8 @@ void CudaBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, cons
                              float(1.0 - b2),
                              float(-(lr / bias_c1)),
                              float(std::sqrt(bias_c2)),
-                             p.eps};
+                             p.eps,
+                             p.grad_scale};
   // Weights with a bf16 GEMM copy get it rewritten in the same pass over memory; the rest of the
   // range (norms, biases, weights never used in bf16) gets the plain update.
   float *P = param.f32(), *G = grad.f32(), *M = m.f32(), *V = v.f32();
