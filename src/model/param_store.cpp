@@ -55,6 +55,15 @@ Tensor ParamStore::alloc_f32(int64_t n) {
   return Tensor(p, DType::f32, {n}, be_.device());
 }
 
+void ParamStore::index_table(const Weights& w, const float* base) {
+  table_ = build_param_table(cfg_, w);
+  for (ParamRef& p : table_) {
+    p.offset = p.view.f32() - base;
+    for (int u = 0; u < num_units(); ++u)
+      if (p.offset >= units_[size_t(u)].offset && p.offset < units_[size_t(u)].offset + units_[size_t(u)].size) p.unit = u;
+  }
+}
+
 Tensor ParamStore::add_state(const std::string& name) {
   for (const auto& [n, t] : states_) SFT_CHECK(n != name, "param_store", "state '{}' exists already", name);
   const Tensor t = alloc_f32(local_params().numel());
@@ -67,12 +76,7 @@ LocalParamStore::LocalParamStore(const LlamaConfig& cfg, Backend& backend) : Par
   grads_ = alloc_f32(num_params_);
   lay_out_weights(cfg_, params_.f32(), w_, be_.device(), nullptr);
   lay_out_weights(cfg_, grads_.f32(), g_, be_.device(), nullptr);
-  table_ = build_param_table(cfg_, w_);
-  for (ParamRef& p : table_) {
-    p.offset = p.view.f32() - params_.f32();
-    for (int u = 0; u < num_units(); ++u)
-      if (p.offset >= units_[size_t(u)].offset && p.offset < units_[size_t(u)].offset + units_[size_t(u)].size) p.unit = u;
-  }
+  index_table(w_, params_.f32());
   for (int u = 0; u < num_units(); ++u)
     slices_.push_back({u, units_[size_t(u)].offset, units_[size_t(u)].offset, units_[size_t(u)].size});
 }

@@ -109,6 +109,9 @@ class ParamStore {
 
  protected:
   Tensor alloc_f32(int64_t n);
+  // table_ from w, a layout of every parameter over the flat buffer at base: each entry's flat
+  // offset and unit.
+  void index_table(const Weights& w, const float* base);
 
   const LlamaConfig cfg_;
   Backend& be_;

@@ -3,22 +3,23 @@
 // the stop decision reaches every rank, and two replicated (DDP) ranks with one micro-batch each
 // train like one process accumulating both micro-batches.
 #include <gtest/gtest.h>
-#include <omp.h>
 
 #include <algorithm>
 #include <cmath>
-#include <random>
-#include <thread>
 
 #include "backend/backend.h"
 #include "dist/comm.h"
 #include "dist/replicated_store.h"
 #include "model/init.h"
 #include "train/train_step.h"
+#include "dist_test_util.h"
 
 namespace sft {
 
 namespace {
+
+using dist_test::make_batch;
+using dist_test::run_ranks;
 
 LlamaConfig tiny_config() {
   LlamaConfig c;
@@ -31,26 +32,6 @@ LlamaConfig tiny_config() {
   c.head_dim = 8;
   c.max_position_embeddings = 64;
   return c;
-}
-
-// B rows of T random tokens, one sequence per row; targets the next token, or none at all.
-Batch make_batch(int64_t B, int64_t T, uint64_t seed, bool with_targets = true) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> tok(0, 49);
-  Batch b;
-  b.B = B;
-  b.T = T;
-  for (int64_t r = 0; r < B; ++r) {
-    b.cu_seqlens.push_back(int32_t(r * T));
-    for (int64_t t = 0; t < T; ++t) {
-      b.tokens.push_back(tok(rng));
-      b.positions.push_back(int32_t(t));
-    }
-  }
-  b.cu_seqlens.push_back(int32_t(B * T));
-  for (int64_t i = 0; i < B * T; ++i)
-    b.targets.push_back(!with_targets || (i + 1) % T == 0 ? -100 : b.tokens[size_t(i) + 1]);
-  return b;
 }
 
 Batch empty_batch() { return Batch{}; }
@@ -71,25 +52,6 @@ struct Rank {
     return std::vector<float>(p, p + model->num_params());
   }
 };
-
-// Runs body(rank) on one thread per rank; rethrows the first failure.
-template <class Body>
-void run_ranks(int n, Body&& body) {
-  std::vector<std::thread> threads;
-  std::vector<std::exception_ptr> errors(static_cast<size_t>(n));
-  for (int r = 0; r < n; ++r)
-    threads.emplace_back([&, r] {
-      omp_set_num_threads(1);  // two ranks on two cores
-      try {
-        body(r);
-      } catch (...) {
-        errors[size_t(r)] = std::current_exception();
-      }
-    });
-  for (auto& t : threads) t.join();
-  for (auto& e : errors)
-    if (e) std::rethrow_exception(e);
-}
 
 }  // namespace
 

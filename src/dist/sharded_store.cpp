@@ -1,0 +1,363 @@
+// ShardedParamStore (see sharded_store.h): shard layout, gather buffers with prefetch in pass
+// order, per-unit gradient buffers reduce-scattered into the gradient shard, and rank-0 access
+// to the full model for checkpoints. Views of a unit (weights(), grads(), param_table()) point
+// into its gather buffer (full_shard) or the whole-model buffer (shard_grad_op) while it is
+// acquired, and are null otherwise.
+#include "dist/sharded_store.h"
+
+#include <algorithm>
+
+#include "backend/host_access.h"
+
+namespace sft {
+
+namespace {
+
+constexpr double kEndAccess = -1, kServerCode = -2;
+
+// A layout over an address that need not be memory: only the views of units that land on real
+// memory are used (a unit placed at a buffer b is laid out from b minus the unit's flat offset).
+float* shifted(float* base, int64_t elements) {
+  return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(base) - uintptr_t(elements) * sizeof(float));
+}
+
+}  // namespace
+
+const char* shard_mode_name(ShardMode m) { return m == ShardMode::full_shard ? "full_shard" : "shard_grad_op"; }
+
+ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode)
+    : ParamStore(cfg, backend), comm_(comm), mode_(mode), rank_(comm.rank()), world_(comm.size()),
+      keep_(cfg.tie_word_embeddings ? 3 : 2) {
+  const int U = num_units();
+  int64_t local = 0, padded_total = 0;
+  for (int u = 0; u < U; ++u) {
+    const ParamUnit& pu = units_[size_t(u)];
+    const int64_t len = (pu.size + world_ - 1) / world_;
+    shard_len_.push_back(len);
+    shard_off_.push_back(local);
+    padded_.push_back(len * world_);
+    max_padded_ = std::max(max_padded_, len * world_);
+    max_shard_ = std::max(max_shard_, len);
+    // This rank's block [rank·len, (rank+1)·len) of the padded unit; the part before the unit's end.
+    const int64_t lo = std::min(pu.size, rank_ * len), hi = std::min(pu.size, lo + len);
+    if (hi > lo) slices_.push_back({u, pu.offset + lo, local, hi - lo});
+    local += len;
+    padded_total += len * world_;
+    gather_names_.push_back("weights " + pu.name);
+    reduce_names_.push_back("grads " + pu.name);
+  }
+  shard_ = alloc_f32(local);
+  grad_shard_ = alloc_f32(local);
+  // Offsets and units of the HF table from a layout over a stand-in base (no memory behind it).
+  float* const stand_in = reinterpret_cast<float*>(uintptr_t(1) << 20);
+  Weights layout;
+  lay_out_weights(cfg_, stand_in, layout, be_.device(), nullptr);
+  index_table(layout, stand_in);
+  lay_out_weights(cfg_, nullptr, w_, be_.device(), nullptr);
+  lay_out_weights(cfg_, nullptr, g_, be_.device(), nullptr);
+  for (ParamRef& p : table_) p.view.data = nullptr;
+  refs_.assign(size_t(U), 0);
+  slot_of_.assign(size_t(U), -1);
+  grad_of_.assign(size_t(U), -1);
+  if (mode_ == ShardMode::shard_grad_op) {
+    full_ = alloc_f32(padded_total);
+    int64_t off = 0;
+    for (int u = 0; u < U; ++u) {
+      bind(w_, u, full_.f32() + off);
+      off += padded_[size_t(u)];
+    }
+  }
+}
+
+ShardedParamStore::~ShardedParamStore() {
+  for (Slot& s : slots_) {
+    if (s.pending) comm_.wait(s.req);
+    if (s.buf.data) be_.dealloc(s.buf.data);
+  }
+  for (GradBuf& g : grad_bufs_) {
+    if (g.rs_unit >= 0) comm_.wait(g.req);
+    if (g.buf.data) be_.dealloc(g.buf.data);
+    if (g.out.data) be_.dealloc(g.out.data);
+  }
+}
+
+Tensor ShardedParamStore::block(Tensor flat, int64_t offset, int64_t n) const {
+  SFT_CHECK(offset >= 0 && offset + n <= flat.numel(), "sharded_store", "block [{}, {}) outside a buffer of {}",
+            offset, offset + n, flat.numel());
+  return Tensor(flat.f32() + offset, DType::f32, {n}, flat.device);
+}
+
+float* ShardedParamStore::unit_memory(int unit) const {
+  if (mode_ == ShardMode::shard_grad_op) {
+    int64_t off = 0;
+    for (int u = 0; u < unit; ++u) off += padded_[size_t(u)];
+    return full_.f32() + off;
+  }
+  const int s = slot_of_[size_t(unit)];
+  SFT_CHECK(s >= 0, "sharded_store", "unit {} ({}) is not gathered", unit, units_[size_t(unit)].name);
+  return slots_[size_t(s)].buf.f32();
+}
+
+// Points views' tensors of one unit (and, for weights, its param_table entries) at base (the
+// unit's first element), or at nothing when base is null.
+void ShardedParamStore::bind(Weights& views, int unit, float* base) {
+  const ParamUnit& pu = units_[size_t(unit)];
+  Weights at;
+  lay_out_weights(cfg_, base ? shifted(base, pu.offset) : nullptr, at, be_.device(), nullptr);
+  const bool tied = cfg_.tie_word_embeddings;
+  if (unit == unit_embed()) {
+    views.embed = at.embed;
+    if (tied) views.lm_head = at.embed;
+  } else if (unit == unit_head()) {
+    views.final_norm = at.final_norm;
+    if (!tied) views.lm_head = at.lm_head;
+  } else {
+    views.layers[size_t(unit - 1)] = at.layers[size_t(unit - 1)];
+  }
+  if (&views != &w_) return;
+  for (ParamRef& p : table_)
+    if (p.unit == unit) p.view.data = base ? base + (p.offset - pu.offset) : nullptr;
+}
+
+int ShardedParamStore::resident_units() const {
+  return int(std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.unit >= 0; }));
+}
+
+void ShardedParamStore::count_resident() { peak_resident_ = std::max(peak_resident_, resident_units()); }
+
+int64_t ShardedParamStore::persistent_bytes() const {
+  return (shard_.numel() * int64_t(2 + states_.size()) + full_.numel()) * int64_t(sizeof(float));
+}
+
+int ShardedParamStore::gather(int unit) {
+  if (root_access_ && rank_ == 0) announce(double(unit));
+  size_t s = slots_.size();  // a free slot, one with its buffer still allocated if there is one
+  for (size_t i = 0; i < slots_.size(); ++i)
+    if (slots_[i].unit < 0 && (s == slots_.size() || (slots_[i].buf.data && !slots_[s].buf.data))) s = i;
+  if (s == slots_.size()) slots_.emplace_back();
+  Slot& slot = slots_[s];
+  if (!slot.buf.data) slot.buf = Tensor(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
+  slot.unit = unit;
+  slot.req = comm_.all_gather(padded_unit(slot.buf.f32(), unit), shard_of(shard_, unit), gather_names_[size_t(unit)].c_str());
+  slot.pending = true;
+  slot_of_[size_t(unit)] = int(s);
+  count_resident();
+  return int(s);
+}
+
+void ShardedParamStore::wait_slot(Slot& s) {
+  if (!s.pending) return;
+  comm_.wait(s.req);
+  s.pending = false;
+  // One buffer holds unit after unit: derived copies (bf16 roundings) of its old contents go.
+  be_.invalidate_weight_copies(s.buf.data, size_t(padded_[size_t(s.unit)]) * 4);
+}
+
+// Pass order: forward embed → layers → head; backward (from the head's grads_ready to the
+// embedding's) the reverse. Recompute re-runs a layer's forward inside its acquire: same order.
+void ShardedParamStore::prefetch_after(int unit) {
+  if (mode_ != ShardMode::full_shard || root_access_) return;
+  const int next = backward_ ? unit - 1 : unit + 1;
+  if (next < 0 || (!backward_ && unit == unit_head()) || next >= num_units()) return;
+  if (slot_of_[size_t(next)] >= 0) return;  // held already (the tied embedding) or in flight
+  gather(next);
+}
+
+void ShardedParamStore::acquire(int unit) {
+  SFT_CHECK(unit >= 0 && unit < num_units(), "sharded_store", "acquire of unit {}, expected 0..{}", unit, num_units() - 1);
+  if (refs_[size_t(unit)]++ > 0) return;
+  if (mode_ == ShardMode::full_shard) {
+    int s = slot_of_[size_t(unit)];
+    if (s < 0) s = gather(unit);
+    wait_slot(slots_[size_t(s)]);
+    bind(w_, unit, slots_[size_t(s)].buf.f32());
+  }
+  if (!root_access_) {
+    const int g = take_grad_buf(unit);
+    bind(g_, unit, grad_bufs_[size_t(g)].buf.f32());
+  }
+  prefetch_after(unit);
+}
+
+void ShardedParamStore::release(int unit) {
+  SFT_CHECK(refs_[size_t(unit)] > 0, "sharded_store", "release of unit {} ({}) that is not acquired", unit,
+            units_[size_t(unit)].name);
+  if (--refs_[size_t(unit)] > 0) return;
+  if (const int gi = grad_of_[size_t(unit)]; gi >= 0) {  // its buffer stays busy while a reduce-scatter runs
+    GradBuf& g = grad_bufs_[size_t(gi)];
+    g.unit = -1;
+    grad_of_[size_t(unit)] = -1;
+    bind(g_, unit, nullptr);
+    const size_t allocated =
+        size_t(std::count_if(grad_bufs_.begin(), grad_bufs_.end(), [](const GradBuf& x) { return x.buf.data; }));
+    if (g.rs_unit < 0 && allocated > size_t(keep_)) {
+      be_.dealloc(g.buf.data);
+      be_.dealloc(g.out.data);
+      g.buf = g.out = Tensor();
+    }
+  }
+  if (mode_ != ShardMode::full_shard) return;
+  const int s = slot_of_[size_t(unit)];
+  Slot& slot = slots_[size_t(s)];
+  wait_slot(slot);
+  slot.unit = -1;
+  slot_of_[size_t(unit)] = -1;
+  bind(w_, unit, nullptr);
+  const size_t allocated = size_t(std::count_if(slots_.begin(), slots_.end(), [](const Slot& x) { return x.buf.data; }));
+  if (allocated > size_t(keep_)) {  // many units were held at once (initialisation, a save): give it back
+    be_.dealloc(slot.buf.data);
+    slot.buf = Tensor();
+  }
+}
+
+void ShardedParamStore::written(int unit) {
+  SFT_CHECK(refs_[size_t(unit)] > 0, "sharded_store", "written on unit {} ({}) that is not acquired", unit,
+            units_[size_t(unit)].name);
+  // Every rank wrote the same full unit; each keeps its block. The gathered copy is current.
+  float* mem = unit_memory(unit);
+  be_.copy(shard_of(shard_, unit).data, mem + rank_ * shard_len_[size_t(unit)], size_t(shard_len_[size_t(unit)]) * 4);
+  be_.invalidate_weight_copies(mem, size_t(padded_[size_t(unit)]) * 4);
+}
+
+int ShardedParamStore::take_grad_buf(int unit) {
+  // A free buffer; else a new one while fewer than keep_ exist; else the one whose
+  // reduce-scatter was issued first (completed now, having overlapped the compute since).
+  int pick = -1, unallocated = -1, oldest = -1, allocated = 0;
+  for (size_t i = 0; i < grad_bufs_.size(); ++i) {
+    const GradBuf& g = grad_bufs_[i];
+    allocated += g.buf.data != nullptr;
+    if (g.unit >= 0) continue;
+    if (!g.buf.data) unallocated = int(i);
+    else if (g.rs_unit < 0) pick = int(i);
+    else if (oldest < 0 || reduce_issued_[i] < reduce_issued_[size_t(oldest)]) oldest = int(i);
+  }
+  if (pick < 0 && (allocated < keep_ || oldest < 0)) {
+    if (unallocated < 0) {
+      grad_bufs_.emplace_back();
+      reduce_issued_.push_back(-1);
+      unallocated = int(grad_bufs_.size()) - 1;
+    }
+    pick = unallocated;
+  }
+  if (pick < 0) pick = oldest;
+  GradBuf& g = grad_bufs_[size_t(pick)];
+  finish_reduce(g);  // the reduce-scatter of an earlier unit, overlapped until now
+  if (!g.buf.data) {
+    g.buf = Tensor(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
+    g.out = Tensor(be_.alloc(size_t(max_shard_) * 4), DType::f32, {max_shard_}, be_.device());
+  }
+  g.unit = unit;
+  grad_of_[size_t(unit)] = pick;
+  be_.fill_zero(padded_unit(g.buf.f32(), unit));
+  return pick;
+}
+
+void ShardedParamStore::grads_ready(int unit) {
+  const int gi = grad_of_[size_t(unit)];
+  SFT_CHECK(gi >= 0, "sharded_store", "grads_ready on unit {} ({}) that is not acquired", unit, units_[size_t(unit)].name);
+  if (unit == unit_head()) {  // backward starts: prefetch the last layer before reducing the head
+    backward_ = true;
+    prefetch_after(unit);
+  }
+  GradBuf& g = grad_bufs_[size_t(gi)];
+  // Sum over ranks (train_step's loss scale already divides by the step's global target count).
+  g.req = comm_.reduce_scatter(block(g.out, 0, shard_len_[size_t(unit)]), padded_unit(g.buf.f32(), unit),
+                               ReduceOp::sum, reduce_names_[size_t(unit)].c_str());
+  g.rs_unit = unit;
+  reduce_issued_[size_t(gi)] = reduce_seq_++;
+  if (unit == unit_embed()) {  // the pass's last unit: every gradient is in the shards on return
+    backward_ = false;
+    finish_all_reduces();
+  }
+}
+
+void ShardedParamStore::finish_reduce(GradBuf& g) {
+  if (g.rs_unit < 0) return;
+  comm_.wait(g.req);
+  const int64_t n = shard_len_[size_t(g.rs_unit)];
+  // grad shard += this micro-batch's reduced block (host math: the Comm carries host memory)
+  HostTensor acc(be_, shard_of(grad_shard_, g.rs_unit), true), add(be_, block(g.out, 0, n), true);
+  float* a = acc.f32();
+  const float* b = add.f32();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+  acc.store();
+  g.rs_unit = -1;
+}
+
+void ShardedParamStore::finish_all_reduces() {
+  std::vector<size_t> order;
+  for (size_t i = 0; i < grad_bufs_.size(); ++i)
+    if (grad_bufs_[i].rs_unit >= 0) order.push_back(i);
+  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return reduce_issued_[a] < reduce_issued_[b]; });
+  for (size_t i : order) finish_reduce(grad_bufs_[i]);
+}
+
+void ShardedParamStore::params_updated() {
+  finish_all_reduces();
+  if (mode_ != ShardMode::shard_grad_op) return;  // full_shard gathers the new shards on the next acquire
+  std::vector<CommRequest> reqs;
+  for (int u = 0; u < num_units(); ++u)
+    reqs.push_back(comm_.all_gather(padded_unit(unit_memory(u), u), shard_of(shard_, u), gather_names_[size_t(u)].c_str()));
+  for (CommRequest r : reqs) comm_.wait(r);
+  be_.invalidate_weight_copies(full_.data, size_t(full_.numel()) * 4);
+}
+
+double ShardedParamStore::grad_sum_squares() {
+  finish_all_reduces();
+  return be_.sum_squares(grad_shard_);
+}
+
+// ---- rank-0 access ----
+
+void ShardedParamStore::announce(double code) {
+  comm_.all_reduce_host(&code, 1, ReduceOp::max, "root_access");
+}
+
+void ShardedParamStore::begin_root_access() {
+  finish_all_reduces();
+  for (Slot& s : slots_) {  // a prefetch in flight completes; every rank does the same
+    wait_slot(s);
+    if (s.unit >= 0 && refs_[size_t(s.unit)] == 0) {
+      slot_of_[size_t(s.unit)] = -1;
+      s.unit = -1;
+    }
+  }
+  root_access_ = true;
+}
+
+void ShardedParamStore::end_root_access() {
+  if (rank_ == 0) announce(kEndAccess);
+  root_access_ = false;
+}
+
+void ShardedParamStore::serve_root() {
+  SFT_CHECK(rank_ != 0 && root_access_, "sharded_store", "serve_root on rank {} ({} root access)", rank_,
+            root_access_ ? "in" : "outside");
+  for (;;) {
+    double code = kServerCode;
+    comm_.all_reduce_host(&code, 1, ReduceOp::max, "root_access");
+    if (code < 0) break;
+    const int unit = int(code);
+    Slot& s = slots_[size_t(gather(unit))];
+    wait_slot(s);
+    s.unit = -1;
+    slot_of_[size_t(unit)] = -1;
+  }
+  root_access_ = false;
+}
+
+void ShardedParamStore::gather_to_root(Tensor local, Tensor full) {
+  SFT_CHECK(local.numel() == shard_.numel() && (rank_ != 0 || full.numel() == num_params_), "sharded_store",
+            "gather_to_root of {} elements into {}, expected {} into {}", local.numel(), full.numel(),
+            shard_.numel(), num_params_);
+  Tensor buf(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
+  for (int u = 0; u < num_units(); ++u) {
+    comm_.wait(comm_.all_gather(padded_unit(buf.f32(), u), shard_of(local, u), "state to rank 0"));
+    if (rank_ == 0)
+      be_.copy(full.f32() + units_[size_t(u)].offset, buf.data, size_t(units_[size_t(u)].size) * 4);
+  }
+  be_.dealloc(buf.data);
+}
+
+}  // namespace sft

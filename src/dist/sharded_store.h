@@ -1,0 +1,113 @@
+// ShardedParamStore: FSDP's sharded modes over a Comm. Every unit's flat fp32 parameters are padded
+// to a multiple of the world size N and each rank owns one contiguous 1/N block of every unit: its
+// fp32 master shard, its gradient shard and the optimizer states (AdamW moments) exist only for
+// that block. `full_shard` (ZeRO-3) all-gathers a unit into a gather buffer on acquire (fp32),
+// prefetching the next unit in pass order, and frees it on release; `shard_grad_op` (ZeRO-2) keeps
+// the whole model gathered for the step and all-gathers the updated shards after the optimizer.
+#pragma once
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "dist/comm.h"
+#include "model/param_store.h"
+
+namespace sft {
+
+enum class ShardMode { full_shard, shard_grad_op };
+const char* shard_mode_name(ShardMode m);
+
+class ShardedParamStore final : public ParamStore {
+ public:
+  ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode);
+  ~ShardedParamStore() override;
+
+  void acquire(int unit) override;
+  void release(int unit) override;
+  void written(int unit) override;
+  // Reduce-scatters (sums) the unit's full gradient into this rank's gradient shard (added to what
+  // earlier micro-batches left there). Asynchronous: it completes while the next unit computes,
+  // and every reduce-scatter of a pass is complete when the embedding's (the last) returns.
+  void grads_ready(int unit) override;
+  Tensor local_params() const override { return shard_; }
+  Tensor local_grads() const override { return grad_shard_; }
+  const std::vector<LocalSlice>& local_slices() const override { return slices_; }
+  void params_updated() override;
+  double grad_sum_squares() override;  // Σ g² over this rank's gradient shard
+
+  ShardMode mode() const { return mode_; }
+  Comm& comm() const { return comm_; }
+  int64_t shard_len(int unit) const { return shard_len_[size_t(unit)]; }      // elements per rank
+  int64_t shard_offset(int unit) const { return shard_off_[size_t(unit)]; }  // in local_params()
+  // Gathered units held now and at most since the last reset (full_shard: gather buffers in use,
+  // acquired or prefetched; shard_grad_op: 0, the model is always whole).
+  int resident_units() const;
+  int peak_resident_units() const { return peak_resident_; }
+  void reset_peak_resident() { peak_resident_ = resident_units(); }
+  // Bytes this rank keeps between steps: shards of parameters, gradients and every state.
+  int64_t persistent_bytes() const;
+
+  // ---- rank 0 reads the full model (checkpoints) while the other ranks serve it ----
+  // Every rank calls begin_root_access; then rank 0 acquires and releases units as it likes (each
+  // gather it needs is announced to the others) and calls end_root_access, while every other rank
+  // calls serve_root, which takes part in those gathers (one unit buffer at a time) and returns at
+  // rank 0's end_root_access. No prefetch meanwhile.
+  void begin_root_access();
+  void end_root_access();
+  void serve_root();
+  // full (num_params, rank 0 only; empty elsewhere) = the full layout of a local state (shaped like
+  // local_params()), gathered unit by unit through one unit buffer. Every rank calls it.
+  void gather_to_root(Tensor local, Tensor full);
+
+ private:
+  struct Slot {  // a gather buffer (full_shard) holding one unit, gathered or on its way
+    Tensor buf;  // (max padded unit) fp32
+    int unit = -1;
+    bool pending = false;
+    CommRequest req;
+  };
+  struct GradBuf {  // one unit's full gradient while its backward runs, then its reduce-scatter
+    Tensor buf;     // (max padded unit) fp32
+    Tensor out;     // (max shard) this rank's block of the sum
+    int unit = -1;  // bound to the unit's grads() views
+    int rs_unit = -1;  // the unit whose reduce-scatter is in flight from buf into out, or -1
+    CommRequest req;
+  };
+
+  Tensor block(Tensor flat, int64_t offset, int64_t n) const;
+  Tensor shard_of(Tensor local, int unit) const { return block(local, shard_off_[size_t(unit)], shard_len_[size_t(unit)]); }
+  Tensor padded_unit(float* base, int unit) const { return Tensor(base, DType::f32, {padded_[size_t(unit)]}, be_.device()); }
+  float* unit_memory(int unit) const;  // where the unit's gathered values are (acquired units)
+  void bind(Weights& views, int unit, float* base);
+  int gather(int unit);  // issues the unit's all-gather into a free slot; returns the slot
+  void wait_slot(Slot& s);
+  void prefetch_after(int unit);
+  int take_grad_buf(int unit);
+  void finish_reduce(GradBuf& g);
+  void finish_all_reduces();
+  void announce(double code);
+  void count_resident();
+
+  Comm& comm_;
+  const ShardMode mode_;
+  const int rank_, world_;
+  // Buffers kept allocated (gather slots, gradient buffers): the current unit and the next one,
+  // + the embedding that tied embeddings hold from the lookup to its backward.
+  const int keep_;
+  std::vector<int64_t> shard_len_, shard_off_, padded_;  // (units)
+  int64_t max_padded_ = 0, max_shard_ = 0;
+  Tensor shard_, grad_shard_;  // (Σ shard_len) master parameters and gradient sums of this rank
+  Tensor full_;                // (Σ padded) shard_grad_op: the whole model, units padded
+  std::vector<LocalSlice> slices_;
+  std::vector<int> refs_, slot_of_, grad_of_;  // (units) acquire count, slot, grad buffer or -1
+  std::vector<Slot> slots_;
+  std::vector<GradBuf> grad_bufs_;
+  std::vector<std::string> gather_names_, reduce_names_;  // (units) what the collectives log
+  bool backward_ = false;     // between the head's grads_ready and the embedding's
+  bool root_access_ = false;  // rank 0 reads the model; gathers are announced, no prefetch
+  int peak_resident_ = 0;
+  int64_t reduce_seq_ = 0;    // reduce-scatters issued, to finish the oldest first
+  std::vector<int64_t> reduce_issued_;  // (grad bufs) the sequence number of the one in flight
+};
+
+}  // namespace sft
