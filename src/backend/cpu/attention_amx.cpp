@@ -22,6 +22,7 @@
 #include "backend/cpu/attention_amx_tiles.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/kernels.h"
+#include "core/aligned_vector.h"
 #include "core/check.h"
 
 namespace sft::cpu {
@@ -51,14 +52,14 @@ std::vector<TileRef> tile_refs(const SeqLayout& seqs, std::vector<int64_t>& base
 }
 
 template <class T>
-T* grow(std::vector<T>& v, int64_t n) {
+T* grow(AlignedVector<T>& v, int64_t n) {
   if (v.size() < size_t(n)) v.resize(size_t(n));
   return v.data();
 }
 
 // Packed bf16 operands and (N, NH)-sized statistics that outlive a call (per calling thread).
-thread_local std::vector<bf16_t> tls_kv, tls_q;
-thread_local std::vector<float> tls_stats;
+thread_local AlignedVector<bf16_t> tls_kv, tls_q;  // tile loads want 64-byte aligned rows
+thread_local AlignedVector<float> tls_stats;
 
 // Also the first use of AMX in a process: cpu_features() asks Linux for tile state before any
 // tile instruction (without it tileloadconfig faults).
@@ -109,8 +110,8 @@ void attention_forward_amx(float* out, float* lse, const float* qkv, const SeqLa
 #pragma omp parallel
   {
     tiles_begin();
-    std::vector<float> S(size_t(kB) * kB), Ot(static_cast<size_t>(TS)), m(kB), l(kB), inv(kB);
-    std::vector<bf16_t> qv(static_cast<size_t>(TS)), pv(size_t(kB) * kB);
+    AlignedVector<float> S(size_t(kB) * kB), Ot(static_cast<size_t>(TS)), m(kB), l(kB), inv(kB);
+    AlignedVector<bf16_t> qv(static_cast<size_t>(TS)), pv(size_t(kB) * kB);
 #pragma omp for schedule(dynamic, 1)
     for (size_t u = 0; u < units.size(); ++u) {
       const int s = units[u].s, h = units[u].h, g = h / (NH / NKV);
@@ -201,11 +202,11 @@ void attention_backward_amx(float* dqkv, const float* dout, const float* qkv, co
 #pragma omp parallel
   {
     tiles_begin();
-    std::vector<float> S(size_t(kB) * kB), dP(size_t(kB) * kB), dK(static_cast<size_t>(TS)), dV(static_cast<size_t>(TS));
-    thread_local std::vector<float> dQt;  // per head of the group: dQᵀ (HS, Tp); kept (no page
+    AlignedVector<float> S(size_t(kB) * kB), dP(size_t(kB) * kB), dK(static_cast<size_t>(TS)), dV(static_cast<size_t>(TS));
+    thread_local AlignedVector<float> dQt;  // per head of the group: dQᵀ (HS, Tp); kept (no page
                                           // faults per call)
-    std::vector<bf16_t> dsv(size_t(kB) * kB);
-    thread_local std::vector<bf16_t> cols;  // Pᵀ and dSᵀ (64 keys, Tp) of one key tile and head
+    AlignedVector<bf16_t> dsv(size_t(kB) * kB);
+    thread_local AlignedVector<bf16_t> cols;  // Pᵀ and dSᵀ (64 keys, Tp) of one key tile and head
 #pragma omp for schedule(dynamic, 1)
     for (size_t u = 0; u < units.size(); ++u) {
       const int s = units[size_t(u)] / NKV, g = units[size_t(u)] % NKV;
