@@ -396,7 +396,7 @@ Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const
     if (v.is_undefined()) return Value(List{});
     if (!v.is_dict()) ev.fail(pos, fmt::format("items filter expects a mapping, got '{}'", v.type_name()));
     List out;
-    for (const auto& [k, x] : v.dict()) out.emplace_back(List{Value(k), x});
+    for (const auto& [k, x] : v.dict()) out.push_back(Value::make_tuple(List{Value(k), x}));
     return Value(std::move(out));
   }
   if (name == "list") return no_args(), Value(as_items(ev, v, pos));
@@ -635,7 +635,7 @@ std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::str
       Args a(ev, name, args, {}, pos);
       List out;
       for (const auto& [k, v] : d)
-        out.push_back(name == "items" ? Value(List{Value(k), v}) : name == "keys" ? Value(k) : v);
+        out.push_back(name == "items" ? Value::make_tuple(List{Value(k), v}) : name == "keys" ? Value(k) : v);
       return Value(std::move(out));
     }
     if (name == "get") {

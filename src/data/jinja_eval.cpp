@@ -249,7 +249,7 @@ Value Evaluator::eval(const Expr& e) {
     case ExprKind::tuple: {
       List l;
       for (const ExprPtr& x : e.items) l.push_back(eval(*x));
-      return Value(std::move(l));
+      return e.kind == ExprKind::tuple ? Value::make_tuple(std::move(l)) : Value(std::move(l));
     }
     case ExprKind::dict: {
       Dict d;

@@ -137,7 +137,7 @@ std::string Value::str() const {
 
 std::string Value::repr() const {
   return std::visit(
-      [](const auto& x) -> std::string {
+      [tuple = tuple](const auto& x) -> std::string {
         using T = std::decay_t<decltype(x)>;
         if constexpr (std::is_same_v<T, Undefined>) return "";
         else if constexpr (std::is_same_v<T, None>) return "None";
@@ -146,8 +146,9 @@ std::string Value::repr() const {
         else if constexpr (std::is_same_v<T, double>) return float_repr(x);
         else if constexpr (std::is_same_v<T, std::string>) return string_repr(x);
         else if constexpr (std::is_same_v<T, ListPtr>) {
-          std::string out = "[";
+          std::string out = tuple ? "(" : "[";
           for (size_t i = 0; i < x->size(); ++i) out += (i ? ", " : "") + (*x)[i].repr();
+          if (tuple) return out + (x->size() == 1 ? ",)" : ")");
           return out + "]";
         } else if constexpr (std::is_same_v<T, DictPtr>) {
           std::string out = "{";
@@ -176,7 +177,7 @@ bool equal(const Value& a, const Value& b) {
   if (a.is_string()) return a.str_ref() == b.str_ref();
   if (a.is_list()) {
     const List &x = a.list(), &y = b.list();
-    if (x.size() != y.size()) return false;
+    if (x.size() != y.size() || a.tuple != b.tuple) return false;
     for (size_t i = 0; i < x.size(); ++i)
       if (!equal(x[i], y[i])) return false;
     return true;

@@ -64,6 +64,7 @@ using FunctionPtr = std::shared_ptr<const Function>;
 
 struct Value {
   std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, DictPtr, NamespacePtr, FunctionPtr> data;
+  bool tuple = false;  // a list that Python would hold as a tuple: prints as (a, b), never equals a list
 
   Value() = default;
   Value(Undefined u) : data(std::move(u)) {}
@@ -109,6 +110,11 @@ struct Value {
   std::string repr() const;
 
   static Value from_json(const nlohmann::ordered_json& j);
+  static Value make_tuple(List items) {
+    Value v(std::move(items));
+    v.tuple = true;
+    return v;
+  }
 };
 
 // Python ==: numbers by value (True == 1), str, list and dict by contents; other types differ.
