@@ -2,9 +2,9 @@
 // model and tokenizer from --model_name_or_path, tokenizes the data with labels by construction,
 // applies FastChat's RoPE rule, resumes from the newest complete checkpoint in output_dir (or
 // --resume_from_checkpoint) and runs the training loop (train/trainer.cpp). Launched by mpirun or
-// srun as N ranks, it trains data-parallel: every rank holds the model, gradients are all-reduced
-// per unit (FSDP's no_shard / DDP), each rank reads its rows of every global batch, and only rank
-// 0 prints and writes.
+// srun as N ranks, it trains data-parallel (--fsdp: no_shard / DDP with gradients all-reduced per
+// unit, or the sharded full_shard and shard_grad_op of dist/sharded_store.h), each rank reads its
+// rows of every global batch, and only rank 0 prints and writes.
 #include <omp.h>
 
 #include <cerrno>
@@ -12,6 +12,8 @@
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
+#include <optional>
+#include <sstream>
 
 #include <fmt/format.h>
 
@@ -22,6 +24,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "dist/replicated_store.h"
+#include "dist/sharded_store.h"
 #include "dist/world.h"
 #include "io/checkpoint.h"
 #include "io/hf_model.h"
@@ -111,14 +114,27 @@ int64_t max_batch_tokens(const Dataset& data, const DataLoader& loader, const Tr
 }
 
 // --fsdp's words (HF: "full_shard auto_wrap", "shard_grad_op", "hybrid_shard", "offload", ...).
-// Across ranks only no_shard (DDP) is built so far; a sharding mode is refused, not ignored.
-void check_fsdp_mode(const std::string& fsdp, int world) {
-  if (world <= 1) return;
-  for (const char* mode : {"full_shard", "shard_grad_op", "hybrid_shard", "_hybrid_shard_zero2", "offload"})
-    SFT_CHECK(fsdp.find(mode) == std::string::npos, "train",
-              "--fsdp '{}' across {} ranks: sharded modes are not built yet; --fsdp no_shard (or none) trains "
-              "data-parallel with the whole model on every rank (gradients all-reduced)",
-              fsdp, world);
+// Across ranks: no_shard (DDP, also for no words), full_shard (ZeRO-3) and shard_grad_op (ZeRO-2);
+// the modes not built yet are refused, not ignored. A world of one holds everything whatever the
+// words (nothing to shard).
+std::optional<ShardMode> check_fsdp_mode(const std::string& fsdp, int world) {
+  if (world <= 1) return std::nullopt;
+  std::optional<ShardMode> mode;
+  std::istringstream words(fsdp);
+  for (std::string w; words >> w;) {
+    if (w == "full_shard") mode = ShardMode::full_shard;
+    else if (w == "shard_grad_op") mode = ShardMode::shard_grad_op;
+    else if (w == "no_shard" || w == "auto_wrap") continue;
+    else if (w == "hybrid_shard" || w == "hybrid_shard_zero2" || w == "_hybrid_shard_zero2" || w == "offload")
+      fail("train", "--fsdp '{}' across {} ranks: '{}' is not built yet; built: full_shard (ZeRO-3), shard_grad_op "
+                    "(ZeRO-2) and no_shard (DDP, the whole model on every rank)",
+           fsdp, world, w);
+    else
+      fail("train", "--fsdp '{}': unknown word '{}', expected full_shard, shard_grad_op, no_shard, hybrid_shard, "
+                    "offload or auto_wrap (HF's words)",
+           fsdp, w);
+  }
+  return mode;
 }
 
 // What every rank must agree on: the resolved options except paths that may differ per host, the
@@ -167,16 +183,21 @@ int run_train(int argc, char** argv) {
   require_writable_dir(cfg.output_dir);
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
   else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
-  check_fsdp_mode(cfg.fsdp, launch.size);
+  const std::optional<ShardMode> shard = check_fsdp_mode(cfg.fsdp, launch.size);
 
   auto backend = create_backend(cfg.device);
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
   backend->set_tf32(cfg.tf32);
   const std::unique_ptr<Comm> comm = make_world_comm(*backend, launch);
   if (comm->size() > 1)
-    std::printf("data parallel: %d ranks (%s), %d threads each; --fsdp no_shard: the whole model on every rank, "
-                "gradients all-reduced per layer; global batch %ld rows\n",
-                comm->size(), launch.launcher.c_str(), omp_get_max_threads(),
+    std::printf("data parallel: %d ranks (%s), %d threads each; --fsdp %s; global batch %ld rows\n", comm->size(),
+                launch.launcher.c_str(), omp_get_max_threads(),
+                !shard ? "no_shard: the whole model on every rank, gradients all-reduced per layer"
+                : *shard == ShardMode::full_shard
+                    ? "full_shard: weights, gradients and AdamW moments sharded 1/N, each layer all-gathered (fp32) "
+                      "around its use, gradients reduce-scattered"
+                    : "shard_grad_op: weights whole on every rank, gradients reduce-scattered, AdamW moments "
+                      "sharded 1/N, updated shards all-gathered after each step",
                 long(cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * comm->size()));
   if (const std::string routes = backend->route_report(); !routes.empty())
     std::printf("%s%s", routes.c_str(), routes.back() == '\n' ? "" : "\n");
@@ -233,8 +254,10 @@ int run_train(int argc, char** argv) {
               available < 0 ? "free memory unknown" : fmt::format("{:.1f} GiB available", double(available) / (1 << 30)).c_str());
   if (backend->device() == Device::cpu)  // host memory; a GPU backend checks its own device memory
     check_memory_fits(plan, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
-  LlamaModel model(mcfg, *backend, mopt,
-                   comm->size() > 1 ? std::make_unique<ReplicatedParamStore>(mcfg, *backend, *comm) : nullptr);
+  std::unique_ptr<ParamStore> store;
+  if (shard) store = std::make_unique<ShardedParamStore>(mcfg, *backend, *comm, *shard);
+  else if (comm->size() > 1) store = std::make_unique<ReplicatedParamStore>(mcfg, *backend, *comm);
+  LlamaModel model(mcfg, *backend, mopt, std::move(store));
   load_hf_weights(model_dir, model);
 
   // Resume as FastChat does: the newest complete checkpoint in output_dir, unless one is named.

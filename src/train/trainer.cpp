@@ -10,6 +10,7 @@
 #include <fmt/format.h>
 
 #include "core/file_util.h"
+#include "dist/sharded_checkpoint.h"
 #include "io/hf_model.h"
 #include "train/interrupt.h"
 #include "train/metrics_sink.h"
@@ -66,7 +67,7 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   nlohmann::json resumed_history = nlohmann::json::array();
   if (!in.resume_dir.empty()) {
     OptimizerState st = opt.state();
-    nlohmann::json state = load_checkpoint(in.resume_dir, model, st);
+    nlohmann::json state = load_checkpoint_any(in.resume_dir, model, st);  // a sharded store takes its slices
     opt.set_steps_taken(st.steps);
     start_step = state.at("global_step").get<int64_t>();
     tokens_seen = state.value("tokens_seen", int64_t(0));
@@ -87,16 +88,16 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
                           {"train_batch_size", cfg.per_device_train_batch_size}};
   };
   int64_t last_saved = -1;
-  // Every rank holds the same weights and optimizer state (a replicated store), so rank 0 writes
-  // the checkpoint and the others wait for it to be complete.
+  // Rank 0 writes the checkpoint in the one-process layout (a sharded store's other ranks feed it
+  // unit by unit) and the others wait for it to be complete.
   auto save = [&](int64_t step) {
     last_saved = step;
-    if (writer) {
-      const std::string dir = save_checkpoint(cfg.output_dir, step, model, opt.state(), trainer_state(step), in.files);
+    write_on_rank0(model, comm, opt.state(), [&](const OptimizerState& full) {
+      const std::string dir = save_checkpoint(cfg.output_dir, step, model, full, trainer_state(step), in.files);
       rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir);
       sink.write_plot();
       sink.message("saved " + dir);
-    }
+    });
     comm.barrier("checkpoint_saved");
   };
   auto run_eval = [&](int64_t step) {
@@ -180,11 +181,11 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   if (has_eval && !sink.has_eval_at(total)) run_eval(total);
   // The final checkpoint (for resume) and the final HF model directory in output_dir.
   if (cfg.save_strategy != IntervalStrategy::no && start_step < total) save(total);
-  if (writer) {
+  write_on_rank0(model, comm, OptimizerState{}, [&](const OptimizerState&) {
     save_final_model(model, cfg, in.files);
     write_file_atomic((fs::path(cfg.output_dir) / "trainer_state.json").string(), trainer_state(total).dump(2));
     sink.write_plot();
-  }
+  });
   comm.barrier("final_model_saved");
   result.final_dir = cfg.output_dir;
   return result;

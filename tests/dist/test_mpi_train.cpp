@@ -2,9 +2,10 @@
 // micro-batch each train exactly what one process trains accumulating two, step by step and in
 // the final weights; SIGUSR1 to mpirun makes every rank agree on one step, rank 0 save it, and the
 // same command resume to the straight run's losses and weights bit for bit; ranks started with
-// different options refuse with the option's name; a rank
-// that fails alone (bad input seen only by it) ends the whole job with its rank named; sharded
-// --fsdp modes across ranks are refused, not ignored. Every job is bounded by mpirun --timeout.
+// different options refuse with the option's name; a rank that fails alone (bad input seen only
+// by it) ends the whole job with its rank named; --fsdp full_shard trains like one process and
+// checkpoints in the one-process layout (resumable by the same command and by one process); the
+// modes not built yet are refused, not ignored. Every job is bounded by mpirun --timeout.
 // Skips visibly where this build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
@@ -13,6 +14,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <map>
 #include <sstream>
 #include <thread>
 
@@ -21,8 +23,6 @@
 #include "../cli/cli_test_util.h"
 #include "dist/world.h"
 #include "io/safetensors.h"
-
-#include <map>
 
 using namespace cli_test;
 
@@ -50,6 +50,31 @@ std::vector<double> losses(const fs::path& dir) {
     if (j.contains("loss") && !j.contains("skipped")) out.push_back(j["loss"].get<double>());
   }
   return out;
+}
+
+// Step → loss of a run's metrics.jsonl (a resumed run carries the history of the one it resumed).
+std::map<int64_t, double> step_losses(const fs::path& dir) {
+  std::map<int64_t, double> m;
+  std::istringstream in(read_file(dir / "metrics.jsonl"));
+  for (std::string line; std::getline(in, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && !j.contains("skipped")) m[j["step"].get<int64_t>()] = j["loss"].get<double>();
+  }
+  return m;
+}
+
+double max_weight_diff(const fs::path& a, const fs::path& b) {
+  sft::SafetensorsFile wa((a / "model.safetensors").string()), wb((b / "model.safetensors").string());
+  EXPECT_EQ(wa.tensors().size(), wb.tensors().size());
+  double max_diff = 0;
+  for (const auto& t : wa.tensors()) {
+    const auto& u = wb.at(t.name);
+    EXPECT_EQ(t.nbytes(), u.nbytes()) << t.name;
+    const float* x = reinterpret_cast<const float*>(t.data);
+    const float* y = reinterpret_cast<const float*>(u.data);
+    for (int64_t i = 0; i < std::min(t.numel(), u.numel()); ++i) max_diff = std::max(max_diff, double(std::fabs(x[i] - y[i])));
+  }
+  return max_diff;
 }
 
 class MpiTrain : public ::testing::Test {
@@ -95,17 +120,7 @@ TEST_F(MpiTrain, TwoRanksTrainWhatOneProcessAccumulatingTrains) {
   for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(b[i], a[i], 1e-7 * a[i]) << "step " << i + 1;
   // fp32 sums in another order (the all-reduce adds the two ranks' gradients): measured ~1e-9
   // relative on the losses; the weights after 6 AdamW steps at lr 1e-3 within 1e-6.
-  sft::SafetensorsFile wa((one / "model.safetensors").string()), wb((two / "model.safetensors").string());
-  ASSERT_EQ(wa.tensors().size(), wb.tensors().size());
-  double max_diff = 0;
-  for (const auto& t : wa.tensors()) {
-    const auto& u = wb.at(t.name);
-    ASSERT_EQ(t.nbytes(), u.nbytes()) << t.name;
-    const float* x = reinterpret_cast<const float*>(t.data);
-    const float* y = reinterpret_cast<const float*>(u.data);
-    for (int64_t i = 0; i < t.numel(); ++i) max_diff = std::max(max_diff, double(std::fabs(x[i] - y[i])));
-  }
-  EXPECT_LT(max_diff, 1e-6);
+  EXPECT_LT(max_weight_diff(one, two), 1e-6);
   // Only rank 0 wrote: one metrics file, one final model.
   EXPECT_TRUE(fs::exists(two / "config.json"));
   EXPECT_TRUE(fs::exists(two / "trainer_state.json"));
@@ -129,10 +144,57 @@ TEST_F(MpiTrain, ARankThatFailsAloneEndsTheJobNamingIt) {
   EXPECT_NE(r.out.find("[rank 1/2] error: [train] --data_path /nonexistent/data.json"), std::string::npos) << r.out;
 }
 
-TEST_F(MpiTrain, ShardedModesAcrossRanksAreRefusedNotIgnored) {
-  CmdResult r = run(mpirun(2) + train(root_ / "sharded", "--per_device_train_batch_size 2 --fsdp 'full_shard auto_wrap'"));
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("sharded modes are not built yet"), std::string::npos) << r.out;
+TEST_F(MpiTrain, ModesNotBuiltYetAreRefusedNotIgnored) {
+  for (const char* mode : {"hybrid_shard auto_wrap", "full_shard offload auto_wrap"}) {
+    CmdResult r = run(mpirun(2) + train(root_ / "not_built", std::string("--per_device_train_batch_size 2 --fsdp '") +
+                                                              mode + "'"));
+    EXPECT_NE(r.code, 0) << r.out;
+    EXPECT_NE(r.out.find("is not built yet"), std::string::npos) << r.out;
+  }
+}
+
+// FSDP full_shard across 2 ranks trains what one process accumulating 2 micro-batches trains; its
+// checkpoints are the one-process layout (rank 0 writes them as the other rank feeds it unit by
+// unit), so the same command resumes from one bit for bit and one process resumes from it too.
+TEST_F(MpiTrain, FullShardTrainsWhatOneProcessTrainsAndCheckpointsInTheSameLayout) {
+  const std::string steps = " --max_steps 6 --save_strategy steps --save_steps 3";
+  const fs::path one = root_ / "fs_one", two = root_ / "fs_two", back = root_ / "fs_back";
+  CmdResult r1 = run(train(one, "--per_device_train_batch_size 2 --gradient_accumulation_steps 2 --threads 2" + steps));
+  ASSERT_EQ(r1.code, 0) << r1.out;
+  const std::string sharded =
+      mpirun(2) + train(two, "--per_device_train_batch_size 2 --fsdp 'full_shard auto_wrap'" + steps);
+  CmdResult r2 = run(sharded);
+  ASSERT_EQ(r2.code, 0) << r2.out;
+  EXPECT_NE(r2.out.find("--fsdp full_shard"), std::string::npos) << r2.out;
+  const std::map<int64_t, double> a = step_losses(one), b = step_losses(two);
+  ASSERT_EQ(a.size(), 6u);
+  ASSERT_EQ(b.size(), 6u);
+  // fp32 sums in another order (each rank's gradient reduce-scattered, vs accumulated in one
+  // buffer): relative 1e-7 on the losses, 1e-6 on the weights after 6 AdamW steps at lr 1e-3.
+  for (auto [step, loss] : a) EXPECT_NEAR(b.at(step), loss, 1e-7 * loss) << "step " << step;
+  EXPECT_LT(max_weight_diff(one, two), 1e-6);
+  // Rank 0 wrote the checkpoints and the final model in the one-process layout.
+  for (const char* f : {"checkpoint-3/optimizer.safetensors", "checkpoint-6/model.safetensors", "config.json"})
+    EXPECT_TRUE(fs::exists(two / f)) << f;
+  EXPECT_EQ(read_file(one / "checkpoint-3" / "optimizer.safetensors").size(),
+            read_file(two / "checkpoint-3" / "optimizer.safetensors").size());
+
+  // The same command resumes from checkpoint-3 (each rank takes its slices): bit for bit.
+  fs::remove_all(two / "checkpoint-6");
+  const std::string straight = read_file(two / "model.safetensors");
+  CmdResult r3 = run(sharded);
+  ASSERT_EQ(r3.code, 0) << r3.out;
+  EXPECT_NE(r3.out.find("resumed from " + (two / "checkpoint-3").string()), std::string::npos) << r3.out;
+  EXPECT_EQ(step_losses(two), b);
+  EXPECT_TRUE(read_file(two / "model.safetensors") == straight);
+
+  // One process resumes from the sharded run's checkpoint and trains as it would from its own.
+  CmdResult r4 = run(train(back, "--per_device_train_batch_size 2 --gradient_accumulation_steps 2 --threads 2" + steps +
+                                     " --resume_from_checkpoint " + (two / "checkpoint-3").string()));
+  ASSERT_EQ(r4.code, 0) << r4.out;
+  const std::map<int64_t, double> c = step_losses(back);
+  for (int64_t step = 4; step <= 6; ++step) EXPECT_NEAR(c.at(step), a.at(step), 1e-7 * a.at(step)) << "step " << step;
+  EXPECT_LT(max_weight_diff(one, back), 1e-6);
 }
 
 TEST_F(MpiTrain, Sigusr1ToMpirunSavesOnEveryRankAndTheSameCommandResumesExactly) {
@@ -164,14 +226,7 @@ TEST_F(MpiTrain, Sigusr1ToMpirunSavesOnEveryRankAndTheSameCommandResumesExactly)
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_NE(r.out.find("resumed from " + (out / ("checkpoint-" + std::to_string(step))).string()), std::string::npos)
       << r.out;
-  std::map<int64_t, double> a, b;
-  for (auto [dir, m] : {std::pair{straight, &a}, std::pair{out, &b}}) {
-    std::istringstream in(read_file(dir / "metrics.jsonl"));
-    for (std::string line; std::getline(in, line);) {
-      const auto j = nlohmann::json::parse(line);
-      if (j.contains("loss") && !j.contains("skipped")) (*m)[j["step"].get<int64_t>()] = j["loss"].get<double>();
-    }
-  }
+  const std::map<int64_t, double> a = step_losses(straight), b = step_losses(out);
   ASSERT_EQ(a.size(), 12u);
   EXPECT_EQ(a, b);  // bit for bit: the same ranks reduce in the same order
   EXPECT_TRUE(read_file(straight / "model.safetensors") == read_file(out / "model.safetensors"));
