@@ -1,0 +1,181 @@
+// The model's chat template: lookup with HF's precedence, the apply_chat_template variables, and
+// trained spans by prefix rendering: for assistant message i, P = render(messages[:i],
+// add_generation_prompt=True) ends where the answer starts, Q = render(messages[:i+1]) ends after
+// the template's end of turn; the answer is Q[|P|:] without trailing whitespace (ChatML's "\n"
+// after <|im_end|> stays untrained). P and Q must be prefixes of the whole rendering.
+// Reference: transformers tokenization_utils_base.py (get_chat_template, apply_chat_template).
+#include "data/jinja_chat.h"
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "core/check.h"
+#include "tokenizer/tokenizer_config.h"
+#include "tokenizer/utf8.h"
+
+namespace sft {
+
+namespace fs = std::filesystem;
+using nlohmann::ordered_json;
+
+namespace {
+
+std::string read_text(const fs::path& p) {
+  std::ifstream in(p, std::ios::binary);
+  SFT_CHECK(in, "data", "cannot read {}", p.string());
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+// Python str.rstrip(): the length of `s` without trailing whitespace, but not below `floor`.
+size_t rstrip_length(const std::string& s, size_t floor) {
+  size_t end = s.size();
+  while (end > floor) {
+    size_t start = end - 1;
+    while (start > floor && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+    size_t i = start;
+    if (!utf8::is_py_space(utf8::next(s, i))) break;
+    end = start;
+  }
+  return end;
+}
+
+void add_segment(std::vector<Segment>& segs, std::string_view text, bool train) {
+  if (text.empty()) return;
+  if (segs.empty() || segs.back().train != train) segs.push_back(Segment{std::string(), train});
+  segs.back().text += text;
+}
+
+}  // namespace
+
+std::optional<ChatTemplateSource> find_chat_template(const std::string& model_dir, std::string_view name,
+                                                     bool with_tools) {
+  const fs::path dir(model_dir);
+  if (fs::exists(dir / "chat_template.jinja") && name.empty())
+    return ChatTemplateSource{read_text(dir / "chat_template.jinja"), (dir / "chat_template.jinja").string()};
+  const fs::path cfg_path = dir / "tokenizer_config.json";
+  if (!fs::exists(cfg_path)) return std::nullopt;
+  ordered_json cfg;
+  try {
+    cfg = ordered_json::parse(read_text(cfg_path));
+  } catch (const nlohmann::json::exception& e) {
+    fail("data", "{}: not valid JSON: {}", cfg_path.string(), e.what());
+  }
+  if (!cfg.is_object() || !cfg.contains("chat_template") || cfg["chat_template"].is_null()) return std::nullopt;
+  const ordered_json& ct = cfg["chat_template"];
+  if (ct.is_string()) return ChatTemplateSource{ct.get<std::string>(), cfg_path.string()};
+  SFT_CHECK(ct.is_array(), "data", "{}: chat_template is a {}, expected a string or a list of {{name, template}}",
+            cfg_path.string(), ct.type_name());
+  std::vector<std::pair<std::string, std::string>> named;
+  for (const ordered_json& t : ct) {
+    SFT_CHECK(t.is_object() && t.contains("name") && t["name"].is_string() && t.contains("template") &&
+                  t["template"].is_string(),
+              "data", "{}: each chat_template entry must be {{\"name\": str, \"template\": str}}", cfg_path.string());
+    named.emplace_back(t["name"].get<std::string>(), t["template"].get<std::string>());
+  }
+  auto pick = [&](std::string_view n) -> std::optional<ChatTemplateSource> {
+    for (const auto& [k, v] : named)
+      if (k == n) return ChatTemplateSource{v, cfg_path.string() + " [" + k + "]"};
+    return std::nullopt;
+  };
+  std::string names;
+  for (const auto& [k, v] : named) names += (names.empty() ? "" : ", ") + k;
+  if (!name.empty()) {
+    if (auto t = pick(name)) return t;
+    fail("data", "{}: no chat template named '{}' (it has: {})", cfg_path.string(), name, names);
+  }
+  if (with_tools)
+    if (auto t = pick("tool_use")) return t;
+  if (auto t = pick("default")) return t;
+  fail("data", "{}: several chat templates ({}) and none named 'default'", cfg_path.string(), names);
+}
+
+ModelChatTemplate ModelChatTemplate::load(const std::string& model_dir) {
+  std::optional<ChatTemplateSource> src = find_chat_template(model_dir);
+  SFT_CHECK(src, "data",
+            "{}: --conversation_template auto needs the model's chat template, but the directory has neither "
+            "chat_template.jinja nor a chat_template in tokenizer_config.json; pick a built-in template instead",
+            model_dir);
+  // HF passes special_tokens_map: the tokens that are set (unset ones stay undefined).
+  const TokenizerConfig cfg = read_tokenizer_config(model_dir);
+  jinja::Dict tokens;
+  const std::pair<const char*, const TokenizerConfig::Special*> named[] = {
+      {"bos_token", &cfg.bos_token}, {"eos_token", &cfg.eos_token}, {"unk_token", &cfg.unk_token}, {"pad_token", &cfg.pad_token}};
+  for (const auto& [key, special] : named)
+    if (special->content) tokens.set(key, jinja::Value(*special->content));
+  if (!cfg.additional_special_tokens.empty()) {
+    jinja::List extra;
+    for (const std::string& t : cfg.additional_special_tokens) extra.emplace_back(t);
+    tokens.set("additional_special_tokens", jinja::Value(std::move(extra)));
+  }
+  return ModelChatTemplate(std::move(*src), std::move(tokens));
+}
+
+ModelChatTemplate::ModelChatTemplate(ChatTemplateSource source, jinja::Dict special_tokens)
+    : source_(std::move(source)), template_(source_.text, source_.origin), special_tokens_(std::move(special_tokens)) {}
+
+jinja::RenderResult ModelChatTemplate::render_full(const ordered_json& messages, const ordered_json& tools,
+                                                   bool add_generation_prompt) const {
+  jinja::Dict ctx;
+  ctx.set("messages", jinja::Value::from_json(messages));
+  ctx.set("tools", jinja::Value::from_json(tools));
+  ctx.set("documents", jinja::Value(jinja::None{}));
+  ctx.set("add_generation_prompt", jinja::Value(add_generation_prompt));
+  for (const auto& [k, v] : special_tokens_) ctx.set(k, v);
+  return template_.render(ctx);
+}
+
+std::string ModelChatTemplate::render(const ordered_json& messages, const ordered_json& tools,
+                                      bool add_generation_prompt) const {
+  return render_full(messages, tools, add_generation_prompt).text;
+}
+
+ordered_json ModelChatTemplate::messages_of(const Conversation& conv) {
+  ordered_json out = ordered_json::array();
+  if (conv.system) out.push_back({{"role", "system"}, {"content", *conv.system}});
+  for (const Message& m : conv.messages)
+    out.push_back({{"role", m.role == Role::assistant ? "assistant" : m.role == Role::user ? "user" : "system"},
+                   {"content", m.content}});
+  return out;
+}
+
+std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Conversation& conv, std::string* why) const {
+  const ordered_json messages = messages_of(conv);
+  const jinja::RenderResult whole = render_full(messages, nullptr, false);
+  const std::string& full = whole.text;
+  std::vector<Segment> segs;
+  size_t pos = 0;
+  if (!whole.generation_spans.empty()) {  // the template marks the trained text itself
+    for (const auto& [b, e] : whole.generation_spans) {
+      add_segment(segs, std::string_view(full).substr(pos, b - pos), false);
+      add_segment(segs, std::string_view(full).substr(b, e - b), true);
+      pos = e;
+    }
+    add_segment(segs, std::string_view(full).substr(pos), false);
+    return segs;
+  }
+  for (size_t i = 0; i < messages.size(); ++i) {
+    if (messages[i]["role"] != "assistant") continue;
+    const ordered_json before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
+    const ordered_json upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
+    const std::string prompt = render(before, nullptr, true);
+    const std::string turn = render(upto, nullptr, false);
+    if (!full.starts_with(prompt) || !turn.starts_with(prompt) || !full.starts_with(turn) || prompt.size() < pos) {
+      *why = fmt::format("{}: the template's rendering of messages[:{}] (with the generation prompt) or of "
+                         "messages[:{}] is not a prefix of its rendering of the whole conversation (it rewrites earlier "
+                         "turns), so the answer of message {} cannot be located",
+                         source_.origin, i, i + 1, i);
+      return std::nullopt;
+    }
+    const size_t end = rstrip_length(turn, prompt.size());
+    add_segment(segs, std::string_view(full).substr(pos, prompt.size() - pos), false);
+    add_segment(segs, std::string_view(full).substr(prompt.size(), end - prompt.size()), true);
+    pos = end;
+  }
+  add_segment(segs, std::string_view(full).substr(pos), false);
+  return segs;
+}
+
+}  // namespace sft

@@ -1,0 +1,63 @@
+// A model's own chat template (`--conversation_template auto`): found as HF finds it
+// (chat_template.jinja beside the tokenizer files, then tokenizer_config.json's `chat_template`,
+// a string or a list of named templates), rendered through the Jinja interpreter with the
+// variables HF's apply_chat_template passes (messages, tools, documents, add_generation_prompt
+// and the special tokens), and split into trained / untrained segments by rendering prefixes.
+// Reference: transformers PreTrainedTokenizerBase.apply_chat_template / get_chat_template.
+#pragma once
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "data/chat_template.h"
+#include "data/conversation.h"
+#include "data/jinja_eval.h"
+
+namespace sft {
+
+struct ChatTemplateSource {
+  std::string text;    // the Jinja source
+  std::string origin;  // "<dir>/chat_template.jinja" or "<dir>/tokenizer_config.json" (+ " [tool_use]")
+};
+
+// The chat template of a model directory, or nullopt when it has none. With a list of named
+// templates, `name` picks one; else, as HF: "tool_use" when `with_tools` and it exists, then
+// "default". sft::Error for a malformed tokenizer_config.json or a missing name.
+std::optional<ChatTemplateSource> find_chat_template(const std::string& model_dir, std::string_view name = "",
+                                                     bool with_tools = false);
+
+class ModelChatTemplate {
+ public:
+  // Loads and parses the template of `model_dir` and its special tokens (tokenizer_config.json,
+  // special_tokens_map.json). sft::Error when the directory has no template ("auto" needs one).
+  static ModelChatTemplate load(const std::string& model_dir);
+  ModelChatTemplate(ChatTemplateSource source, jinja::Dict special_tokens);
+
+  // The template's rendering of `messages` (HF message dicts), as apply_chat_template(...,
+  // tokenize=False). `tools` may be a null JSON value.
+  std::string render(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                     bool add_generation_prompt) const;
+
+  // HF message dicts of a validated conversation: its system message (when set) then the turns.
+  static nlohmann::ordered_json messages_of(const Conversation& conv);
+
+  // Segments whose concatenation is render(messages_of(conv), null, false). Trained: each
+  // assistant turn's text plus the end-of-turn text the template puts after it, without the
+  // whitespace after that (found by rendering message prefixes), or the template's
+  // {% generation %} spans when it has them. When a prefix's rendering is not a prefix of the
+  // whole (a template that rewrites earlier turns), returns nullopt and sets `why`.
+  std::optional<std::vector<Segment>> render_segments(const Conversation& conv, std::string* why) const;
+
+  const std::string& origin() const { return source_.origin; }
+
+ private:
+  jinja::RenderResult render_full(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
+                                  bool add_generation_prompt) const;
+
+  ChatTemplateSource source_;
+  jinja::Template template_;
+  jinja::Dict special_tokens_;
+};
+
+}  // namespace sft
