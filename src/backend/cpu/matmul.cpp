@@ -203,8 +203,10 @@ struct CpuBackend::Gemm {
   }
 
   // w's bf16 values packed for form (0 forward, 1 dx) of GEMM g (whose B is the plain w or wᵀ),
-  // derived when missing or stale (2 bytes per parameter and form).
-  const void* weight_packed(const Tensor& w, const cpu::GemmArgs& g, int form) {
+  // derived when missing or stale (2 bytes per parameter and form). sibling: the GEMM of the other
+  // form, when known; if that form has been used before (training: the dx GEMM after the forward)
+  // and is stale too, it is packed from the same bf16 rounding of w (one rounding per update).
+  const void* weight_packed(const Tensor& w, const cpu::GemmArgs& g, int form, const cpu::GemmArgs* sibling) {
     WeightCopies& c = weights[static_cast<const char*>(w.data)];
     if (c.bytes != w.nbytes()) {  // a new weight at this address, or another view of it
       c.bytes = w.nbytes();
@@ -213,19 +215,26 @@ struct CpuBackend::Gemm {
     Packed& p = c.packed[form];
     const memory::desc& layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
     if (!p.valid || p.layout != layout) {
-      p.layout = layout;
-      p.data.resize(layout.get_size());
       const uint16_t* src = w.dtype == DType::bf16 ? w.bf16() : round_into(pack_src, w.f32(), size_t(w.numel()));
-      onednn().pack(g, src, layout, p.data.data());
-      p.valid = true;
+      pack(p, g, layout, src);
+      Packed& other = c.packed[1 - form];
+      if (sibling && !other.valid && !other.data.empty())
+        pack(other, *sibling, onednn().prim(*sibling, memory::data_type::bf16, true).packed_b, src);
     }
     return p.data.data();
+  }
+  static void pack(Packed& p, const cpu::GemmArgs& g, const memory::desc& layout, const uint16_t* src) {
+    p.layout = layout;
+    p.data.resize(layout.get_size());
+    onednn().pack(g, src, layout, p.data.data());
+    p.valid = true;
   }
 
   // Runs g (A fp32; B fp32 in g.B, or bf16 in g.B16) in precision dt on its route. x16 / a16:
   // bf16 roundings of A made earlier in this call (nullptr: made here). w: the weight when B is
   // one (its copies are cached), with form 0 forward, 1 dx; absent for dw.
-  void run(cpu::GemmArgs g, DType dt, const Tensor* w, int form, const uint16_t* a16 = nullptr) {
+  void run(cpu::GemmArgs g, DType dt, const Tensor* w, int form, const uint16_t* a16 = nullptr,
+           const cpu::GemmArgs* sibling = nullptr) {
     const cpu::GemmRoute r = route(dt).route;
     const bool bf16 = dt == DType::bf16;
     if (r == cpu::GemmRoute::ours_bf16 || r == cpu::GemmRoute::ours_fp32) {
@@ -238,7 +247,7 @@ struct CpuBackend::Gemm {
       if (!a16) a16 = round_into(act16[0], g.A, size_t(g.M * g.K));
       if (w) {
         const cpu::GemmArgs plain = [&] { auto h = g; h.B16 = nullptr; return h; }();
-        onednn().run(plain, a16, weight_packed(*w, plain, form), memory::data_type::bf16, true);
+        onednn().run(plain, a16, weight_packed(*w, plain, form, sibling), memory::data_type::bf16, true);
       } else {
         const uint16_t* b16 = g.B16 ? g.B16 : round_into(act16[1], g.B, size_t(g.K * g.N));
         onednn().run(g, a16, b16, memory::data_type::bf16);
@@ -295,7 +304,10 @@ void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, boo
                         .lda = IC, .B = w16 ? nullptr : w.f32(), .ldb = IC, .C = out.f32(), .ldc = OC,
                         .bias = bias.empty() ? nullptr : bias.f32(), .accumulate = accumulate,
                         .B16 = w16 ? w.bf16() : nullptr};
-  gemm_->run(g, matmul_dtype_, &w, 0);
+  // the backward's dx GEMM (B = w), whose packed copy is refreshed from the same rounding
+  const cpu::GemmArgs dx{.trans_a = false, .trans_b = false, .M = N, .N = IC, .K = OC, .A = nullptr, .lda = OC,
+                         .B = nullptr, .ldb = IC, .C = nullptr, .ldc = IC, .bias = nullptr, .accumulate = false};
+  gemm_->run(g, matmul_dtype_, &w, 0, nullptr, &dx);
 }
 
 void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x,
