@@ -137,6 +137,31 @@ std::optional<ShardMode> check_fsdp_mode(const std::string& fsdp, int world) {
   return mode;
 }
 
+// One rank's memory under a sharded mode: 1/N of the fp32 master weights, gradients and AdamW
+// moments (units padded to a multiple of N), plus the full-size buffers of the units in flight:
+// full_shard gathers 2 units (3 with tied embeddings, whose embedding stays gathered for the pass)
+// and computes as many units' gradients before reduce-scattering them; shard_grad_op keeps the
+// whole model (and the bf16 copies of all of it) besides its master shard.
+MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode, int world) {
+  Weights layout;
+  std::vector<ParamUnit> units;
+  lay_out_weights(cfg, nullptr, layout, Device::cpu, &units);
+  int64_t shard = 0, largest = 0, padded = 0;
+  for (const ParamUnit& u : units) {
+    const int64_t len = (u.size + world - 1) / world;
+    shard += len;
+    padded += len * world;
+    largest = std::max(largest, len * world);
+  }
+  const int64_t in_flight = (cfg.tie_word_embeddings ? 3 : 2) * largest;
+  const bool whole = mode == ShardMode::shard_grad_op;
+  if (plan.weight_copies > 0) plan.weight_copies = 2 * (whole ? padded : in_flight);
+  plan.weights = 4 * (shard + (whole ? padded : in_flight));
+  plan.grads = 4 * (shard + in_flight + (cfg.tie_word_embeddings ? 3 : 2) * (largest / world));
+  plan.optimizer = 2 * 4 * shard;
+  return plan;
+}
+
 // What every rank must agree on: the resolved options except paths that may differ per host, the
 // training data's size, and the checkpoint the run resumes from.
 std::vector<std::pair<std::string, std::string>> config_fingerprint(const TrainConfig& cfg, const std::string& resume) {
@@ -247,11 +272,16 @@ int run_train(int argc, char** argv) {
   int64_t max_tokens = max_batch_tokens(train_data, loader, cfg);
   for (const Batch& b : eval_batches) max_tokens = std::max(max_tokens, b.num_tokens());
   const ModelOptions mopt{.recompute = cfg.gradient_checkpointing};
-  const MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens,
-                                                cfg.bf16 && backend->keeps_bf16_weight_copies());
-  const int64_t available = available_memory_bytes();
-  std::printf("memory: %s; %s\n", describe(plan).c_str(),
-              available < 0 ? "free memory unknown" : fmt::format("{:.1f} GiB available", double(available) / (1 << 30)).c_str());
+  MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, cfg.bf16 && backend->keeps_bf16_weight_copies());
+  if (shard) plan = per_rank_plan(plan, mcfg, *shard, comm->size());
+  // The ranks on one node share its memory.
+  int64_t available = available_memory_bytes();
+  if (available > 0) available /= std::max(1, launch.local_size);
+  std::printf("memory%s: %s; %s\n", comm->size() > 1 ? " per rank" : "", describe(plan).c_str(),
+              available < 0 ? "free memory unknown"
+                            : fmt::format("{:.1f} GiB available{}", double(available) / (1 << 30),
+                                          launch.local_size > 1 ? fmt::format(" to each of {} ranks here", launch.local_size)
+                                                                : "").c_str());
   if (backend->device() == Device::cpu)  // host memory; a GPU backend checks its own device memory
     check_memory_fits(plan, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
   std::unique_ptr<ParamStore> store;
