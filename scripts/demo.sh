@@ -19,12 +19,15 @@ rm -rf "$out"
   --learning_rate 2e-3 --weight_decay 0. --warmup_ratio 0.03 --lr_scheduler_type cosine \
   --logging_steps 5 --save_strategy epoch --save_total_limit 2 \
   --model_max_length 512 --gradient_checkpointing True --lazy_preprocess True
-python3 - "$out/vicuna-tiny/metrics.jsonl" <<'PY'
-import json, sys
-rows = [json.loads(l) for l in open(sys.argv[1]) if '"loss"' in l and '"eval_loss"' not in l]
-print(f"loss: step {rows[0]['step']} {rows[0]['loss']:.3f} -> step {rows[-1]['step']} {rows[-1]['loss']:.3f}"
-      f" ({rows[-1]['tokens_per_s']:.0f} tokens/s); plot: {sys.argv[1].rsplit('/', 1)[0]}/loss.svg")
-PY
+# The loss summary from metrics.jsonl with the shell alone (no Python at run time): the first and
+# last training-loss lines, one number per key.
+metrics="$out/vicuna-tiny/metrics.jsonl"
+field() { sed -E "s/.*\"$1\": ?(-?[0-9.eE+-]+).*/\1/"; }
+first=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | head -n 1)
+last=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | tail -n 1)
+LC_ALL=C printf 'loss: step %s %.3f -> step %s %.3f (%.0f tokens/s); plot: %s\n' \
+  "$(field step <<<"$first")" "$(field loss <<<"$first")" "$(field step <<<"$last")" \
+  "$(field loss <<<"$last")" "$(field tokens_per_s <<<"$last")" "$out/vicuna-tiny/loss.svg"
 echo "USER: Who are you?"
 echo -n "ASSISTANT: "
 "$sft" generate --model "$out/vicuna-tiny" --prompt "Who are you?" --temperature 0 --max_new_tokens 64
