@@ -2,10 +2,12 @@
 // trained spans by prefix rendering: for assistant message i, P = render(messages[:i],
 // add_generation_prompt=True) ends where the answer starts, Q = render(messages[:i+1]) ends after
 // the template's end of turn; the answer is Q[|P|:] without trailing whitespace (ChatML's "\n"
-// after <|im_end|> stays untrained). P and Q must be prefixes of the whole rendering.
+// after <|im_end|> stays untrained). P and Q must be prefixes of the whole rendering (Q up to a
+// tail that the whole rendering ends with: text written only after the last message).
 // Reference: transformers tokenization_utils_base.py (get_chat_template, apply_chat_template).
 #include "data/jinja_chat.h"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -162,14 +164,25 @@ std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Con
     const ordered_json upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
     const std::string prompt = render(before, nullptr, true);
     const std::string turn = render(upto, nullptr, false);
-    if (!full.starts_with(prompt) || !turn.starts_with(prompt) || !full.starts_with(turn) || prompt.size() < pos) {
+    // The turn may end with text the template writes only after the last message (Phi-3's and
+    // InternLM2's closing eos_token): accepted when the whole rendering ends with that same text.
+    size_t common = static_cast<size_t>(
+        std::mismatch(turn.begin(), turn.end(), full.begin(), full.end()).first - turn.begin());
+    if (common < turn.size()) {
+      // The two continuations may share the start of a special token ("<|" of <|endoftext|> and
+      // <|user|>): the tail starts at that token's '<'.
+      const size_t lt = turn.rfind('<', common > 0 ? common - 1 : 0);
+      if (lt != std::string::npos && lt >= prompt.size() && turn.find('>', lt) >= common) common = lt;
+    }
+    const bool tail_only = common == turn.size() || full.ends_with(std::string_view(turn).substr(common));
+    if (!full.starts_with(prompt) || !turn.starts_with(prompt) || prompt.size() < pos || !tail_only) {
       *why = fmt::format("{}: the template's rendering of messages[:{}] (with the generation prompt) or of "
                          "messages[:{}] is not a prefix of its rendering of the whole conversation (it rewrites earlier "
                          "turns), so the answer of message {} cannot be located",
                          source_.origin, i, i + 1, i);
       return std::nullopt;
     }
-    const size_t end = rstrip_length(turn, prompt.size());
+    const size_t end = rstrip_length(turn.substr(0, common), prompt.size());
     add_segment(segs, std::string_view(full).substr(pos, prompt.size() - pos), false);
     add_segment(segs, std::string_view(full).substr(prompt.size(), end - prompt.size()), true);
     pos = end;

@@ -115,6 +115,11 @@ TEST(ModelChatTemplate, SegmentsChatMlLlama3Mistral) {
   ASSERT_TRUE(mistral) << why;
   EXPECT_EQ(trained(*mistral), "[Hi!</s>][Fine.</s>]");
   EXPECT_EQ(joined(*mistral), "<s>[INST] Hello! [/INST]Hi!</s> [INST] How are you? [/INST]Fine.</s> ");
+
+  // Phi-3 writes eos_token only after the last message: trained with the last answer.
+  const auto phi3 = fixture_template("phi-3-mini-instruct.jinja", "<s>", "<|endoftext|>").render_segments(hello(), &why);
+  ASSERT_TRUE(phi3) << why;
+  EXPECT_EQ(trained(*phi3), "[Hi!<|end|>][Fine.<|end|>\n<|endoftext|>]");
 }
 
 TEST(ModelChatTemplate, GenerationBlocksAreTheTrainedSpans) {
@@ -130,12 +135,16 @@ TEST(ModelChatTemplate, GenerationBlocksAreTheTrainedSpans) {
 }
 
 TEST(ModelChatTemplate, RejectsTemplatesThatRewriteEarlierTurns) {
+  std::string why;
+  // Mistral-Nemo moves the system prompt into the last user turn.
+  EXPECT_FALSE(fixture_template("mistral-nemo-instruct-2407.jinja", "<s>", "</s>").render_segments(hello("S"), &why));
+  // Qwen3 adds an empty <think> block only to answers after the last user turn.
+  EXPECT_FALSE(fixture_template("qwen3-0.6b.jinja", "", "<|im_end|>").render_segments(hello(), &why));
   // Numbers turns from the end: every prefix renders the first turn differently.
   const sft::ModelChatTemplate t(
       sft::ChatTemplateSource{"{% for m in messages %}{{ messages|length - loop.index0 }}:{{ m.content }}\n{% endfor %}",
                               "countdown"},
       {});
-  std::string why;
   EXPECT_FALSE(t.render_segments(hello(), &why));
   EXPECT_NE(why.find("rewrites earlier turns"), std::string::npos) << why;
 }
