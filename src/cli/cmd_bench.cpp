@@ -9,7 +9,6 @@
 #include <CLI/CLI.hpp>
 #include <chrono>
 #include <cstdio>
-#include <random>
 
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
@@ -28,26 +27,6 @@
 namespace sft {
 
 namespace {
-
-// B rows of T random tokens, one sequence per row, targets = the next token (-100 at row end).
-Batch random_batch(int64_t B, int64_t T, int64_t V, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> tok(0, int32_t(V) - 1);
-  Batch b;
-  b.B = B;
-  b.T = T;
-  for (int64_t r = 0; r < B; ++r) {
-    b.cu_seqlens.push_back(int32_t(r * T));
-    for (int64_t t = 0; t < T; ++t) {
-      b.tokens.push_back(tok(rng));
-      b.positions.push_back(int32_t(t));
-    }
-  }
-  b.cu_seqlens.push_back(int32_t(B * T));
-  for (int64_t i = 0; i < B * T; ++i)
-    b.targets.push_back((i + 1) % T == 0 ? -100 : b.tokens[size_t(i) + 1]);
-  return b;
-}
 
 double peak_rss_mb() {
   rusage ru{};
@@ -110,7 +89,7 @@ int run_bench(int argc, char** argv) {
   init_weights(model, 1234);
   AdamW opt(model, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.0f});
   const std::unique_ptr<Comm> comm = make_local_comm(*backend);
-  const std::vector<Batch> micro = {random_batch(preset.batch, preset.seq_len, preset.config.vocab_size, 42)};
+  const std::vector<Batch> micro = {random_token_batch(preset.batch, preset.seq_len, int32_t(preset.config.vocab_size), 42)};
   const Batch& batch = micro.front();
   const double flops_per_token = train_flops(preset.config, batch) / double(batch.num_tokens());
   std::printf("sft bench: preset %s (%.1fM params), dtype %s%s, B=%ld T=%ld, %s%s\n", preset.name.c_str(),

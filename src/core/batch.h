@@ -4,6 +4,7 @@
 #pragma once
 #include <algorithm>
 #include <cstdint>
+#include <random>
 #include <vector>
 
 namespace sft {
@@ -22,5 +23,26 @@ struct Batch {
     return std::count_if(targets.begin(), targets.end(), [](int32_t t) { return t != -100; });
   }
 };
+
+// B rows of T uniformly random tokens below vocab, one sequence per row; targets the next token
+// (-100 at each row's end), or none: the batches of sft bench and of the tests.
+inline Batch random_token_batch(int64_t B, int64_t T, int32_t vocab, uint64_t seed, bool with_targets = true) {
+  std::mt19937_64 rng(seed);
+  std::uniform_int_distribution<int32_t> tok(0, vocab - 1);
+  Batch b;
+  b.B = B;
+  b.T = T;
+  for (int64_t r = 0; r < B; ++r) {
+    b.cu_seqlens.push_back(int32_t(r * T));
+    for (int64_t t = 0; t < T; ++t) {
+      b.tokens.push_back(tok(rng));
+      b.positions.push_back(int32_t(t));
+    }
+  }
+  b.cu_seqlens.push_back(int32_t(B * T));
+  for (int64_t i = 0; i < B * T; ++i)
+    b.targets.push_back(!with_targets || (i + 1) % T == 0 ? -100 : b.tokens[size_t(i) + 1]);
+  return b;
+}
 
 }  // namespace sft

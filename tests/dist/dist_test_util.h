@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <exception>
-#include <random>
 #include <thread>
 #include <vector>
 
@@ -11,24 +10,9 @@
 
 namespace sft::dist_test {
 
-// B rows of T random tokens below vocab, one sequence per row; targets the next token, or none.
+// B rows of T random tokens below vocab (core/batch.h's generator with these tests' defaults).
 inline Batch make_batch(int64_t B, int64_t T, uint64_t seed, bool with_targets = true, int32_t vocab = 50) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> tok(0, vocab - 1);
-  Batch b;
-  b.B = B;
-  b.T = T;
-  for (int64_t r = 0; r < B; ++r) {
-    b.cu_seqlens.push_back(int32_t(r * T));
-    for (int64_t t = 0; t < T; ++t) {
-      b.tokens.push_back(tok(rng));
-      b.positions.push_back(int32_t(t));
-    }
-  }
-  b.cu_seqlens.push_back(int32_t(B * T));
-  for (int64_t i = 0; i < B * T; ++i)
-    b.targets.push_back(!with_targets || (i + 1) % T == 0 ? -100 : b.tokens[size_t(i) + 1]);
-  return b;
+  return random_token_batch(B, T, vocab, seed, with_targets);
 }
 
 // Runs body(rank) on one thread per rank (one OpenMP thread each); rethrows the first failure.

@@ -31,23 +31,7 @@ LlamaConfig tiny_config(bool tied = false) {
   return c;
 }
 
-Batch make_batch(int64_t B, int64_t T, uint64_t seed) {
-  std::mt19937_64 rng(seed);
-  std::uniform_int_distribution<int32_t> tok(0, 60);
-  Batch b;
-  b.B = B;
-  b.T = T;
-  for (int64_t r = 0; r < B; ++r) {
-    b.cu_seqlens.push_back(int32_t(r * T));
-    for (int64_t t = 0; t < T; ++t) {
-      b.tokens.push_back(tok(rng));
-      b.positions.push_back(int32_t(t));
-    }
-  }
-  b.cu_seqlens.push_back(int32_t(B * T));
-  for (int64_t i = 0; i < B * T; ++i) b.targets.push_back((i + 1) % T == 0 ? -100 : b.tokens[size_t(i) + 1]);
-  return b;
-}
+Batch make_batch(int64_t B, int64_t T, uint64_t seed) { return random_token_batch(B, T, 61, seed); }
 
 // A LocalParamStore that records what the model asks of it.
 class RecordingStore final : public LocalParamStore {
