@@ -1,4 +1,6 @@
-// write_on_rank0 and load_checkpoint_any (see sharded_checkpoint.h).
+// write_on_rank0 and load_checkpoint_any (see sharded_checkpoint.h), and the part of
+// ShardedParamStore they stand on: rank 0 reading the full model while the other ranks serve the
+// gathers it needs, and optimizer states gathered to rank 0 unit by unit.
 #include "dist/sharded_checkpoint.h"
 
 #include <filesystem>
@@ -8,6 +10,63 @@
 #include "io/safetensors.h"
 
 namespace sft {
+
+namespace {
+constexpr double kEndAccess = -1, kServerCode = -2;  // root_access codes besides unit numbers
+}  // namespace
+
+// ---- ShardedParamStore: rank-0 access ----
+
+void ShardedParamStore::announce(double code) {
+  comm_.all_reduce_host(&code, 1, ReduceOp::max, "root_access");
+}
+
+void ShardedParamStore::begin_root_access() {
+  finish_all_reduces();
+  for (Slot& s : slots_) {  // a prefetch in flight completes; every rank does the same
+    wait_slot(s);
+    if (s.unit >= 0 && refs_[size_t(s.unit)] == 0) {
+      slot_of_[size_t(s.unit)] = -1;
+      s.unit = -1;
+    }
+  }
+  root_access_ = true;
+}
+
+void ShardedParamStore::end_root_access() {
+  if (rank_ == 0) announce(kEndAccess);
+  root_access_ = false;
+}
+
+void ShardedParamStore::serve_root() {
+  SFT_CHECK(rank_ != 0 && root_access_, "sharded_store", "serve_root on rank {} ({} root access)", rank_,
+            root_access_ ? "in" : "outside");
+  for (;;) {
+    double code = kServerCode;
+    comm_.all_reduce_host(&code, 1, ReduceOp::max, "root_access");
+    if (code < 0) break;
+    const int unit = int(code);
+    Slot& s = slots_[size_t(gather(unit))];
+    wait_slot(s);
+    s.unit = -1;
+    slot_of_[size_t(unit)] = -1;
+  }
+  root_access_ = false;
+}
+
+void ShardedParamStore::gather_to_root(Tensor local, Tensor full) {
+  SFT_CHECK(local.numel() == shard_.numel() && (rank_ != 0 || full.numel() == num_params_), "sharded_store",
+            "gather_to_root of {} elements into {}, expected {} into {}", local.numel(), full.numel(),
+            shard_.numel(), num_params_);
+  Tensor buf(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
+  for (int u = 0; u < num_units(); ++u) {
+    comm_.wait(comm_.all_gather(padded_unit(buf.f32(), u), shard_of(local, u), "state to rank 0"));
+    if (rank_ == 0)
+      be_.copy(full.f32() + units_[size_t(u)].offset, buf.data, size_t(units_[size_t(u)].size) * 4);
+  }
+  be_.dealloc(buf.data);
+}
+
 
 void write_on_rank0(LlamaModel& model, Comm& comm, const OptimizerState& local,
                     const std::function<void(const OptimizerState& full)>& write) {

@@ -1,6 +1,6 @@
 // ShardedParamStore (see sharded_store.h): shard layout, gather buffers with prefetch in pass
-// order, per-unit gradient buffers reduce-scattered into the gradient shard, and rank-0 access
-// to the full model for checkpoints. Views of a unit (weights(), grads(), param_table()) point
+// order, per-unit gradient buffers reduce-scattered into the gradient shard (rank 0's access to
+// the full model for checkpoints is in sharded_checkpoint.cpp). Views of a unit (weights(), grads(), param_table()) point
 // into its gather buffer (full_shard) or the whole-model buffer (shard_grad_op) while it is
 // acquired, and are null otherwise.
 #include "dist/sharded_store.h"
@@ -13,7 +13,6 @@ namespace sft {
 
 namespace {
 
-constexpr double kEndAccess = -1, kServerCode = -2;
 
 // A layout over an address that need not be memory: only the views of units that land on real
 // memory are used (a unit placed at a buffer b is laid out from b minus the unit's flat offset).
@@ -306,58 +305,6 @@ void ShardedParamStore::params_updated() {
 double ShardedParamStore::grad_sum_squares() {
   finish_all_reduces();
   return be_.sum_squares(grad_shard_);
-}
-
-// ---- rank-0 access ----
-
-void ShardedParamStore::announce(double code) {
-  comm_.all_reduce_host(&code, 1, ReduceOp::max, "root_access");
-}
-
-void ShardedParamStore::begin_root_access() {
-  finish_all_reduces();
-  for (Slot& s : slots_) {  // a prefetch in flight completes; every rank does the same
-    wait_slot(s);
-    if (s.unit >= 0 && refs_[size_t(s.unit)] == 0) {
-      slot_of_[size_t(s.unit)] = -1;
-      s.unit = -1;
-    }
-  }
-  root_access_ = true;
-}
-
-void ShardedParamStore::end_root_access() {
-  if (rank_ == 0) announce(kEndAccess);
-  root_access_ = false;
-}
-
-void ShardedParamStore::serve_root() {
-  SFT_CHECK(rank_ != 0 && root_access_, "sharded_store", "serve_root on rank {} ({} root access)", rank_,
-            root_access_ ? "in" : "outside");
-  for (;;) {
-    double code = kServerCode;
-    comm_.all_reduce_host(&code, 1, ReduceOp::max, "root_access");
-    if (code < 0) break;
-    const int unit = int(code);
-    Slot& s = slots_[size_t(gather(unit))];
-    wait_slot(s);
-    s.unit = -1;
-    slot_of_[size_t(unit)] = -1;
-  }
-  root_access_ = false;
-}
-
-void ShardedParamStore::gather_to_root(Tensor local, Tensor full) {
-  SFT_CHECK(local.numel() == shard_.numel() && (rank_ != 0 || full.numel() == num_params_), "sharded_store",
-            "gather_to_root of {} elements into {}, expected {} into {}", local.numel(), full.numel(),
-            shard_.numel(), num_params_);
-  Tensor buf(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
-  for (int u = 0; u < num_units(); ++u) {
-    comm_.wait(comm_.all_gather(padded_unit(buf.f32(), u), shard_of(local, u), "state to rank 0"));
-    if (rank_ == 0)
-      be_.copy(full.f32() + units_[size_t(u)].offset, buf.data, size_t(units_[size_t(u)].size) * 4);
-  }
-  be_.dealloc(buf.data);
 }
 
 }  // namespace sft

@@ -2,7 +2,7 @@
 // by N): full_shard (ZeRO-3) and shard_grad_op (ZeRO-2) train what one process accumulating every
 // rank's micro-batches trains (losses, gradient norms, full weights and AdamW moments), at most two
 // units are gathered at a time, the collectives come in pass order with the prefetch ahead of the
-// compute, and a checkpoint written through rank 0 resumes in a sharded world exactly.
+// compute, and a checkpoint written through rank 0 resumes at another world size and mode.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -234,12 +234,18 @@ TEST(ShardedStore, CollectivesComeInPassOrderWithThePrefetchAhead) {
   }
 }
 
-TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesShardedAsOneProcessContinues) {
+// Rank 0 writes the one-process layout while rank 1 serves it one unit at a time; 2 full_shard
+// ranks and 3 shard_grad_op ranks resume from it (re-sliced) as the one process continues.
+TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesAtAnyWorldSizeAsOneProcessContinues) {
   const LlamaConfig cfg = odd_config();
-  const std::vector<Batch> all = micro_batches(2);
+  const std::vector<Batch> all = micro_batches(3);  // 6 micro-batches per step, all world sizes
+  auto mine = [&](int r, int world) {
+    const int k = int(all.size()) / world;
+    return std::vector<Batch>(all.begin() + r * k, all.begin() + (r + 1) * k);
+  };
   const std::filesystem::path dir = std::filesystem::temp_directory_path() / "sft_sharded_ckpt_test";
   std::filesystem::remove_all(dir);
-  // One process: 3 steps, save, 2 more steps.
+  // One process: 3 steps, then 2 more.
   auto be = create_backend("cpu");
   LlamaModel one(cfg, *be);
   init_weights(one, 7);
@@ -247,38 +253,47 @@ TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesShardedAsOneProcessContinu
   const std::unique_ptr<Comm> local = make_local_comm(*be);
   std::vector<double> want;
   for (int s = 0; s < 5; ++s) want.push_back(train_step(one, opt1, *local, all, 1e-2, {}).loss);
-  // Two full_shard ranks: 3 steps, a checkpoint through rank 0; then fresh ranks resume and do 2.
+  // Two full_shard ranks: 3 steps and a checkpoint through rank 0.
   std::string ckpt;
+  int served_peak = -1;
   {
     ThreadWorld tw(2);
     run_ranks(2, [&](int r) {
       auto rb = create_backend("cpu");
-      LlamaModel m(cfg, *rb, {}, std::make_unique<ShardedParamStore>(cfg, *rb, tw.comm(r), ShardMode::full_shard));
+      auto store = std::make_unique<ShardedParamStore>(cfg, *rb, tw.comm(r), ShardMode::full_shard);
+      ShardedParamStore& ss = *store;
+      LlamaModel m(cfg, *rb, {}, std::move(store));
       init_weights(m, 7);
       AdamW opt(m, kAdam);
-      for (int s = 0; s < 3; ++s) train_step(m, opt, tw.comm(r), {all[size_t(2 * r)], all[size_t(2 * r + 1)]}, 1e-2, {});
+      for (int s = 0; s < 3; ++s) train_step(m, opt, tw.comm(r), mine(r, 2), 1e-2, {});
+      ss.reset_peak_resident();
       write_on_rank0(m, tw.comm(r), opt.state(), [&](const OptimizerState& full) {
         ckpt = save_checkpoint(dir.string(), 3, m, full, nlohmann::json{{"global_step", 3}}, CheckpointFiles{});
       });
+      if (r == 1) served_peak = ss.peak_resident_units();
       tw.comm(r).barrier("saved");
     });
   }
-  std::vector<double> got;
-  ThreadWorld tw(2);
-  run_ranks(2, [&](int r) {
-    auto rb = create_backend("cpu");
-    LlamaModel m(cfg, *rb, {}, std::make_unique<ShardedParamStore>(cfg, *rb, tw.comm(r), ShardMode::full_shard));
-    AdamW opt(m, kAdam);
-    OptimizerState st = opt.state();
-    load_checkpoint_any(ckpt, m, st);
-    opt.set_steps_taken(st.steps);
-    for (int s = 0; s < 2; ++s) {
-      const double loss = train_step(m, opt, tw.comm(r), {all[size_t(2 * r)], all[size_t(2 * r + 1)]}, 1e-2, {}).loss;
-      if (r == 0) got.push_back(loss);
-    }
-  });
-  ASSERT_EQ(got.size(), 2u);
-  for (int s = 0; s < 2; ++s) EXPECT_NEAR(got[size_t(s)], want[size_t(3 + s)], 1e-6 * want[size_t(3 + s)]);
+  EXPECT_EQ(served_peak, 1) << "rank 1 held more than one gathered unit while rank 0 wrote";
+  for (auto [world, mode] : {std::pair{2, ShardMode::full_shard}, std::pair{3, ShardMode::shard_grad_op}}) {
+    std::vector<double> got;
+    ThreadWorld tw(world);
+    run_ranks(world, [&](int r) {
+      auto rb = create_backend("cpu");
+      LlamaModel m(cfg, *rb, {}, std::make_unique<ShardedParamStore>(cfg, *rb, tw.comm(r), mode));
+      AdamW opt(m, kAdam);
+      OptimizerState st = opt.state();
+      load_checkpoint_any(ckpt, m, st);
+      opt.set_steps_taken(st.steps);
+      for (int s = 0; s < 2; ++s) {
+        const double loss = train_step(m, opt, tw.comm(r), mine(r, world), 1e-2, {}).loss;
+        if (r == 0) got.push_back(loss);
+      }
+    });
+    ASSERT_EQ(got.size(), 2u);
+    for (int s = 0; s < 2; ++s)
+      EXPECT_NEAR(got[size_t(s)], want[size_t(3 + s)], 1e-6 * want[size_t(3 + s)]) << world << " ranks, step " << 4 + s;
+  }
   std::filesystem::remove_all(dir);
 }
 
