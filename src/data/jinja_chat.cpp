@@ -191,4 +191,18 @@ std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Con
   return segs;
 }
 
+ConversationRenderer::ConversationRenderer(std::string_view name, const std::string& model_dir) {
+  if (name == "auto") model_.emplace(ModelChatTemplate::load(model_dir));
+  else builtin_ = &find_template(name);
+}
+
+std::optional<std::vector<Segment>> ConversationRenderer::render_segments(const Conversation& conv, std::string* why) const {
+  if (model_) return model_->render_segments(conv, why);
+  return sft::render_segments(*builtin_, conv);
+}
+
+std::string ConversationRenderer::description() const {
+  return model_ ? "auto (" + model_->origin() + ")" : std::string(builtin_->name);
+}
+
 }  // namespace sft

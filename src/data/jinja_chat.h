@@ -60,4 +60,26 @@ class ModelChatTemplate {
   jinja::Dict special_tokens_;
 };
 
+// What `--conversation_template` names: a built-in template (chat_template.h) or "auto", the
+// model's own template from `model_dir`. The one object the data pipeline, `sft generate` and
+// `sft data` need to render samples either way.
+class ConversationRenderer {
+ public:
+  // A built-in name, or "auto" (then ModelChatTemplate::load(model_dir), with its errors).
+  ConversationRenderer(std::string_view name, const std::string& model_dir);
+
+  // Segments of a validated conversation; nullopt with `why` when the model's template cannot be
+  // split into turns (see ModelChatTemplate::render_segments). A template's raise_exception or a
+  // runtime error is an sft::Error naming the template's line and column.
+  std::optional<std::vector<Segment>> render_segments(const Conversation& conv, std::string* why) const;
+
+  bool is_model_template() const { return model_.has_value(); }
+  // "vicuna_v1.1", or "auto (<model_dir>/tokenizer_config.json)": what `sft data preview` shows.
+  std::string description() const;
+
+ private:
+  const ChatTemplate* builtin_ = nullptr;
+  std::optional<ModelChatTemplate> model_;
+};
+
 }  // namespace sft

@@ -186,4 +186,24 @@ TEST(ModelChatTemplate, CorpusSweep) {
   EXPECT_GT(ok, 50);
 }
 
+// The renderer the pipeline uses: a built-in name renders as before, "auto" with the model's.
+TEST(ModelChatTemplate, ConversationRendererBuiltinOrAuto) {
+  std::string why;
+  const sft::ConversationRenderer builtin("chatml", "");
+  EXPECT_FALSE(builtin.is_model_template());
+  EXPECT_EQ(builtin.description(), "chatml");
+  EXPECT_EQ(joined(*builtin.render_segments(hello(), &why)), sft::render_text(sft::find_template("chatml"), hello()));
+  EXPECT_THROW(sft::ConversationRenderer("no-such-template", ""), sft::Error);
+
+  const fs::path d = model_dir("renderer-auto", {{"chat_template", read_file(kFixtures / "templates/qwen2.5-7b-instruct.jinja")},
+                                                 {"eos_token", "<|im_end|>"}});
+  const sft::ConversationRenderer aut("auto", d.string());
+  EXPECT_TRUE(aut.is_model_template());
+  EXPECT_NE(aut.description().find("auto ("), std::string::npos);
+  const auto segs = aut.render_segments(hello("Be brief."), &why);
+  ASSERT_TRUE(segs) << why;
+  EXPECT_EQ(trained(*segs), "[Hi!<|im_end|>][Fine.<|im_end|>]");
+  EXPECT_THROW(sft::ConversationRenderer("auto", model_dir("renderer-none", {{"eos_token", "</s>"}}).string()), sft::Error);
+}
+
 }  // namespace
