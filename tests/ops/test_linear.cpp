@@ -141,6 +141,30 @@ TEST(Linear, EveryRouteMatchesTheReference) {
   }
 }
 
+// No rows (an empty micro-batch: a data-parallel rank whose share of the epoch's end is empty
+// still runs its pass): forward and backward are no-ops on every route and dtype, dw keeps its
+// value. oneDNN's primitive creation divides by zero on such shapes (SIGFPE), so they never reach it.
+TEST(Linear, NoRowsIsANoOpOnEveryRoute) {
+  for (cpu::GemmRoute r : runnable_routes()) {
+    SCOPED_TRACE(cpu::gemm_route_name(r));
+    for (DType dt : {DType::f32, DType::bf16}) {
+      auto be = backend_on(r);
+      be->set_matmul_dtype(dt);
+      const int64_t IC = 32, OC = 48;
+      auto w = randn(size_t(OC * IC), 1), dw = randn(size_t(OC * IC), 2);
+      const auto dw0 = dw;
+      std::vector<float> db(size_t(OC), 1.0f), unused(1);
+      const Tensor none_x(unused.data(), DType::f32, {0, IC}), none_out(unused.data(), DType::f32, {0, OC});
+      const Tensor tw(w.data(), DType::f32, {OC, IC});
+      be->linear_forward(none_out, none_x, tw, Tensor(), false);
+      be->linear_backward(none_x, Tensor(dw.data(), DType::f32, {OC, IC}), Tensor(db.data(), DType::f32, {OC}),
+                          none_out, none_x, tw, false);
+      EXPECT_EQ(dw, dw0);
+      EXPECT_EQ(db, std::vector<float>(size_t(OC), 1.0f));
+    }
+  }
+}
+
 // A bf16 weight operand (a gathered bf16 unit) gives the same bits as the fp32 weight that rounds
 // to it, on every route, forward and backward; in fp32 GEMMs it equals the widened fp32 weight.
 TEST(Linear, Bf16WeightOperandBitEqualToItsFp32Rounding) {

@@ -235,6 +235,15 @@ struct CpuBackend::Gemm {
   // one (its copies are cached), with form 0 forward, 1 dx; absent for dw.
   void run(cpu::GemmArgs g, DType dt, const Tensor* w, int form, const uint16_t* a16 = nullptr,
            const cpu::GemmArgs* sibling = nullptr) {
+    // Empty shapes (a micro-batch without rows) never reach a kernel: oneDNN's primitive creation
+    // divides by zero on them. C (M, N) has no elements, or K = 0 leaves C = C (accumulate) or bias.
+    if (g.M == 0 || g.N == 0) return;
+    if (g.K == 0) {
+      if (!g.accumulate)
+        for (int64_t i = 0; i < g.M; ++i)
+          for (int64_t j = 0; j < g.N; ++j) g.C[i * g.ldc + j] = g.bias ? g.bias[j] : 0.0f;
+      return;
+    }
     const cpu::GemmRoute r = route(dt).route;
     const bool bf16 = dt == DType::bf16;
     if (r == cpu::GemmRoute::ours_bf16 || r == cpu::GemmRoute::ours_fp32) {
