@@ -21,8 +21,18 @@ RenderResult Template::render(const Dict& context, const RenderOptions& opts) co
   return Evaluator(*program_, context, opts).run();
 }
 
+namespace {
+
+// The globals hold no state (strftime_now reads the evaluator's options): built once.
+const Dict& shared_globals() {
+  static const Dict globals = make_globals();
+  return globals;
+}
+
+}  // namespace
+
 Evaluator::Evaluator(const Program& program, const Dict& context, const RenderOptions& opts)
-    : program_(program), context_(context), opts_(opts), globals_(make_globals()) {
+    : program_(program), context_(context), opts_(opts), globals_(shared_globals()) {
   frames_.emplace_back();
 }
 
@@ -115,38 +125,42 @@ List iteration_items(const Evaluator& ev, const Value& v, SourcePos pos) {
 }  // namespace
 
 void Evaluator::exec_for(const Stmt& s) {
-  const List all = iteration_items(*this, eval(*s.expr), s.expr->pos);
+  List items = iteration_items(*this, eval(*s.expr), s.expr->pos);
   frames_.emplace_back();
-  List items;
   if (s.cond) {  // `for x in xs if cond`: the condition sees the loop variable, not `loop`
-    for (const Value& v : all) {
+    List kept;
+    for (const Value& v : items) {
       assign(s.target, v, s.pos);
-      if (eval(*s.cond).truthy()) items.push_back(v);
+      if (eval(*s.cond).truthy()) kept.push_back(v);
     }
-  } else {
-    items = all;
+    items = std::move(kept);
   }
   const int64_t n = static_cast<int64_t>(items.size());
+  // loop.cycle() reads the current index through a counter shared with this loop.
+  auto index = std::make_shared<int64_t>(0);
+  const Value cycle(FunctionPtr(std::make_shared<const Function>(
+      Function{"loop.cycle", [index](Evaluator& ev, const CallArgs& args, SourcePos pos) {
+                 if (args.pos.empty()) ev.fail(pos, "loop.cycle() needs at least one value");
+                 return args.pos[*index % static_cast<int64_t>(args.pos.size())];
+               }})));
   for (int64_t i = 0; i < n; ++i) {
     step(s.pos);
     assign(s.target, items[i], s.pos);
+    *index = i;
     Dict loop;
-    loop.set("index", Value(i + 1));
-    loop.set("index0", Value(i));
-    loop.set("revindex", Value(n - i));
-    loop.set("revindex0", Value(n - i - 1));
-    loop.set("first", Value(i == 0));
-    loop.set("last", Value(i == n - 1));
-    loop.set("length", Value(n));
-    loop.set("depth", Value(1));
-    loop.set("depth0", Value(0));
-    if (i > 0) loop.set("previtem", items[i - 1]);
-    if (i + 1 < n) loop.set("nextitem", items[i + 1]);
-    loop.set("cycle", Value(FunctionPtr(std::make_shared<const Function>(Function{
-                          "loop.cycle", [i](Evaluator& ev, const CallArgs& args, SourcePos pos) {
-                            if (args.pos.empty()) ev.fail(pos, "loop.cycle() needs at least one value");
-                            return args.pos[i % args.pos.size()];
-                          }}))));
+    loop.reserve(12);
+    loop.append("index", Value(i + 1));
+    loop.append("index0", Value(i));
+    loop.append("revindex", Value(n - i));
+    loop.append("revindex0", Value(n - i - 1));
+    loop.append("first", Value(i == 0));
+    loop.append("last", Value(i == n - 1));
+    loop.append("length", Value(n));
+    loop.append("depth", Value(1));
+    loop.append("depth0", Value(0));
+    if (i > 0) loop.append("previtem", items[i - 1]);
+    if (i + 1 < n) loop.append("nextitem", items[i + 1]);
+    loop.append("cycle", cycle);
     frames_.back().vars.set("loop", Value(std::move(loop)));
     if (exec_body(s.body) == Flow::break_loop) break;
   }

@@ -95,7 +95,7 @@ class Evaluator {
   const Program& program_;
   const Dict& context_;
   const RenderOptions& opts_;
-  Dict globals_;
+  const Dict& globals_;
   std::vector<Frame> frames_;
   std::string output_;
   std::string* out_ = &output_;

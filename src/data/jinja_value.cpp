@@ -29,6 +29,8 @@ void Dict::set(std::string key, Value value) {
   items_.emplace_back(std::move(key), std::move(value));
 }
 
+void Dict::append(std::string key, Value value) { items_.emplace_back(std::move(key), std::move(value)); }
+
 Value Value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
     case nlohmann::ordered_json::value_t::null: return Value(None{});
@@ -47,8 +49,9 @@ Value Value::from_json(const nlohmann::ordered_json& j) {
       return Value(std::move(l));
     }
     case nlohmann::ordered_json::value_t::object: {
-      Dict d;
-      for (const auto& [k, v] : j.items()) d.set(k, from_json(v));
+      Dict d;  // JSON object keys are unique (nlohmann keeps the last of duplicates)
+      d.reserve(j.size());
+      for (const auto& [k, v] : j.items()) d.append(k, from_json(v));
       return Value(std::move(d));
     }
     default: return Value(None{});

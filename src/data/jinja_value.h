@@ -29,6 +29,9 @@ class Dict {
   const Value* find(std::string_view key) const;
   // Replaces the value in place when `key` exists (keeping its position), else appends.
   void set(std::string key, Value value);
+  // Appends a key known not to be present (JSON objects, the loop object).
+  void append(std::string key, Value value);
+  void reserve(size_t n) { items_.reserve(n); }
   size_t size() const { return items_.size(); }
   bool empty() const { return items_.empty(); }
   auto begin() const { return items_.begin(); }
