@@ -71,10 +71,14 @@ TEST(ParamStore, UnitsTileTheLayoutInPassOrder) {
   }
 }
 
+// In both matmul dtypes: bf16 runs this CPU's bf16 routes (AMX GEMMs and attention where present)
+// on the batch without rows too.
 TEST(ParamStore, EveryPassWalksTheUnitsInOrder) {
+  for (DType dt : {DType::f32, DType::bf16})
   for (bool tied : {false, true})
     for (bool recompute : {false, true}) {
       auto be = create_backend("cpu");
+      be->set_matmul_dtype(dt);
       const LlamaConfig cfg = tiny_config(tied);
       auto store = std::make_unique<RecordingStore>(cfg, *be);
       RecordingStore& rec = *store;
