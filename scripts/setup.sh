@@ -15,7 +15,7 @@ while [[ $# -gt 0 ]]; do
 done
 
 pkgs=(cmake g++ make pkg-config libdnnl-dev libsentencepiece-dev nlohmann-json3-dev libpcre2-dev
-      libcli11-dev libyaml-cpp-dev libfmt-dev libgtest-dev openmpi-bin libopenmpi-dev)
+      libcli11-dev libyaml-cpp-dev libfmt-dev libgtest-dev openmpi-bin libopenmpi-dev libxxhash-dev)
 # Test references run on Debian's PyTorch (CPU) in a virtualenv (scripts/setup_venv.sh).
 [[ $test == 1 ]] && pkgs+=(python3 python3-venv python3-pip python3-torch python3-numpy)
 missing=()

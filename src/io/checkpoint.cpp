@@ -1,4 +1,5 @@
-// Atomic trainer checkpoints: write into a temporary sibling directory, fsync, manifest, rename.
+// Atomic trainer checkpoints: write into a temporary sibling directory, fsync, manifest (sizes and
+// XXH3 checksums), rename; verification of a checkpoint against its manifest before resume.
 #include "io/checkpoint.h"
 
 #include <fcntl.h>
@@ -12,6 +13,7 @@
 #include <fmt/format.h>
 
 #include "backend/host_access.h"
+#include "io/file_hash.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
 
@@ -29,12 +31,13 @@ void fsync_path(const std::string& path) {
 
 namespace {
 
-int64_t step_of(const fs::path& dir) {
-  const std::string name = dir.filename().string();
-  if (!name.starts_with("checkpoint-")) return -1;
-  const std::string digits = name.substr(11);
-  if (digits.empty() || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
-  return std::stoll(digits);
+int64_t step_of(const fs::path& dir) { return checkpoint_step(dir.string()); }
+
+// The manifest's own checksum: XXH3 of the compact JSON (sorted keys) of all but that field.
+std::string manifest_self_hash(nlohmann::json manifest) {
+  manifest.erase("manifest_xxh3");
+  const std::string text = manifest.dump();
+  return xxh3_hex(xxh3_of(text.data(), text.size()));
 }
 
 std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string& output_dir) {
@@ -50,6 +53,133 @@ std::vector<std::pair<int64_t, fs::path>> complete_checkpoints(const std::string
 }
 
 }  // namespace
+
+int64_t checkpoint_step(const std::string& dir) {
+  const std::string name = fs::path(dir).filename().string();
+  if (!name.starts_with("checkpoint-")) return -1;
+  const std::string digits = name.substr(11);
+  if (digits.empty() || digits.size() > 18 || !std::all_of(digits.begin(), digits.end(), ::isdigit)) return -1;
+  return std::stoll(digits);
+}
+
+std::string CheckpointVerification::describe() const {
+  std::string out;
+  for (const std::string& p : problems) out += (out.empty() ? "" : "; ") + p;
+  return out;
+}
+
+CheckpointVerification verify_checkpoint(const std::string& dir) {
+  CheckpointVerification v;
+  const fs::path manifest_path = fs::path(dir) / kCheckpointManifest;
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) {
+    v.problems.push_back(fmt::format("{}: no such directory", dir));
+    return v;
+  }
+  if (!fs::exists(manifest_path, ec)) {
+    v.problems.push_back(fmt::format("{}: missing (an incomplete save)", kCheckpointManifest));
+    return v;
+  }
+  std::string error;
+  const auto manifest = parse_json_strict(read_text_file(manifest_path.string(), "checkpoint"), &error);
+  if (!manifest || !manifest->is_object() || !manifest->contains("files") || !(*manifest)["files"].is_object()) {
+    v.problems.push_back(fmt::format("{}: damaged ({})", kCheckpointManifest,
+                                     manifest ? "no \"files\" object" : "not valid JSON: " + error));
+    return v;
+  }
+  const nlohmann::json& m = *manifest;
+  v.checksums = m.contains("format");
+  if (v.checksums) {
+    const bool known = m["format"] == kCheckpointManifestFormat && m.contains("manifest_xxh3") && m["manifest_xxh3"].is_string();
+    if (!known) {
+      v.problems.push_back(fmt::format("{}: damaged or of an unknown format (format {}, expected {} with \"manifest_xxh3\")",
+                                       kCheckpointManifest, m["format"].dump(), kCheckpointManifestFormat));
+      return v;
+    }
+    const std::string self = manifest_self_hash(m);
+    if (self != m["manifest_xxh3"].get<std::string>()) {
+      v.problems.push_back(fmt::format("{}: damaged (its content hashes to XXH3 {}, it records {}: a changed byte)",
+                                       kCheckpointManifest, self, m["manifest_xxh3"].get<std::string>()));
+      return v;
+    }
+  }
+  const int64_t step = checkpoint_step(dir);
+  if (step >= 0 && !(m.contains("step") && m["step"].is_number_integer() && m["step"].get<int64_t>() == step))
+    v.problems.push_back(fmt::format("{}: records step {}, but the directory is {}", kCheckpointManifest,
+                                     m.value("step", nlohmann::json()).dump(), fs::path(dir).filename().string()));
+  for (const auto& [name, entry] : m["files"].items()) {
+    const fs::path path = fs::path(dir) / name;
+    uint64_t want_size = 0, want_hash = 0;
+    bool sized = false, hashed = false;
+    if (v.checksums) {
+      sized = entry.is_object() && entry.contains("size") && entry["size"].is_number_unsigned();
+      hashed = sized && entry.contains("xxh3") && entry["xxh3"].is_string() &&
+               parse_xxh3_hex(entry["xxh3"].get<std::string>(), &want_hash);
+      if (sized) want_size = entry["size"].get<uint64_t>();
+    } else {
+      sized = entry.is_number_unsigned();
+      if (sized) want_size = entry.get<uint64_t>();
+    }
+    if (!sized || (v.checksums && !hashed) || name.find('/') != std::string::npos) {
+      v.problems.push_back(fmt::format("{}: the manifest's entry for '{}' is damaged ({})", kCheckpointManifest, name, entry.dump()));
+      continue;
+    }
+    if (!fs::is_regular_file(path, ec)) {
+      v.problems.push_back(fmt::format("{}: missing (the manifest lists {} bytes)", name, want_size));
+      continue;
+    }
+    const uint64_t size = fs::file_size(path, ec);
+    if (size != want_size) {
+      v.problems.push_back(fmt::format("{}: {} bytes, the manifest says {} ({})", name, size, want_size,
+                                       size < want_size ? "truncated" : "grown"));
+      continue;
+    }
+    if (!v.checksums) continue;
+    const FileDigest d = digest_file(path.string());
+    if (d.size != want_size)
+      v.problems.push_back(fmt::format("{}: read {} bytes, the manifest says {} (changed while reading)", name, d.size, want_size));
+    else if (d.xxh3 != want_hash)
+      v.problems.push_back(fmt::format("{}: XXH3 {}, the manifest says {} (a changed byte: the file is corrupt)", name,
+                                       xxh3_hex(d.xxh3), xxh3_hex(want_hash)));
+  }
+  return v;
+}
+
+std::vector<std::string> list_complete_checkpoints(const std::string& output_dir) {
+  std::vector<std::string> out;
+  for (const auto& [step, path] : complete_checkpoints(output_dir)) out.push_back(path.string());
+  return out;
+}
+
+VerifiedChoice find_verified_checkpoint(const std::string& output_dir, int64_t max_step) {
+  VerifiedChoice choice;
+  auto all = complete_checkpoints(output_dir);
+  for (auto it = all.rbegin(); it != all.rend(); ++it) {
+    if (it->first > max_step) continue;
+    const CheckpointVerification v = verify_checkpoint(it->second.string());
+    if (v.ok()) {
+      choice.dir = it->second.string();
+      choice.checksums = v.checksums;
+      return choice;
+    }
+    choice.skipped.emplace_back(it->second.string(), v.describe());
+  }
+  return choice;
+}
+
+void verify_saved_model_files(const std::string& dir, const std::vector<std::string>& extra_files) {
+  std::vector<std::string> names(extra_files);
+  for (const auto& e : fs::directory_iterator(dir)) {
+    const std::string name = e.path().filename().string();
+    if (e.is_regular_file() && (name == "config.json" || name == "generation_config.json" ||
+                                (name.starts_with("model") && (name.ends_with(".safetensors") ||
+                                                               name.ends_with(".safetensors.index.json")))))
+      names.push_back(name);
+  }
+  std::sort(names.begin(), names.end());
+  names.erase(std::unique(names.begin(), names.end()), names.end());
+  for (const std::string& n : names) verify_file_on_storage((fs::path(dir) / n).string());
+}
 
 bool is_complete_checkpoint(const std::string& dir) { return fs::exists(fs::path(dir) / kCheckpointManifest); }
 
@@ -85,10 +215,15 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
     fs::copy_file(fs::path(files.source_dir) / f, tmp / f, fs::copy_options::overwrite_existing);
     fsync_path((tmp / f).string());
   }
-  // The manifest lists every file with its size; it is written last, so its presence means complete.
-  nlohmann::json manifest = {{"step", step}, {"files", nlohmann::json::object()}};
-  for (const auto& e : fs::directory_iterator(tmp))
-    if (e.is_regular_file()) manifest["files"][e.path().filename().string()] = e.file_size();
+  // The manifest lists every file with its size and XXH3 (read back once, in blocks) and its own
+  // checksum; it is written last, so its presence means complete.
+  nlohmann::json manifest = {{"format", kCheckpointManifestFormat}, {"step", step}, {"files", nlohmann::json::object()}};
+  for (const auto& e : fs::directory_iterator(tmp)) {
+    if (!e.is_regular_file()) continue;
+    const FileDigest d = digest_file(e.path().string());
+    manifest["files"][e.path().filename().string()] = {{"size", d.size}, {"xxh3", xxh3_hex(d.xxh3)}};
+  }
+  manifest["manifest_xxh3"] = manifest_self_hash(manifest);
   write_file_atomic((tmp / kCheckpointManifest).string(), manifest.dump(2));
   fsync_path(tmp.string());
   if (fs::exists(final_dir)) fs::remove_all(final_dir);  // an older save of the same step

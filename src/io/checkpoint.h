@@ -2,8 +2,9 @@
 // weights, so resume is exact), optimizer.safetensors (AdamW moments), trainer_state.json (step,
 // schedule, RNG, data-loader position, log history, as the trainer fills it) and copied extra
 // files (tokenizer). It is written as .tmp-checkpoint-<step>/, every file fsynced, a manifest
-// written last, then renamed and the parent fsynced: a directory without its manifest is
-// incomplete and never picked for resume (ecosystem.md §4.1).
+// written last (the size and XXH3-64 of every file, and its own checksum), then renamed and the
+// parent fsynced: a directory without its manifest is incomplete and never picked for resume
+// (ecosystem.md §4.1); one whose files do not match their manifest is damaged and never loaded.
 #pragma once
 #include <cstdint>
 #include <optional>
@@ -36,12 +37,52 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
                             const OptimizerState& optimizer, const nlohmann::json& trainer_state,
                             const CheckpointFiles& files);
 
-// The complete checkpoint with the highest step in output_dir, if any.
+// Manifest format 2: {"format": 2, "step": N, "files": {name: {"size": bytes, "xxh3": 16 hex}},
+// "manifest_xxh3": XXH3 of the compact JSON of everything else}. Format 1 (sft before checksums)
+// has "files": {name: bytes} and no "format"; such checkpoints are verified by size only.
+constexpr int kCheckpointManifestFormat = 2;
+
+// What verify_checkpoint found: every problem names the file and the cause (missing, truncated,
+// a changed byte, a damaged manifest).
+struct CheckpointVerification {
+  bool checksums = true;              // false: a format-1 manifest, sizes checked only
+  std::vector<std::string> problems;  // empty: every listed file is there, whole and unchanged
+  bool ok() const { return problems.empty(); }
+  std::string describe() const;  // the problems on one line, "; " between them
+};
+
+// Reads the manifest and every file it lists (streamed): missing files, sizes (truncated or
+// grown), XXH3 checksums, the manifest's own checksum and step. Never throws for a damaged
+// checkpoint; an I/O error other than a missing file is an Error.
+CheckpointVerification verify_checkpoint(const std::string& dir);
+
+// The step of a directory named checkpoint-<step>, else -1.
+int64_t checkpoint_step(const std::string& dir);
+
+// The complete checkpoints (with a manifest) of output_dir, lowest step first.
+std::vector<std::string> list_complete_checkpoints(const std::string& output_dir);
+
+// Auto-resume's choice: the newest complete checkpoint of output_dir at step <= max_step that
+// verifies ("" when none does); every newer one that fails is in `skipped` with its problems.
+struct VerifiedChoice {
+  std::string dir;
+  bool checksums = true;  // the chosen one had checksums (format 2)
+  std::vector<std::pair<std::string, std::string>> skipped;  // dir, problems
+};
+VerifiedChoice find_verified_checkpoint(const std::string& output_dir, int64_t max_step);
+
+// The HF model files save_hf_model wrote in dir (config.json, model*.safetensors and the index,
+// generation_config.json) and the extra files, each read back from the storage after dropping
+// its cached pages and compared with what was written (io/file_hash.h): Error naming the file.
+void verify_saved_model_files(const std::string& dir, const std::vector<std::string>& extra_files);
+
+// The complete checkpoint with the highest step in output_dir, if any (not verified).
 std::optional<std::string> find_latest_checkpoint(const std::string& output_dir);
 bool is_complete_checkpoint(const std::string& dir);
 
 // Restores weights, every optimizer state tensor (by name) and optimizer.steps; returns
-// trainer_state.json. Errors name the file.
+// trainer_state.json. Errors name the file. It does not verify checksums: the trainer verifies
+// once (on rank 0, see train/resume_choice.h) before any rank loads.
 nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, OptimizerState& optimizer);
 
 // Deletes the oldest complete checkpoints beyond keep (0 = keep all), never `protect`; also

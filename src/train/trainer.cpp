@@ -11,10 +11,13 @@
 
 #include "core/file_util.h"
 #include "dist/sharded_checkpoint.h"
+#include "io/checkpoint.h"
 #include "io/hf_model.h"
 #include "train/interrupt.h"
 #include "train/metrics_sink.h"
 #include "train/optimizer.h"
+#include "train/output_lock.h"
+#include "train/resume_choice.h"
 #include "train/schedule.h"
 
 namespace sft {
@@ -39,6 +42,7 @@ void save_final_model(LlamaModel& model, const TrainConfig& cfg, const Checkpoin
     copied_generation_config |= f == "generation_config.json";
   }
   if (!copied_generation_config) write_generation_config(model.config(), cfg.output_dir);
+  verify_saved_model_files(cfg.output_dir, files.extra_files);  // read back from the storage, compared
 }
 
 }  // namespace
@@ -51,6 +55,7 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   if (!comm_in) own_comm = make_local_comm(model.backend());
   Comm& comm = comm_in ? *comm_in : *own_comm;
   fs::create_directories(cfg.output_dir);
+  const OutputDirLock output_lock(cfg.output_dir, comm.rank() == 0);  // one writer per output_dir
   const int64_t accum = cfg.gradient_accumulation_steps;
   const int64_t per_epoch = std::max<int64_t>(1, (in.train->batches_per_epoch() + accum - 1) / accum);
   const int64_t total = cfg.max_steps > 0 ? cfg.max_steps
@@ -65,6 +70,8 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
 
   int64_t start_step = 0, tokens_seen = 0;
   nlohmann::json resumed_history = nlohmann::json::array();
+  // Verified before loading (rank 0), the same on every rank; auto-resume falls back past damaged ones.
+  in.resume_dir = agree_on_resume_checkpoint(comm, in.resume_dir, !cfg.resume_from_checkpoint.empty());
   if (!in.resume_dir.empty()) {
     OptimizerState st = opt.state();
     nlohmann::json state = load_checkpoint_any(in.resume_dir, model, st);  // a sharded store takes its slices
