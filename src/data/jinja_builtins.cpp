@@ -348,23 +348,30 @@ Value sort_items(Evaluator& ev, const Value& seq, const CallArgs& args, SourcePo
 }  // namespace
 
 std::string py_strip_chars(const std::string& s, const std::optional<std::string>& chars, bool left, bool right) {
-  const std::vector<std::string> set = chars ? code_points(*chars) : std::vector<std::string>{};
-  auto strip_cp = [&](std::string_view cp) {
-    if (!chars) {
-      size_t i = 0;
-      return utf8::is_py_space(utf8::next(cp, i));
-    }
-    return std::find(set.begin(), set.end(), cp) != set.end();
+  auto strip = [&](char32_t cp) {
+    if (!chars) return utf8::is_py_space(cp);
+    for (size_t i = 0; i < chars->size();)
+      if (utf8::next(*chars, i) == cp) return true;
+    return false;
   };
-  const std::vector<std::string> cps = code_points(s);
-  size_t b = 0, e = cps.size();
-  if (left)
-    while (b < e && strip_cp(cps[b])) ++b;
-  if (right)
-    while (e > b && strip_cp(cps[e - 1])) --e;
-  std::string out;
-  for (size_t i = b; i < e; ++i) out += cps[i];
-  return out;
+  size_t b = 0, e = s.size();
+  if (left) {
+    while (b < e) {
+      size_t i = b;
+      if (!strip(utf8::next(s, i))) break;
+      b = i;
+    }
+  }
+  if (right) {
+    while (e > b) {
+      size_t start = e - 1;
+      while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
+      size_t i = start;
+      if (!strip(utf8::next(s, i))) break;
+      e = start;
+    }
+  }
+  return s.substr(b, e - b);
 }
 
 Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const CallArgs& args, SourcePos pos) {

@@ -118,11 +118,11 @@ ModelChatTemplate ModelChatTemplate::load(const std::string& model_dir) {
 ModelChatTemplate::ModelChatTemplate(ChatTemplateSource source, jinja::Dict special_tokens)
     : source_(std::move(source)), template_(source_.text, source_.origin), special_tokens_(std::move(special_tokens)) {}
 
-jinja::RenderResult ModelChatTemplate::render_full(const ordered_json& messages, const ordered_json& tools,
-                                                   bool add_generation_prompt) const {
+jinja::RenderResult ModelChatTemplate::render_values(jinja::Value messages, jinja::Value tools,
+                                                     bool add_generation_prompt) const {
   jinja::Dict ctx;
-  ctx.set("messages", jinja::Value::from_json(messages));
-  ctx.set("tools", jinja::Value::from_json(tools));
+  ctx.set("messages", std::move(messages));
+  ctx.set("tools", std::move(tools));
   ctx.set("documents", jinja::Value(jinja::None{}));
   ctx.set("add_generation_prompt", jinja::Value(add_generation_prompt));
   for (const auto& [k, v] : special_tokens_) ctx.set(k, v);
@@ -131,7 +131,7 @@ jinja::RenderResult ModelChatTemplate::render_full(const ordered_json& messages,
 
 std::string ModelChatTemplate::render(const ordered_json& messages, const ordered_json& tools,
                                       bool add_generation_prompt) const {
-  return render_full(messages, tools, add_generation_prompt).text;
+  return render_values(jinja::Value::from_json(messages), jinja::Value::from_json(tools), add_generation_prompt).text;
 }
 
 ordered_json ModelChatTemplate::messages_of(const Conversation& conv) {
@@ -144,8 +144,10 @@ ordered_json ModelChatTemplate::messages_of(const Conversation& conv) {
 }
 
 std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Conversation& conv, std::string* why) const {
-  const ordered_json messages = messages_of(conv);
-  const jinja::RenderResult whole = render_full(messages, nullptr, false);
+  const jinja::Value value = jinja::Value::from_json(messages_of(conv));
+  const jinja::List& messages = value.list();
+  const jinja::Value none{jinja::None{}};
+  const jinja::RenderResult whole = render_values(value, none, false);
   const std::string& full = whole.text;
   std::vector<Segment> segs;
   size_t pos = 0;
@@ -159,11 +161,10 @@ std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Con
     return segs;
   }
   for (size_t i = 0; i < messages.size(); ++i) {
-    if (messages[i]["role"] != "assistant") continue;
-    const ordered_json before(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i));
-    const ordered_json upto(messages.begin(), messages.begin() + static_cast<std::ptrdiff_t>(i) + 1);
-    const std::string prompt = render(before, nullptr, true);
-    const std::string turn = render(upto, nullptr, false);
+    if (!equal(*messages[i].dict().find("role"), jinja::Value("assistant"))) continue;
+    const auto first = messages.begin();
+    const std::string prompt = render_values(jinja::List(first, first + static_cast<std::ptrdiff_t>(i)), none, true).text;
+    const std::string turn = render_values(jinja::List(first, first + static_cast<std::ptrdiff_t>(i) + 1), none, false).text;
     // The turn may end with text the template writes only after the last message (Phi-3's and
     // InternLM2's closing eos_token): accepted when the whole rendering ends with that same text.
     size_t common = static_cast<size_t>(

@@ -52,8 +52,7 @@ class ModelChatTemplate {
   const std::string& origin() const { return source_.origin; }
 
  private:
-  jinja::RenderResult render_full(const nlohmann::ordered_json& messages, const nlohmann::ordered_json& tools,
-                                  bool add_generation_prompt) const;
+  jinja::RenderResult render_values(jinja::Value messages, jinja::Value tools, bool add_generation_prompt) const;
 
   ChatTemplateSource source_;
   jinja::Template template_;
