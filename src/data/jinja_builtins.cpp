@@ -11,6 +11,7 @@
 
 #include <fmt/format.h>
 
+#include "data/jinja_pystr.h"
 #include "tokenizer/utf8.h"
 
 namespace sft::jinja {
@@ -46,122 +47,6 @@ class Args {
   const CallArgs& a_;
   std::vector<std::string_view> names_;
 };
-
-std::string ascii_upper(std::string s) {
-  for (char& c : s)
-    if (c >= 'a' && c <= 'z') c = static_cast<char>(c - 32);
-  return s;
-}
-std::string ascii_lower(std::string s) {
-  for (char& c : s)
-    if (c >= 'A' && c <= 'Z') c = static_cast<char>(c + 32);
-  return s;
-}
-bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-
-// Python str.capitalize(): first character upper, the rest lower.
-std::string capitalize(const std::string& s) {
-  std::string out = ascii_lower(s);
-  if (!out.empty()) out[0] = ascii_upper(out.substr(0, 1))[0];
-  return out;
-}
-
-// Jinja's title filter: words start after runs of [-\s({[<].
-std::string jinja_title(const std::string& s) {
-  std::string out;
-  bool word_start = true;
-  for (char c : s) {
-    const bool sep = c == '-' || c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v' ||
-                     c == '(' || c == '{' || c == '[' || c == '<';
-    if (sep) out += c, word_start = true;
-    else out += word_start ? ascii_upper(std::string(1, c))[0] : ascii_lower(std::string(1, c))[0], word_start = false;
-  }
-  return out;
-}
-
-// Python str.title(): a letter after a non-letter starts a word.
-std::string py_title(const std::string& s) {
-  std::string out;
-  bool prev_alpha = false;
-  for (char c : s) {
-    const bool a = is_alpha(c);
-    out += a ? (prev_alpha ? ascii_lower(std::string(1, c))[0] : ascii_upper(std::string(1, c))[0]) : c;
-    prev_alpha = a;
-  }
-  return out;
-}
-
-std::vector<std::string> code_points(const std::string& s) {
-  std::vector<std::string> out;
-  for (size_t i = 0; i < s.size();) {
-    const size_t b = i;
-    utf8::next(s, i);
-    out.push_back(s.substr(b, i - b));
-  }
-  return out;
-}
-
-// Python str.replace(old, new, count).
-std::string py_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
-  std::string out;
-  if (from.empty()) {
-    const std::vector<std::string> cps = code_points(s);
-    int64_t done = 0;
-    for (const std::string& cp : cps) {
-      if (count < 0 || done < count) out += to, ++done;
-      out += cp;
-    }
-    if (count < 0 || done < count) out += to;
-    return out;
-  }
-  size_t pos = 0;
-  int64_t done = 0;
-  while (count < 0 || done < count) {
-    const size_t hit = s.find(from, pos);
-    if (hit == std::string::npos) break;
-    out.append(s, pos, hit - pos);
-    out += to;
-    pos = hit + from.size();
-    ++done;
-  }
-  out.append(s, pos, std::string::npos);
-  return out;
-}
-
-// Python str.split(sep=None, maxsplit=-1).
-List py_split(const std::string& s, const std::optional<std::string>& sep, int64_t maxsplit) {
-  List out;
-  if (sep) {
-    size_t pos = 0;
-    while (maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) {
-      const size_t hit = s.find(*sep, pos);
-      if (hit == std::string::npos) break;
-      out.emplace_back(s.substr(pos, hit - pos));
-      pos = hit + sep->size();
-    }
-    out.emplace_back(s.substr(pos));
-    return out;
-  }
-  size_t i = 0;
-  auto is_space_at = [&](size_t p, size_t& next) {
-    next = p;
-    return utf8::is_py_space(utf8::next(s, next));
-  };
-  size_t nx;
-  while (i < s.size()) {
-    while (i < s.size() && is_space_at(i, nx)) i = nx;
-    if (i >= s.size()) break;
-    if (maxsplit >= 0 && static_cast<int64_t>(out.size()) == maxsplit) {
-      std::string rest = s.substr(i);
-      out.emplace_back(py_strip_chars(rest, std::nullopt, false, true));
-      return out;
-    }
-    const size_t b = i;
-    while (i < s.size() && !is_space_at(i, nx)) i = nx;
-    out.emplace_back(s.substr(b, i - b));
-  }
-  return out;
-}
 
 List as_items(Evaluator& ev, const Value& v, SourcePos pos) {
   if (v.is_list()) return v.list();
@@ -202,59 +87,6 @@ Value attr_path(Evaluator& ev, const Value& item, const std::string& path, Sourc
     if (e == std::string::npos) return cur;
     b = e + 1;
   }
-}
-
-// Python int(str): optional sign and surrounding whitespace, digits with single underscores.
-std::optional<int64_t> parse_int(std::string s, int base) {
-  s = py_strip_chars(s, std::nullopt, true, true);
-  std::string digits;
-  for (size_t i = 0; i < s.size(); ++i) {
-    if (s[i] == '_' && i > 0 && i + 1 < s.size() && s[i - 1] != '_' && s[i - 1] != '-' && s[i - 1] != '+') continue;
-    digits += s[i];
-  }
-  if (digits.empty()) return std::nullopt;
-  char* end = nullptr;
-  errno = 0;
-  const long long v = std::strtoll(digits.c_str(), &end, base);
-  if (*end != '\0' || errno == ERANGE || !(std::isdigit(static_cast<unsigned char>(digits.back())) || base > 10))
-    return std::nullopt;
-  return v;
-}
-
-std::optional<double> parse_float(const std::string& text) {
-  const std::string s = py_strip_chars(text, std::nullopt, true, true);
-  if (s.empty()) return std::nullopt;
-  char* end = nullptr;
-  const double v = std::strtod(s.c_str(), &end);
-  if (*end != '\0') return std::nullopt;
-  return v;
-}
-
-std::string html_escape(const std::string& s) {
-  std::string out;
-  for (char c : s) {
-    switch (c) {
-      case '&': out += "&amp;"; break;
-      case '<': out += "&lt;"; break;
-      case '>': out += "&gt;"; break;
-      case '"': out += "&#34;"; break;
-      case '\'': out += "&#39;"; break;
-      default: out += c;
-    }
-  }
-  return out;
-}
-
-// Jinja's indent filter (3.1): lines after the first get the prefix; blank lines only with blank=True.
-std::string indent(std::string s, const std::string& prefix, bool first, bool blank) {
-  s += "\n";
-  std::vector<std::string> lines;
-  size_t b = 0;
-  for (size_t i = 0; i < s.size(); ++i)
-    if (s[i] == '\n') lines.push_back(s.substr(b, i - b)), b = i + 1;
-  std::string out = lines.empty() ? "" : lines[0];
-  for (size_t i = 1; i < lines.size(); ++i) out += "\n" + ((blank || !lines[i].empty()) ? prefix + lines[i] : lines[i]);
-  return first ? prefix + out : out;
 }
 
 // select/reject/selectattr/rejectattr: keep items whose test (or truthiness) equals `keep`.
@@ -346,33 +178,6 @@ Value sort_items(Evaluator& ev, const Value& seq, const CallArgs& args, SourcePo
 }
 
 }  // namespace
-
-std::string py_strip_chars(const std::string& s, const std::optional<std::string>& chars, bool left, bool right) {
-  auto strip = [&](char32_t cp) {
-    if (!chars) return utf8::is_py_space(cp);
-    for (size_t i = 0; i < chars->size();)
-      if (utf8::next(*chars, i) == cp) return true;
-    return false;
-  };
-  size_t b = 0, e = s.size();
-  if (left) {
-    while (b < e) {
-      size_t i = b;
-      if (!strip(utf8::next(s, i))) break;
-      b = i;
-    }
-  }
-  if (right) {
-    while (e > b) {
-      size_t start = e - 1;
-      while (start > b && (static_cast<unsigned char>(s[start]) & 0xC0) == 0x80) --start;
-      size_t i = start;
-      if (!strip(utf8::next(s, i))) break;
-      e = start;
-    }
-  }
-  return s.substr(b, e - b);
-}
 
 Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const CallArgs& args, SourcePos pos) {
   auto no_args = [&]() {
@@ -492,7 +297,7 @@ Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const
     Args a(ev, name, args, {"width", "first", "blank"}, pos);
     const Value w = a.get_or(0, Value(4));
     const std::string prefix = w.is_string() ? w.str_ref() : std::string(std::max<int64_t>(0, w.as_int()), ' ');
-    return Value(indent(v.str(), prefix, a.get_or(1, Value(false)).truthy(), a.get_or(2, Value(false)).truthy()));
+    return Value(jinja_indent(v.str(), prefix, a.get_or(1, Value(false)).truthy(), a.get_or(2, Value(false)).truthy()));
   }
   ev.fail(pos, fmt::format("unknown filter '{}'", name));
 }
@@ -567,7 +372,10 @@ std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::str
       Args a(ev, name, args, {"sep", "maxsplit"}, pos);
       const Value sep = a.get_or(0, Value(None{}));
       if (sep.is_string() && sep.str_ref().empty()) ev.fail(pos, "split(): empty separator");
-      return Value(py_split(s, sep.is_none() ? std::nullopt : std::optional(sep.str()), a.get_or(1, Value(-1)).as_int()));
+      List out;
+      for (std::string& part : py_split(s, sep.is_none() ? std::nullopt : std::optional(sep.str()), a.get_or(1, Value(-1)).as_int()))
+        out.emplace_back(std::move(part));
+      return Value(std::move(out));
     }
     if (name == "startswith" || name == "endswith") {
       Args a(ev, name, args, {"prefix"}, pos);
@@ -628,7 +436,7 @@ std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::str
     if (name == "isdigit" || name == "isalpha" || name == "isspace") {
       if (s.empty()) return Value(false);
       for (char c : s) {
-        const bool ok = name == "isdigit" ? (c >= '0' && c <= '9') : name == "isalpha" ? is_alpha(c)
+        const bool ok = name == "isdigit" ? (c >= '0' && c <= '9') : name == "isalpha" ? is_ascii_alpha(c)
                                                                      : utf8::is_py_space(static_cast<unsigned char>(c));
         if (!ok) return Value(false);
       }

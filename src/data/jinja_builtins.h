@@ -19,7 +19,4 @@ std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::str
 // The global functions, looked up after the context.
 Dict make_globals();
 
-// Python str.strip()/lstrip()/rstrip() with `chars` (nullopt: whitespace).
-std::string py_strip_chars(const std::string& s, const std::optional<std::string>& chars, bool left, bool right);
-
 }  // namespace sft::jinja

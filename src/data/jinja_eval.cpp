@@ -79,6 +79,12 @@ Evaluator::Flow Evaluator::exec(const Stmt& s) {
       assign(s.target, std::move(v), s.pos);
       break;
     }
+    case StmtKind::filter_block: {
+      Value v(render_body(s.body));
+      for (const ExprPtr& f : s.filters) v = apply_filter(*this, f->name, v, eval_args(*f), f->pos);
+      write(v.str(), s.pos);
+      break;
+    }
     case StmtKind::macro: {
       const Stmt* macro = &s;
       auto fn = std::make_shared<const Function>(Function{

@@ -1,6 +1,6 @@
 // Recursive-descent parser over the lexer's tokens. Statements: if/elif/else, for (target
 // tuples, `if` filter, else), set (name, tuple, ns.attr, block form with filters), macro, call,
-// break, continue, generation. Expressions, lowest precedence first: inline if, or, and, not,
+// filter, break, continue, generation. Expressions, lowest precedence first: inline if, or, and, not,
 // comparisons (chained, in, not in), + -, ~, * / // %, **, unary - +, then primaries with
 // postfix .attr [item] [a:b:c] (call), | filter and `is` test. Reference: jinja2/parser.py (3.1).
 #include "data/jinja_parser.h"
@@ -185,6 +185,14 @@ class Parser {
       s->body = parse_body({"endcall"});
       i_ += 2;
       expect_block_end();
+    } else if (k == "filter") {
+      s->kind = StmtKind::filter_block;
+      s->filters.push_back(parse_filter(nullptr, /*leading_pipe=*/false));
+      while (is_op("|")) s->filters.push_back(parse_filter(nullptr));
+      expect_block_end();
+      s->body = parse_body({"endfilter"});
+      i_ += 2;
+      expect_block_end();
     } else if (k == "break" || k == "continue") {
       s->kind = k == "break" ? StmtKind::break_ : StmtKind::continue_;
       expect_block_end();
@@ -195,8 +203,8 @@ class Parser {
       i_ += 2;
       expect_block_end();
     } else {
-      error(kw.pos, fmt::format("unsupported statement '{}' (supported: if, for, set, macro, call, break, continue, "
-                                "generation)",
+      error(kw.pos, fmt::format("unsupported statement '{}' (supported: if, for, set, macro, call, filter, break, "
+                                "continue, generation)",
                                 k));
     }
     return s;
@@ -524,8 +532,8 @@ class Parser {
   }
 
   // `| name` or `| name(args)`; `input` is null for {% set x | filter %}.
-  ExprPtr parse_filter(ExprPtr input) {
-    expect_op("|");
+  ExprPtr parse_filter(ExprPtr input, bool leading_pipe = true) {
+    if (leading_pipe) expect_op("|");
     ExprPtr f = make(ExprKind::filter, cur().pos);
     f->a = std::move(input);
     f->name = expect_identifier();

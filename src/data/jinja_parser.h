@@ -1,5 +1,5 @@
 // Jinja AST and parser: tokens -> a tree of statements (text, output, if, for, set, macro, call,
-// break/continue, HF's generation block) and expressions (literals, names, attribute/item access,
+// filter, break/continue, HF's generation block) and expressions (literals, names, attribute/item access,
 // slices, calls, filters, tests, operators, inline if), with Jinja2's operator precedence.
 // Anything outside this subset is a syntax error that names its line and column.
 // Reference: Jinja2 template designer docs ("List of Control Structures", "Expressions");
@@ -77,6 +77,7 @@ enum class StmtKind : uint8_t {
   break_,
   continue_,
   generation,  // HF's {% generation %}: body; the rendered span is recorded
+  filter_block,  // {% filter f | g %}: body rendered, then passed through `filters`
 };
 
 struct Stmt {
@@ -90,7 +91,7 @@ struct Stmt {
   Target target;
   std::string name;
   std::vector<Param> params;
-  std::vector<ExprPtr> filters;  // set_block filters: each a filter Expr whose `a` is null
+  std::vector<ExprPtr> filters;  // set_block / filter_block filters: each a filter Expr whose `a` is null
 };
 
 // The parsed template. Nesting deeper than kMaxNesting (blocks or expressions) is an error.

@@ -77,6 +77,7 @@ TEST(Jinja, Statements) {
   EXPECT_EQ(render("{% macro m(a, b='B') %}[{{ a }}{{ b }}]{% endmacro %}{{ m(1) }}{{ m(b=2, a=3) }}"), "[1B][32]");
   EXPECT_EQ(render("{% macro w(t) %}<{{ t }}:{{ caller() }}>{% endmacro %}{% call w('x') %}body{% endcall %}"), "<x:body>");
   EXPECT_EQ(render("a{% generation %}b{% endgeneration %}c"), "abc");
+  EXPECT_EQ(render("{% filter upper | trim %} x{{ 1 }} {% endfilter %}"), "X1");
   const auto r = sft::jinja::Template("a{% generation %}bé{% endgeneration %}c").render({});
   ASSERT_EQ(r.generation_spans.size(), 1u);
   EXPECT_EQ(r.generation_spans[0], (std::pair<size_t, size_t>{1, 4}));
@@ -276,6 +277,7 @@ TEST(JinjaVsJinja2, Snippets) {
       "{{ 'it\\'s' }}|{{ \"it's\" }}|{{ ['it\\'s', 'say \"x\"', 'both \\' \"'] }}|{{ ['\\n\\t\\\\'] }}",
       "{{ '%s' }}{{ 'a{b}c' }}{{ '{{' }}{{ '%}' }}",
       "{% if not t %}a{% elif not e %}b{% endif %}{% if l|length is divisibleby(3) %}c{% endif %}{% if 'Bye' in messages|map(attribute='content') %}d{% endif %}",
+      "{% filter upper %}a{{ n }}b{% endfilter %}|{%- filter trim | replace('x', 'y') -%}  x{{ s }}x  {%- endfilter %}",
       "{{ messages[-1]['content']|e }}{{ '<a href=\"x\">&'|e }}{{ s|safe }}{{ 3|string|length }}",
       // Errors on both sides (only the failure is compared).
       "{{ undefined_var.attr }}", "{{ raise_exception('boom') }}", "{{ 1 + 'a' }}", "{{ none|length }}", "{{ 1/0 }}",
