@@ -6,6 +6,7 @@
 #include <charconv>
 #include <cmath>
 #include <fstream>
+#include <optional>
 #include <variant>
 
 #include <fmt/format.h>
@@ -22,12 +23,30 @@ using Member = std::variant<std::string TrainConfig::*, int64_t TrainConfig::*, 
                             bool TrainConfig::*, IntervalStrategy TrainConfig::*, LossNormalization TrainConfig::*,
                             ReportTo TrainConfig::*, ScheduleKind TrainConfig::*>;
 
+// The allowed values of a numeric option: lo..hi, each end closed or open (infinite: no bound).
+struct Range {
+  double lo = -HUGE_VAL, hi = HUGE_VAL;
+  bool lo_open = false, hi_open = false;
+  bool contains(double x) const { return (lo_open ? x > lo : x >= lo) && (hi_open ? x < hi : x <= hi); }
+  std::string describe() const {
+    const bool has_lo = std::isfinite(lo), has_hi = std::isfinite(hi);
+    if (has_lo && has_hi) return fmt::format("in {}{}, {}{}", lo_open ? "(" : "[", lo, hi, hi_open ? ")" : "]");
+    if (has_lo) return fmt::format("{} {}", lo_open ? ">" : ">=", lo);
+    if (has_hi) return fmt::format("{} {}", hi_open ? "<" : "<=", hi);
+    return "any number";
+  }
+};
+constexpr Range at_least(double lo) { return {lo, HUGE_VAL, false, false}; }
+constexpr Range from_to(double lo, double hi, bool hi_open = false) { return {lo, hi, false, hi_open}; }
+constexpr Range any_number() { return {}; }
+
 struct Option {
   const char* name;
   Member member;
   const char* help;
   std::vector<const char*> choices = {};  // allowed values of a string option (empty: any; enums: their names)
   const char* compat = nullptr;           // set: accepted for compatibility; printed once when given
+  std::optional<Range> range = {};        // every numeric option has one (checked when parsed, shown in --help)
 };
 
 using C = TrainConfig;
@@ -38,7 +57,7 @@ const std::vector<Option> kOptions = {
   {"data_path",            &C::data_path,            "training conversations: ShareGPT JSON/JSONL, OpenAI messages or Alpaca"},
   {"eval_data_path",       &C::eval_data_path,       "evaluation conversations (same formats)"},
   {"conversation_template",&C::conversation_template,"chat template", {"vicuna_v1.1", "llama-2", "llama-3", "chatml", "mistral", "alpaca", "zephyr"}},
-  {"model_max_length",     &C::model_max_length,     "tokens per sample (longer ones are truncated) and per packed row"},
+  {"model_max_length",     &C::model_max_length,     "tokens per sample (longer ones are truncated) and per packed row", {}, nullptr, at_least(2)},
   {"packing",              &C::packing,              "pack samples into rows of model_max_length tokens (False: pad each sample, as FastChat)"},
   {"lazy_preprocess",      &C::lazy_preprocess,      "accepted for FastChat compatibility; data is always tokenized once, in parallel, up front",
                             {}, "--lazy_preprocess: accepted for compatibility; sft tokenizes all samples up front on all cores"},
@@ -48,31 +67,31 @@ const std::vector<Option> kOptions = {
   // output and checkpoints
   {"output_dir",           &C::output_dir,           "where checkpoints, logs and the final model go"},
   {"save_strategy",        &C::save_strategy,        "when to write checkpoint-<step>/"},
-  {"save_steps",           &C::save_steps,           "optimizer steps between checkpoints (save_strategy steps)"},
-  {"save_total_limit",     &C::save_total_limit,     "keep at most this many checkpoints (0: all)"},
+  {"save_steps",           &C::save_steps,           "optimizer steps between checkpoints (save_strategy steps)", {}, nullptr, at_least(0)},
+  {"save_total_limit",     &C::save_total_limit,     "keep at most this many checkpoints (0: all)", {}, nullptr, at_least(0)},
   {"resume_from_checkpoint",&C::resume_from_checkpoint,"checkpoint directory to resume from (default: the newest complete one in output_dir)"},
   {"save_on_interrupt",    &C::save_on_interrupt,    "on SIGINT/SIGTERM save a checkpoint after the current step, then exit (128 + signal)"},
   // schedule and optimizer
-  {"num_train_epochs",     &C::num_train_epochs,     "epochs over the training data"},
-  {"max_steps",            &C::max_steps,            "optimizer steps to run; overrides num_train_epochs when > 0"},
-  {"per_device_train_batch_size", &C::per_device_train_batch_size, "rows per micro-batch"},
-  {"per_device_eval_batch_size",  &C::per_device_eval_batch_size,  "rows per evaluation batch"},
-  {"gradient_accumulation_steps", &C::gradient_accumulation_steps, "micro-batches per optimizer step"},
-  {"learning_rate",        &C::learning_rate,        "peak learning rate (AdamW)"},
-  {"weight_decay",         &C::weight_decay,         "AdamW decoupled weight decay (not on norm weights and biases)"},
-  {"adam_beta1",           &C::adam_beta1,           "AdamW beta1"},
-  {"adam_beta2",           &C::adam_beta2,           "AdamW beta2"},
-  {"adam_epsilon",         &C::adam_epsilon,         "AdamW epsilon"},
-  {"max_grad_norm",        &C::max_grad_norm,        "clip the global gradient norm to this (0: no clipping)"},
+  {"num_train_epochs",     &C::num_train_epochs,     "epochs over the training data", {}, nullptr, at_least(0)},
+  {"max_steps",            &C::max_steps,            "optimizer steps to run; overrides num_train_epochs when > 0", {}, nullptr, at_least(-1)},
+  {"per_device_train_batch_size", &C::per_device_train_batch_size, "rows per micro-batch", {}, nullptr, at_least(1)},
+  {"per_device_eval_batch_size",  &C::per_device_eval_batch_size,  "rows per evaluation batch", {}, nullptr, at_least(1)},
+  {"gradient_accumulation_steps", &C::gradient_accumulation_steps, "micro-batches per optimizer step", {}, nullptr, at_least(1)},
+  {"learning_rate",        &C::learning_rate,        "peak learning rate (AdamW)", {}, nullptr, at_least(0)},
+  {"weight_decay",         &C::weight_decay,         "AdamW decoupled weight decay (not on norm weights and biases)", {}, nullptr, at_least(0)},
+  {"adam_beta1",           &C::adam_beta1,           "AdamW beta1", {}, nullptr, from_to(0, 1, true)},
+  {"adam_beta2",           &C::adam_beta2,           "AdamW beta2", {}, nullptr, from_to(0, 1, true)},
+  {"adam_epsilon",         &C::adam_epsilon,         "AdamW epsilon", {}, nullptr, at_least(0)},
+  {"max_grad_norm",        &C::max_grad_norm,        "clip the global gradient norm to this (0: no clipping)", {}, nullptr, at_least(0)},
   {"lr_scheduler_type",    &C::lr_scheduler_type,    "learning-rate schedule"},
-  {"warmup_ratio",         &C::warmup_ratio,         "warmup steps = ceil(ratio x total steps)"},
-  {"warmup_steps",         &C::warmup_steps,         "warmup steps (overrides warmup_ratio when > 0)"},
+  {"warmup_ratio",         &C::warmup_ratio,         "warmup steps = ceil(ratio x total steps)", {}, nullptr, from_to(0, 1)},
+  {"warmup_steps",         &C::warmup_steps,         "warmup steps (overrides warmup_ratio when > 0)", {}, nullptr, at_least(0)},
   {"loss_normalization",   &C::loss_normalization,   "global_token_mean: sum over the step's target tokens / their count (current HF); micro_batch_mean: mean of per-micro-batch token means (FastChat-era HF)"},
-  {"max_bad_steps",        &C::max_bad_steps,        "stop after this many consecutive steps with a NaN/Inf loss or gradient"},
+  {"max_bad_steps",        &C::max_bad_steps,        "stop after this many consecutive steps with a NaN/Inf loss or gradient", {}, nullptr, at_least(1)},
   // evaluation and logging
   {"evaluation_strategy",  &C::evaluation_strategy,  "when to evaluate on eval_data_path (alias --eval_strategy)"},
-  {"eval_steps",           &C::eval_steps,           "optimizer steps between evaluations (0: logging_steps)"},
-  {"logging_steps",        &C::logging_steps,        "optimizer steps between metric lines"},
+  {"eval_steps",           &C::eval_steps,           "optimizer steps between evaluations (0: logging_steps)", {}, nullptr, at_least(0)},
+  {"logging_steps",        &C::logging_steps,        "optimizer steps between metric lines", {}, nullptr, at_least(1)},
   {"report_to",            &C::report_to,            "metric sinks besides metrics.jsonl"},
   // precision and hardware
   {"bf16",                 &C::bf16,                 "bf16 GEMMs with fp32 accumulation; fp32 master weights, gradients and optimizer state"},
@@ -80,8 +99,8 @@ const std::vector<Option> kOptions = {
   {"tf32",                 &C::tf32,                 "TF32 tensor cores for fp32 matmuls (--device cuda); no effect on CPU"},
   {"gradient_checkpointing",&C::gradient_checkpointing,"recompute each decoder layer's activations in backward"},
   {"device",               &C::device,               "compute device", {"cpu", "cuda"}},
-  {"threads",              &C::threads,              "CPU threads (0: all cores)"},
-  {"seed",                 &C::seed,                 "seed for data order and anything random"},
+  {"threads",              &C::threads,              "CPU threads (0: all cores)", {}, nullptr, at_least(0)},
+  {"seed",                 &C::seed,                 "seed for data order and anything random", {}, nullptr, any_number()},
   // accepted for compatibility
   {"fsdp",                 &C::fsdp,                 "FSDP sharding (FastChat scripts pass \"full_shard auto_wrap\")", {},
                             "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP) trains across ranks, sharded modes are not built yet"},
@@ -93,7 +112,7 @@ const std::vector<Option> kOptions = {
   {"trust_remote_code",    &C::trust_remote_code,    "accepted for compatibility (no remote code is ever run)", {},
                             "--trust_remote_code: accepted for compatibility; sft runs no model code from the model directory"},
   {"local_rank",           &C::local_rank,           "set by launchers; accepted for compatibility", {},
-                            "--local_rank: accepted for compatibility; sft takes ranks from its launcher"},
+                            "--local_rank: accepted for compatibility; sft takes ranks from its launcher", at_least(-1)},
 };
 // clang-format on
 
@@ -145,6 +164,15 @@ std::vector<const char*> choices_of(const Option& o) {
       o.member);
 }
 
+bool is_numeric(const Option& o) {
+  return std::holds_alternative<int64_t TrainConfig::*>(o.member) || std::holds_alternative<double TrainConfig::*>(o.member);
+}
+
+void check_range(const Option& o, double x, const std::string& value, const std::string& where) {
+  SFT_ASSERT(o.range.has_value());  // the table gives every numeric option its range
+  if (!o.range->contains(x)) fail(where, "--{} must be {}, got {}", o.name, o.range->describe(), value);
+}
+
 void assign(TrainConfig& cfg, const Option& o, const std::string& value, const std::string& where) {
   std::visit(
       [&](auto member) {
@@ -168,12 +196,14 @@ void assign(TrainConfig& cfg, const Option& o, const std::string& value, const s
           auto [p, ec] = std::from_chars(value.data(), value.data() + value.size(), x);
           if (ec != std::errc() || p != value.data() + value.size())
             fail(where, "--{} expects an integer, got '{}'", o.name, value);
+          check_range(o, double(x), value, where);
           cfg.*member = x;
         } else {
           char* end = nullptr;
           double x = std::strtod(value.c_str(), &end);
           if (value.empty() || *end != '\0' || !std::isfinite(x))
             fail(where, "--{} expects a number, got '{}'", o.name, value);
+          check_range(o, x, value, where);
           cfg.*member = x;
         }
       },
@@ -260,6 +290,9 @@ ParsedOptions parse_train_options(int argc, char** argv) {
   }
   for (const Option& o : kOptions)
     if (o.compat && std::find(given.begin(), given.end(), &o) != given.end()) out.notices.push_back(o.compat);
+  // HF: max_steps > 0 overrides the epochs; without it, 0 epochs would still run a step.
+  SFT_CHECK(out.config.max_steps > 0 || out.config.num_train_epochs > 0, "options",
+            "--num_train_epochs must be > 0 when --max_steps is not set (> 0), got {}", out.config.num_train_epochs);
   if (out.config.tf32 && out.config.device == "cpu")
     out.notices.push_back("--tf32: accepted for compatibility; it has no effect on the CPU backend");
   if (out.config.report_to == ReportTo::wandb || out.config.report_to == ReportTo::all)
@@ -276,6 +309,7 @@ std::string train_options_help() {
   for (const Option& o : kOptions) {
     s += fmt::format("  --{:<36} {}", o.name, o.help);
     if (!choices_of(o).empty()) s += fmt::format(" [{}]", fmt::join(choices_of(o), "|"));
+    if (is_numeric(o)) s += fmt::format(" [{}]", o.range ? o.range->describe() : "no range");
     std::string d = value_string(defaults, o);
     s += fmt::format(" (default: {})\n", d.empty() ? "none" : d);
   }
