@@ -86,7 +86,7 @@ void print_stats(const Dataset& ds, const Tokenizer& tok, const DataArgs& a) {
   std::string out;
   append_line(out, "file        {} ({}, {}, {} bytes)", ds.path(), data_format_name(ds.format()),
        st.json_lines ? "JSON Lines" : "JSON array", with_commas(st.bytes));
-  append_line(out, "template    {}   tokenizer {} ({} ids)   model_max_length {}", a.conversation_template, a.tokenizer,
+  append_line(out, "template    {}   tokenizer {} ({} ids)   model_max_length {}", ds.template_description(), a.tokenizer,
        with_commas(tok.vocab_size()), ds.model_max_length());
   append_line(out, "samples     {} in the file: {} kept, {} invalid, {} dropped (no trainable token)", with_commas(st.samples),
        with_commas(st.kept), with_commas(st.invalid), with_commas(st.dropped));
@@ -162,7 +162,8 @@ void print_preview(const Dataset& ds, const Tokenizer& tok, const DataArgs& a) {
   for (int64_t r = 0; r < ds.size(); ++r) row_of[ds.source_index(r)] = r;
   std::map<int64_t, const SampleIssue*> issue_of;
   for (const SampleIssue& i : ds.issues()) issue_of[i.index] = &i;
-  std::string out = fmt::format("trained tokens are shown {}\n", color ? "in green" : "between « and »");
+  std::string out = fmt::format("template {}; trained tokens are shown {}\n", ds.template_description(),
+                                color ? "in green" : "between « and »");
   for (int64_t index : wanted) {
     if (index < 0 || index >= ds.stats().samples) fail("data", "--index {}: the file has {} samples", index, ds.stats().samples);
     out += fmt::format("\n=== sample {}", index);
@@ -248,10 +249,13 @@ int run_data(int argc, char** argv) {
   app.add_option("--data_path", a.data_path, "ShareGPT JSON/JSONL, OpenAI messages or Alpaca file")->required();
   auto* tok_opt = app.add_option("--tokenizer", a.tokenizer, "model directory with tokenizer.model and/or tokenizer.json");
   auto* model_opt = app.add_option("--model_name_or_path", a.model_name_or_path, "same as --tokenizer (a model directory)");
-  const std::vector<std::string_view> names = template_names();
-  app.add_option("--conversation_template", a.conversation_template, "chat template")
+  const std::vector<std::string_view> builtin = template_names();
+  std::vector<std::string> names(builtin.begin(), builtin.end());
+  names.push_back("auto");
+  app.add_option("--conversation_template", a.conversation_template,
+                 "chat template: a built-in one, or auto (the model's own chat_template)")
       ->capture_default_str()
-      ->check(CLI::IsMember(std::vector<std::string>(names.begin(), names.end())));
+      ->check(CLI::IsMember(names));
   app.add_option("--model_max_length", a.model_max_length, "tokens per sample (longer ones are truncated)")
       ->capture_default_str();
   app.add_option("--data_format", a.data_format, "auto | sharegpt | messages | alpaca")->capture_default_str();
@@ -285,6 +289,7 @@ int run_data(int argc, char** argv) {
   auto tok = load_tokenizer(a.tokenizer, parse_tokenizer_kind(a.tokenizer_kind));
   DataOptions opt;
   opt.conversation_template = a.conversation_template;
+  opt.model_dir = a.tokenizer;  // the model directory: its chat template for "auto"
   opt.model_max_length = a.model_max_length;
   opt.format = parse_data_format(a.data_format);
   opt.strict = parse_bool("--strict_data", a.strict);

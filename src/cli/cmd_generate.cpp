@@ -8,6 +8,7 @@
 #include "backend/backend.h"
 #include "cli/commands.h"
 #include "data/chat_template.h"
+#include "data/jinja_chat.h"
 #include "data/sample_encoder.h"
 #include "io/hf_model.h"
 #include "model/generate.h"
@@ -22,7 +23,8 @@ int run_generate(int argc, char** argv) {
   app.add_option("--model", model_dir, "HF model directory (e.g. a training output_dir)")->required();
   app.add_option("--prompt", prompt, "the user message")->required();
   app.add_option("--system", system, "system message (default: the template's)");
-  app.add_option("--conversation_template", template_name, "chat template")->capture_default_str();
+  app.add_option("--conversation_template", template_name,
+                 "chat template: a built-in one, or auto (the model's own chat_template)")->capture_default_str();
   app.add_option("--max_new_tokens", sp.max_new_tokens, "most tokens to generate")->capture_default_str();
   app.add_option("--temperature", sp.temperature, "0 = greedy")->capture_default_str();
   app.add_option("--top_p", sp.top_p, "nucleus sampling mass")->capture_default_str();
@@ -39,20 +41,24 @@ int run_generate(int argc, char** argv) {
   auto backend = create_backend(device);
   auto model = load_hf_model(model_dir, *backend);
   auto tok = load_tokenizer(model_dir, parse_tokenizer_kind(kind));
-  const ChatTemplate& tmpl = find_template(template_name);
+  const ConversationRenderer renderer(template_name, model_dir);
 
   // The prompt is what training saw before the first trained token of an answer.
   Conversation conv;
   if (app.count("--system")) conv.system = system;
   conv.messages = {{Role::user, prompt}, {Role::assistant, "x"}};
   EncodedSample enc;
-  SampleEncoder(*tok).encode(render_segments(tmpl, conv), enc);
+  std::string why;
+  const auto segments = renderer.render_segments(conv, &why);
+  SFT_CHECK(segments.has_value(), "generate", "--conversation_template {}: {}", renderer.description(), why);
+  SampleEncoder(*tok).encode(*segments, enc);
   size_t first = 0;
   while (first < enc.train.size() && !enc.train[first]) ++first;
   const std::vector<int32_t> prompt_ids(enc.ids.begin(), enc.ids.begin() + int64_t(first));
   // Stop at the template's end-of-turn token and at the model's eos ids.
   std::vector<int32_t> stop(model->config().eos_token_ids.begin(), model->config().eos_token_ids.end());
-  if (auto id = tok->token_to_id(tmpl.eot)) stop.push_back(*id);
+  if (!renderer.is_model_template())
+    if (auto id = tok->token_to_id(find_template(template_name).eot)) stop.push_back(*id);
   if (tok->eos_id() >= 0) stop.push_back(tok->eos_id());
 
   // The context: max_position_embeddings, or a sliding window (sft runs no longer sequences).

@@ -248,6 +248,7 @@ int run_train(int argc, char** argv) {
 
   DataOptions dopt;
   dopt.conversation_template = cfg.conversation_template;
+  dopt.model_dir = model_dir;  // its chat template for "auto"
   dopt.model_max_length = cfg.model_max_length;
   dopt.strict = cfg.strict_data;
   const Dataset train_data = load_dataset(cfg.data_path, *tok, dopt);

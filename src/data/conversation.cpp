@@ -20,6 +20,7 @@ std::string_view issue_kind_name(IssueKind kind) {
     case IssueKind::empty_message: return "empty message";
     case IssueKind::ends_on_user: return "ends on a user turn";
     case IssueKind::no_trainable_token: return "no trainable token";
+    case IssueKind::template_split: return "template cannot be split into turns";
   }
   return "?";
 }

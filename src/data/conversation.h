@@ -35,6 +35,7 @@ enum class IssueKind : uint8_t {
   empty_message,       // a message with empty text
   ends_on_user,        // the last turn is a user turn: nothing to train on after it
   no_trainable_token,  // nothing trainable (left after truncation to model_max_length)
+  template_split,      // the model's own chat template cannot be split into turns (it rewrites earlier ones)
 };
 std::string_view issue_kind_name(IssueKind kind);
 

@@ -13,6 +13,7 @@
 #include "core/check.h"
 #include "core/log.h"
 #include "data/chat_template.h"
+#include "data/jinja_chat.h"
 #include "data/sample_encoder.h"
 
 namespace sft {
@@ -69,10 +70,11 @@ int64_t count_targets(std::span<const uint8_t> train) {
 Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOptions& opt) {
   const auto t0 = std::chrono::steady_clock::now();
   SFT_CHECK(opt.model_max_length >= 2, "data", "model_max_length must be at least 2, got {}", opt.model_max_length);
-  const ChatTemplate& tmpl = find_template(opt.conversation_template);
+  const ConversationRenderer renderer(opt.conversation_template, opt.model_dir);
   SampleFile file(path);
   Dataset ds;
   ds.path_ = path;
+  ds.template_ = renderer.description();
   ds.max_length_ = opt.model_max_length;
   ds.format_ = opt.format == DataFormat::auto_ ? file.detect_format() : opt.format;
   DataStats& st = ds.stats_;
@@ -105,7 +107,13 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
           s.issue = std::move(p.issue);
           continue;
         }
-        encoder.encode(render_segments(tmpl, conv), s.enc);
+        std::string why;
+        const std::optional<std::vector<Segment>> segments = renderer.render_segments(conv, &why);
+        if (!segments) {
+          s.issue = SampleIssue{-1, 0, IssueKind::template_split, why};
+          continue;
+        }
+        encoder.encode(*segments, s.enc);
       } catch (const std::exception& e) {
         s.error = e.what();
       }

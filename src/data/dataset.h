@@ -15,7 +15,9 @@
 namespace sft {
 
 struct DataOptions {
+  // a built-in template's name, or "auto": the chat template of model_dir (data/jinja_chat.h)
   std::string conversation_template = "vicuna_v1.1";
+  std::string model_dir = {};  // for "auto"
   int64_t model_max_length = 512;  // longer samples are cut at the right (kept, counted)
   DataFormat format = DataFormat::auto_;
   bool strict = false;  // the first invalid or dropped sample is an sft::Error
@@ -52,13 +54,15 @@ class Dataset {
   const DataStats& stats() const { return stats_; }
   const std::string& path() const { return path_; }
   DataFormat format() const { return format_; }
+  // The template that rendered the samples: "vicuna_v1.1", or "auto (<dir>/tokenizer_config.json)".
+  const std::string& template_description() const { return template_; }
   int64_t model_max_length() const { return max_length_; }
   // Hash of (source index, length) of every sample: identifies the data a loader state refers to.
   uint64_t fingerprint() const;
 
  private:
   friend Dataset load_dataset(const std::string&, const Tokenizer&, const DataOptions&);
-  std::string path_;
+  std::string path_, template_;
   DataFormat format_ = DataFormat::auto_;
   int64_t max_length_ = 0;
   std::vector<int32_t> tokens_;        // all samples' ids, concatenated
