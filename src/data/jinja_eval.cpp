@@ -1,6 +1,7 @@
 // The tree walker: statements write into the current output buffer (a macro or block set
 // renders into its own), expressions return Values. Lookups go innermost frame first (a macro
 // frame is a barrier that skips to the top level), then the render context, then the globals.
+// Each loop iteration gets a fresh frame, so a `set` in a loop body lasts one iteration (Jinja2).
 // Reference: Jinja2 template designer docs ("Assignments", "Scoping Behavior", "Macros").
 #include "data/jinja_eval.h"
 
@@ -132,12 +133,13 @@ List iteration_items(const Evaluator& ev, const Value& v, SourcePos pos) {
 
 void Evaluator::exec_for(const Stmt& s) {
   List items = iteration_items(*this, eval(*s.expr), s.expr->pos);
-  frames_.emplace_back();
   if (s.cond) {  // `for x in xs if cond`: the condition sees the loop variable, not `loop`
     List kept;
     for (const Value& v : items) {
+      frames_.emplace_back();
       assign(s.target, v, s.pos);
       if (eval(*s.cond).truthy()) kept.push_back(v);
+      frames_.pop_back();
     }
     items = std::move(kept);
   }
@@ -150,7 +152,9 @@ void Evaluator::exec_for(const Stmt& s) {
                  return args.pos[*index % static_cast<int64_t>(args.pos.size())];
                }})));
   for (int64_t i = 0; i < n; ++i) {
+    // Each iteration is a fresh scope: a `set` in the body lasts until the iteration ends.
     step(s.pos);
+    frames_.emplace_back();
     assign(s.target, items[i], s.pos);
     *index = i;
     Dict loop;
@@ -168,9 +172,10 @@ void Evaluator::exec_for(const Stmt& s) {
     if (i + 1 < n) loop.append("nextitem", items[i + 1]);
     loop.append("cycle", cycle);
     frames_.back().vars.set("loop", Value(std::move(loop)));
-    if (exec_body(s.body) == Flow::break_loop) break;
+    const Flow flow = exec_body(s.body);
+    frames_.pop_back();
+    if (flow == Flow::break_loop) break;
   }
-  frames_.pop_back();
   if (n == 0) {
     frames_.emplace_back();
     exec_body(s.else_body);

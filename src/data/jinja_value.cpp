@@ -114,18 +114,35 @@ std::string float_repr(double f) {
 
 namespace {
 
-// Python repr() of a str: single quotes unless the text has ' and no ".
+// Python's str.isprintable() for one code point: false for controls, separators other than the
+// space, format characters and private use. Unassigned code points (which Python also escapes)
+// are not tabulated here and print as themselves.
+bool is_py_printable(char32_t cp) {
+  if (cp < 0x20 || (cp >= 0x7f && cp <= 0xa0) || cp == 0xad) return false;
+  if ((cp >= 0x600 && cp <= 0x605) || cp == 0x61c || cp == 0x6dd || cp == 0x70f || cp == 0x1680 || cp == 0x180e) return false;
+  if ((cp >= 0x2000 && cp <= 0x200f) || (cp >= 0x2028 && cp <= 0x202f) || (cp >= 0x205f && cp <= 0x206f)) return false;
+  if (cp == 0x3000 || (cp >= 0xe000 && cp <= 0xf8ff) || cp == 0xfeff || (cp >= 0xfff9 && cp <= 0xfffb)) return false;
+  if (cp == 0xfffe || cp == 0xffff || cp >= 0xf0000 || cp == 0xe0001 || (cp >= 0xe0020 && cp <= 0xe007f)) return false;
+  return true;
+}
+
+// Python repr() of a str: single quotes unless the text has ' and no "; non-printable
+// characters as \xhh, \uhhhh or \Uhhhhhhhh.
 std::string string_repr(const std::string& s) {
   const char q = (s.find('\'') != std::string::npos && s.find('"') == std::string::npos) ? '"' : '\'';
   std::string out(1, q);
-  for (unsigned char c : s) {
-    if (c == '\\') out += "\\\\";
-    else if (c == static_cast<unsigned char>(q)) out += '\\', out += q;
-    else if (c == '\n') out += "\\n";
-    else if (c == '\r') out += "\\r";
-    else if (c == '\t') out += "\\t";
-    else if (c < 0x20 || c == 0x7f) out += fmt::format("\\x{:02x}", c);
-    else out += static_cast<char>(c);
+  for (size_t i = 0; i < s.size();) {
+    const size_t start = i;
+    const char32_t cp = utf8::next(s, i);
+    if (cp == '\\') out += "\\\\";
+    else if (cp == static_cast<char32_t>(q)) out += '\\', out += q;
+    else if (cp == '\n') out += "\\n";
+    else if (cp == '\r') out += "\\r";
+    else if (cp == '\t') out += "\\t";
+    else if (is_py_printable(cp)) out.append(s, start, i - start);
+    else if (cp <= 0xff) out += fmt::format("\\x{:02x}", static_cast<uint32_t>(cp));
+    else if (cp <= 0xffff) out += fmt::format("\\u{:04x}", static_cast<uint32_t>(cp));
+    else out += fmt::format("\\U{:08x}", static_cast<uint32_t>(cp));
   }
   return out + q;
 }

@@ -290,6 +290,22 @@ TEST(JinjaVsJinja2, Snippets) {
   EXPECT_EQ(agree, static_cast<int>(cases.size())) << report;
 }
 
+// More snippets (tests/data/fixtures/jinja/snippets.json): scoping of loop and macro bodies,
+// nested loops, printing of floats and non-printable characters, whitespace around tags.
+TEST(JinjaVsJinja2, SnippetFixtures) {
+  REQUIRE_JINJA2();
+  const ordered_json fixture = ordered_json::parse(read_file(kFixtures / "snippets.json"));
+  std::vector<std::string> snippets;
+  std::vector<Case> cases;
+  for (const auto& snippet : fixture["snippets"]) {
+    cases.push_back(Case{"snippets.json " + std::to_string(snippets.size()) + ": " + snippet.get<std::string>(),
+                         snippets.size(), fixture["context"]});
+    snippets.push_back(snippet.get<std::string>());
+  }
+  std::string report;
+  EXPECT_EQ(compare_with_jinja2(snippets, cases, &report), static_cast<int>(cases.size())) << report;
+}
+
 struct Corpus {
   std::vector<std::string> names, templates;
   ordered_json manifest, conversations;
