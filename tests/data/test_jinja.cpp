@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdlib>
+#include <functional>
 #include <random>
 
 #include "core/check.h"
@@ -304,6 +305,58 @@ TEST(JinjaVsJinja2, SnippetFixtures) {
   }
   std::string report;
   EXPECT_EQ(compare_with_jinja2(snippets, cases, &report), static_cast<int>(cases.size())) << report;
+}
+
+// Random templates from a small grammar (text with spaces, tabs and newlines; output, if, for,
+// set and comment tags with random `-`/`+` whitespace modifiers; expressions from a pool),
+// rendered by both: whitespace control and scoping in combinations no real template has.
+TEST(JinjaVsJinja2, RandomTemplates) {
+  REQUIRE_JINJA2();
+  std::mt19937 rng(7);
+  auto pick = [&](const std::vector<std::string>& v) { return v[rng() % v.size()]; };
+  const std::vector<std::string> texts = {"a", " ", "  ", "\n", "\t", " \n  ", "\n\n", "x y", "\n  \t", "é"};
+  const std::vector<std::string> exprs = {"n", "s", "l|length", "x", "loop.index", "m.role", "s|trim", "n + 1",
+                                          "'q' ~ n", "l[0]", "s[1:]", "v", "ns.c", "l|join(',')", "m"};
+  const std::vector<std::string> conds = {"n", "not n", "s", "x is defined", "n > 3", "loop.first", "m is mapping", "v"};
+  auto open_mod = [&]() { return pick({"", "", "-", "+"}); };
+  auto close_mod = [&]() { return pick({"", "", "-", "+"}); };
+  std::function<std::string(int)> gen = [&](int depth) {
+    std::string out;
+    const int items = std::uniform_int_distribution<int>(1, 5)(rng);
+    for (int i = 0; i < items; ++i) {
+      switch (rng() % (depth < 3 ? 7 : 4)) {
+        case 0: out += pick(texts); break;
+        case 1: out += "{{" + pick({"", "-"}) + " " + pick(exprs) + " " + pick({"", "-"}) + "}}"; break;
+        case 2: out += "{#" + pick({"", "-"}) + " c " + pick({"", "-"}) + "#}"; break;
+        case 3:
+          out += "{%" + open_mod() + " set v = " + pick(exprs) + " " + pick({"", "-"}) + "%}";
+          break;
+        case 4:
+          out += "{%" + open_mod() + " if " + pick(conds) + " " + close_mod() + "%}" + gen(depth + 1);
+          if (rng() % 2) out += "{%" + open_mod() + " else " + close_mod() + "%}" + gen(depth + 1);
+          out += "{%" + open_mod() + " endif " + close_mod() + "%}";
+          break;
+        case 5:
+          out += "{%" + open_mod() + " for m in messages " + close_mod() + "%}" + gen(depth + 1) + "{% set ns.c = ns.c + 1 %}" +
+                 "{%" + open_mod() + " endfor " + close_mod() + "%}";
+          break;
+        default: out += pick(texts) + "{%" + open_mod() + " if n %}" + gen(depth + 1) + "{% endif " + close_mod() + "%}" + pick(texts);
+      }
+    }
+    return out;
+  };
+  const ordered_json ctx = {{"n", 5}, {"s", " hi "}, {"l", {1, 2}}, {"messages", {{{"role", "user"}}, {{"role", "assistant"}}}}};
+  std::vector<std::string> templates;
+  std::vector<Case> cases;
+  const char* count_env = std::getenv("SFT_JINJA_RANDOM_TEMPLATES");  // default 400
+  const int count = count_env ? std::atoi(count_env) : 400;
+  for (int k = 0; k < count; ++k) {
+    const std::string t = "{% set ns = namespace(c=0) %}" + gen(0);
+    cases.push_back(Case{"random template " + std::to_string(k) + ": " + ordered_json(t).dump(), templates.size(), ctx});
+    templates.push_back(t);
+  }
+  std::string report;
+  EXPECT_EQ(compare_with_jinja2(templates, cases, &report), static_cast<int>(cases.size())) << report;
 }
 
 struct Corpus {
