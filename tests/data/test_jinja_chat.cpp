@@ -6,6 +6,8 @@
 // concatenate to the template's rendering.
 #include <gtest/gtest.h>
 
+#include <thread>
+
 #include "core/check.h"
 #include "data/jinja_chat.h"
 #include "data_test_util.h"
@@ -204,6 +206,30 @@ TEST(ModelChatTemplate, ConversationRendererBuiltinOrAuto) {
   ASSERT_TRUE(segs) << why;
   EXPECT_EQ(trained(*segs), "[Hi!<|im_end|>][Fine.<|im_end|>]");
   EXPECT_THROW(sft::ConversationRenderer("auto", model_dir("renderer-none", {{"eos_token", "</s>"}}).string()), sft::Error);
+}
+
+// One template rendered from several threads at once (load_dataset renders samples in parallel)
+// gives the same segments as one thread.
+TEST(ModelChatTemplate, ConcurrentRendersAgree) {
+  const sft::ModelChatTemplate t = fixture_template("llama-3.1-8b-instruct.jinja", "<|begin_of_text|>", "<|eot_id|>");
+  std::vector<sft::Conversation> convs;
+  for (int i = 0; i < 64; ++i) {
+    sft::Conversation c = hello(i % 3 ? std::optional<std::string>("sys " + std::to_string(i)) : std::nullopt);
+    c.messages[1].content += std::to_string(i);
+    convs.push_back(c);
+  }
+  auto render_all = [&]() {
+    std::vector<std::string> out;
+    std::string why;
+    for (const sft::Conversation& c : convs) out.push_back(trained(*t.render_segments(c, &why)));
+    return out;
+  };
+  const std::vector<std::string> want = render_all();
+  std::vector<std::vector<std::string>> got(4);
+  std::vector<std::thread> threads;
+  for (size_t k = 0; k < got.size(); ++k) threads.emplace_back([&, k] { got[k] = render_all(); });
+  for (std::thread& th : threads) th.join();
+  for (const auto& g : got) EXPECT_EQ(g, want);
 }
 
 }  // namespace
