@@ -56,7 +56,7 @@ const std::vector<Option> kOptions = {
   {"model_name_or_path",   &C::model_name_or_path,   "HF model directory to fine-tune (config.json, *.safetensors, tokenizer)"},
   {"data_path",            &C::data_path,            "training conversations: ShareGPT JSON/JSONL, OpenAI messages or Alpaca"},
   {"eval_data_path",       &C::eval_data_path,       "evaluation conversations (same formats)"},
-  {"conversation_template",&C::conversation_template,"chat template", {"vicuna_v1.1", "llama-2", "llama-3", "chatml", "mistral", "alpaca", "zephyr"}},
+  {"conversation_template",&C::conversation_template,"chat template: a built-in one, or auto (the model's own, from its tokenizer_config.json / chat_template.jinja)", {"vicuna_v1.1", "llama-2", "llama-3", "chatml", "mistral", "alpaca", "zephyr", "auto"}},
   {"model_max_length",     &C::model_max_length,     "tokens per sample (longer ones are truncated) and per packed row", {}, nullptr, at_least(2)},
   {"packing",              &C::packing,              "pack samples into rows of model_max_length tokens (False: pad each sample, as FastChat)"},
   {"lazy_preprocess",      &C::lazy_preprocess,      "accepted for FastChat compatibility; data is always tokenized once, in parallel, up front",
@@ -103,7 +103,7 @@ const std::vector<Option> kOptions = {
   {"seed",                 &C::seed,                 "seed for data order and anything random", {}, nullptr, any_number()},
   // accepted for compatibility
   {"fsdp",                 &C::fsdp,                 "FSDP sharding (FastChat scripts pass \"full_shard auto_wrap\")", {},
-                            "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP) trains across ranks, sharded modes are not built yet"},
+                            "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP), full_shard (ZeRO-3) and shard_grad_op (ZeRO-2) are built; hybrid_shard and offload are not yet"},
   {"fsdp_transformer_layer_cls_to_wrap", &C::fsdp_transformer_layer_cls_to_wrap, "FSDP wrap unit (decoder layers)", {},
                             "--fsdp_transformer_layer_cls_to_wrap: accepted for compatibility; sft always shards per decoder layer"},
   {"optim",                &C::optim,                "optimizer", {"adamw_torch", "adamw_hf", "adamw_torch_fused"}},
