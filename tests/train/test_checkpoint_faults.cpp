@@ -4,7 +4,9 @@
 // is refused when named with --resume_from_checkpoint (the message names the file and the
 // cause), and auto-resume skips it loudly, resumes from the previous one and ends bit-identical
 // to an uninterrupted run. A second `sft train` on a live run's output_dir fails naming the
-// holder's pid and host; after the holder is SIGKILLed a new run proceeds.
+// holder's pid and host; after the holder is SIGKILLed a new run proceeds. Under mpirun -np 2
+// (full_shard) rank 0 alone verifies, both ranks resume from the same older checkpoint and end
+// bit-identical to an uninterrupted 2-rank run.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -19,6 +21,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../cli/cli_test_util.h"
+#include "dist/world.h"
 
 using namespace cli_test;
 
@@ -205,4 +208,38 @@ TEST_F(CheckpointFaults, ASecondRunOnALiveRunsOutputDirFailsAndAKilledHolderLeav
   EXPECT_EQ(third.code, 0) << third.out;
   EXPECT_TRUE(fs::exists(out / "model.safetensors"));
   EXPECT_EQ(read_file(lock), "") << "a run that ends normally clears what the lock file says";
+}
+
+TEST_F(CheckpointFaults, UnderMpirunRankZeroVerifiesAndEveryRankResumesFromItsChoice) {
+  if (!sft::mpi_built()) GTEST_SKIP() << "this build has no MPI: " << sft::no_mpi_reason();
+  if (run("command -v mpirun").code != 0) GTEST_SKIP() << "mpirun not found (apt-get install openmpi-bin)";
+  const std::string mpirun = "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 "
+                             "OMPI_MCA_btl_vader_single_copy_mechanism=none mpirun --oversubscribe --timeout 240 -np 2 ";
+  const std::string sharded = "--fsdp 'full_shard auto_wrap' --threads 1";
+  const fs::path straight2 = root_ / "mpi_straight", out = root_ / "mpi_fault";
+  auto cmd = [&](const fs::path& dir) {
+    std::string c = train_cmd(dir, sharded);
+    c.replace(c.find(" --threads 2"), 12, "");  // one thread per rank (given in `sharded`)
+    return mpirun + c;
+  };
+  CmdResult r = run(cmd(straight2));
+  ASSERT_EQ(r.code, 0) << r.out;
+  fs::create_directories(out);
+  for (const char* c : {"checkpoint-2", "checkpoint-4"}) fs::copy(straight2 / c, out / c, fs::copy_options::recursive);
+  apply({"optimizer.safetensors", Damage::flip, ""}, out / "checkpoint-4");
+  r = run(cmd(out));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string warning = "WARNING: checkpoint " + (out / "checkpoint-4").string() +
+                              " is damaged, skipped for resume: optimizer.safetensors: XXH3";
+  const size_t first = r.out.find(warning);
+  EXPECT_NE(first, std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(warning, first + 1), std::string::npos) << "only rank 0 verifies:\n" << r.out;
+  const auto want = step_losses(straight2), got = step_losses(out);
+  for (int64_t s = 3; s <= kSteps; ++s) {
+    ASSERT_TRUE(got.count(s) && want.count(s)) << "step " << s;
+    EXPECT_EQ(got.at(s), want.at(s)) << "step " << s;
+  }
+  const std::string last = "checkpoint-" + std::to_string(kSteps);
+  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    EXPECT_TRUE(read_file(straight2 / last / f) == read_file(out / last / f)) << last << "/" << f;
 }
