@@ -6,6 +6,7 @@
 #include "data/jinja_eval.h"
 
 #include <cmath>
+#include <utility>
 
 #include <fmt/format.h>
 
@@ -192,12 +193,12 @@ std::string Evaluator::render_body(const Body& body) {
   return buf;
 }
 
-Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos) {
+Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos, bool barrier) {
   if (++call_depth_ > kMaxCallDepth) fail(pos, fmt::format("macro calls nested deeper than {}", kMaxCallDepth));
   step(pos);
   const std::string_view name = m.kind == StmtKind::call_block ? "caller" : m.name;
   Frame f;
-  f.barrier = true;
+  f.barrier = barrier;
   if (args.pos.size() > m.params.size())
     fail(pos, fmt::format("macro '{}' takes {} arguments, {} given", name, m.params.size(), args.pos.size()));
   for (size_t i = 0; i < m.params.size(); ++i) {
@@ -225,9 +226,17 @@ Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos) 
 
 // {% call(params) m(args) %}body{% endcall %}: m is called with `caller`, a macro made of the body.
 void Evaluator::exec_call_block(const Stmt& s) {
+  // caller() renders the body where the call is written: it sees that place's variables (loop
+  // variables included), whatever the macro's own frame holds when it calls back.
   const Stmt* block = &s;
-  auto caller = std::make_shared<const Function>(Function{
-      "caller", [block](Evaluator& ev, const CallArgs& args, SourcePos pos) { return ev.call_macro(*block, args, pos); }});
+  auto scope = std::make_shared<const std::vector<Frame>>(frames_);
+  auto caller = std::make_shared<const Function>(
+      Function{"caller", [block, scope](Evaluator& ev, const CallArgs& args, SourcePos pos) {
+                 std::vector<Frame> saved = std::exchange(ev.frames_, *scope);
+                 Value out = ev.call_macro(*block, args, pos, /*barrier=*/false);
+                 ev.frames_ = std::move(saved);
+                 return out;
+               }});
   CallArgs args = eval_args(*s.expr);
   args.kw.emplace_back("caller", Value(FunctionPtr(caller)));
   write(call(eval(*s.expr->a), args, s.expr->pos).str(), s.pos);

@@ -77,7 +77,9 @@ class Evaluator {
   Flow exec(const Stmt& s);
   void exec_for(const Stmt& s);
   void exec_call_block(const Stmt& s);
-  Value call_macro(const Stmt& macro, const CallArgs& args, SourcePos pos);
+  // A macro's body in a frame of its parameters; `barrier` (macros) hides the caller's locals,
+  // a call block's body (`caller()`) runs without one, on the call site's frames.
+  Value call_macro(const Stmt& macro, const CallArgs& args, SourcePos pos, bool barrier = true);
   std::string render_body(const Body& body);
 
   Value eval(const Expr& e);
