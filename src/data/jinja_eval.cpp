@@ -1,10 +1,12 @@
 // The tree walker: statements write into the current output buffer (a macro or block set
-// renders into its own), expressions return Values. Lookups go innermost frame first (a macro
-// frame is a barrier that skips to the top level), then the render context, then the globals.
+// renders into its own), expressions return Values. Lookups go innermost frame first (a macro's
+// frame continues with the frames in scope where the macro was written), then the render
+// context, then the globals.
 // Each loop iteration gets a fresh frame, so a `set` in a loop body lasts one iteration (Jinja2).
 // Reference: Jinja2 template designer docs ("Assignments", "Scoping Behavior", "Macros").
 #include "data/jinja_eval.h"
 
+#include <algorithm>
 #include <cmath>
 #include <utility>
 
@@ -89,8 +91,11 @@ Evaluator::Flow Evaluator::exec(const Stmt& s) {
     }
     case StmtKind::macro: {
       const Stmt* macro = &s;
-      auto fn = std::make_shared<const Function>(Function{
-          s.name, [macro](Evaluator& ev, const CallArgs& args, SourcePos pos) { return ev.call_macro(*macro, args, pos); }});
+      const size_t visible = frames_.size();
+      auto fn = std::make_shared<const Function>(
+          Function{s.name, [macro, visible](Evaluator& ev, const CallArgs& args, SourcePos pos) {
+                     return ev.call_macro(*macro, args, pos, visible);
+                   }});
       frames_.back().vars.set(s.name, Value(FunctionPtr(fn)));
       break;
     }
@@ -193,12 +198,12 @@ std::string Evaluator::render_body(const Body& body) {
   return buf;
 }
 
-Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos, bool barrier) {
+Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos, size_t visible) {
   if (++call_depth_ > kMaxCallDepth) fail(pos, fmt::format("macro calls nested deeper than {}", kMaxCallDepth));
   step(pos);
   const std::string_view name = m.kind == StmtKind::call_block ? "caller" : m.name;
   Frame f;
-  f.barrier = barrier;
+  f.visible_below = std::min(visible, frames_.size());
   if (args.pos.size() > m.params.size())
     fail(pos, fmt::format("macro '{}' takes {} arguments, {} given", name, m.params.size(), args.pos.size()));
   for (size_t i = 0; i < m.params.size(); ++i) {
@@ -226,16 +231,12 @@ Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos, 
 
 // {% call(params) m(args) %}body{% endcall %}: m is called with `caller`, a macro made of the body.
 void Evaluator::exec_call_block(const Stmt& s) {
-  // caller() renders the body where the call is written: it sees that place's variables (loop
-  // variables included), whatever the macro's own frame holds when it calls back.
+  // caller() renders the body in the scope where the call is written (loop variables included).
   const Stmt* block = &s;
-  auto scope = std::make_shared<const std::vector<Frame>>(frames_);
+  const size_t visible = frames_.size();
   auto caller = std::make_shared<const Function>(
-      Function{"caller", [block, scope](Evaluator& ev, const CallArgs& args, SourcePos pos) {
-                 std::vector<Frame> saved = std::exchange(ev.frames_, *scope);
-                 Value out = ev.call_macro(*block, args, pos, /*barrier=*/false);
-                 ev.frames_ = std::move(saved);
-                 return out;
+      Function{"caller", [block, visible](Evaluator& ev, const CallArgs& args, SourcePos pos) {
+                 return ev.call_macro(*block, args, pos, visible);
                }});
   CallArgs args = eval_args(*s.expr);
   args.kw.emplace_back("caller", Value(FunctionPtr(caller)));
@@ -264,9 +265,10 @@ void Evaluator::assign(const Target& t, Value v, SourcePos pos) {
 }
 
 Value Evaluator::lookup(const std::string& name) const {
-  for (size_t i = frames_.size(); i-- > 0;) {
-    if (const Value* v = frames_[i].vars.find(name)) return *v;
-    if (frames_[i].barrier && i > 1) i = 1;  // continue with frames_[0], the top level
+  for (size_t i = frames_.size(); i > 0;) {
+    const Frame& f = frames_[i - 1];
+    if (const Value* v = f.vars.find(name)) return *v;
+    i = std::min(i - 1, f.visible_below);
   }
   if (const Value* v = context_.find(name)) return *v;
   if (const Value* v = globals_.find(name)) return *v;

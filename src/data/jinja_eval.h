@@ -5,6 +5,7 @@
 // Template is the public entry point. Reference: Jinja2 template designer docs; HF
 // transformers utils/chat_template_utils.py (_compile_jinja_template: the environment HF uses).
 #pragma once
+#include <cstdint>
 #include <ctime>
 #include <memory>
 #include <optional>
@@ -70,16 +71,18 @@ class Evaluator {
   enum class Flow { normal, break_loop, continue_loop };
   struct Frame {
     Dict vars;
-    bool barrier = false;  // a macro frame: lookups skip to the top-level frame after it
+    // How many frames below this one its lookups see: all of them for a block's frame; for a
+    // macro's, those that were visible where the macro (or the call block) was written.
+    size_t visible_below = SIZE_MAX;
   };
 
   Flow exec_body(const Body& body);
   Flow exec(const Stmt& s);
   void exec_for(const Stmt& s);
   void exec_call_block(const Stmt& s);
-  // A macro's body in a frame of its parameters; `barrier` (macros) hides the caller's locals,
-  // a call block's body (`caller()`) runs without one, on the call site's frames.
-  Value call_macro(const Stmt& macro, const CallArgs& args, SourcePos pos, bool barrier = true);
+  // A macro's (or call block's) body in a frame of its parameters that sees the first
+  // `visible` frames: those in scope where it was written (lexical scoping, as Jinja2).
+  Value call_macro(const Stmt& macro, const CallArgs& args, SourcePos pos, size_t visible);
   std::string render_body(const Body& body);
 
   Value eval(const Expr& e);
