@@ -168,6 +168,9 @@ class Backend {
 // "cpu" (always built) or "cuda" (a clear error when this build has no CUDA backend or no usable
 // GPU is present).
 std::unique_ptr<Backend> create_backend(const std::string& name);
+// A data-parallel rank's backend: "cuda" takes the GPU of the node-local rank (create.h), "cpu"
+// is the same for every rank.
+std::unique_ptr<Backend> create_backend(const std::string& name, int local_rank);
 // "" when create_backend("cuda") can work here, else the reason (no CUDA backend in this build,
 // no GPU, driver too old, compute capability below 8.0). Tests skip GPU checks on it.
 std::string cuda_unavailable_reason();

@@ -31,6 +31,14 @@ std::unique_ptr<Backend> create_backend(const std::string& name) {
   fail("backend", "unknown device '{}', expected 'cpu' or 'cuda'", name);
 }
 
+std::unique_ptr<Backend> create_backend(const std::string& name, int local_rank) {
+#ifdef SFT_HAVE_CUDA
+  if (name == "cuda") return create_cuda_backend(local_rank);
+#endif
+  (void)local_rank;
+  return create_backend(name);
+}
+
 namespace {
 
 // The peak of one instruction: the best of 10 register/tile-only loops on the first call's OpenMP

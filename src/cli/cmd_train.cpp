@@ -31,6 +31,7 @@
 #include "tokenizer/tokenizer.h"
 #include "train/interrupt.h"
 #include "train/memory_check.h"
+#include "train/output_lock.h"
 #include "train/trainer.h"
 
 namespace sft {
@@ -206,11 +207,13 @@ int run_train(int argc, char** argv) {
   for (const std::string& n : parsed.notices) std::printf("note: %s\n", n.c_str());
   require_inputs(cfg);
   require_writable_dir(cfg.output_dir);
+  // One writer per output_dir, checked before the model and data load (the trainer holds it too).
+  const OutputDirLock output_lock(cfg.output_dir, launch.rank == 0);
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
   else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
   const std::optional<ShardMode> shard = check_fsdp_mode(cfg.fsdp, launch.size);
 
-  auto backend = create_backend(cfg.device);
+  auto backend = create_backend(cfg.device, launch.size > 1 ? launch.local_rank : -1);  // a GPU per local rank
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
   backend->set_tf32(cfg.tf32);
   const std::unique_ptr<Comm> comm = make_world_comm(*backend, launch);

@@ -12,6 +12,9 @@
 #ifndef SFT_NO_MPI_REASON
 #define SFT_NO_MPI_REASON "it was configured without MPI"
 #endif
+#ifndef SFT_NO_NCCL_REASON
+#define SFT_NO_NCCL_REASON "it was configured without NCCL"
+#endif
 
 namespace sft {
 
@@ -76,7 +79,13 @@ std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch
   std::unique_ptr<Comm> c = make_mpi_comm();
   SFT_CHECK(c->size() == launch.size, "launch", "{} started {} ranks but MPI sees a world of {}", launch.launcher,
             launch.size, c->size());
-  return c;
+  if (backend.device() != Device::cuda) return c;
+#ifdef SFT_HAVE_NCCL
+  return make_nccl_comm(backend, std::move(c));  // GPU ranks: NCCL, bootstrapped over MPI
+#else
+  fail("launch", "--device cuda across {} ranks needs NCCL, and this build has none ({}); install NCCL (the CUDA "
+                 "toolkit's, or nvidia-nccl-cu13) and rebuild", launch.size, SFT_NO_NCCL_REASON);
+#endif
 #else
   fail("launch", "started by {} as rank {} of {}, but this build has no MPI ({}); install openmpi-bin and "
                  "libopenmpi-dev and rebuild (scripts/setup.sh)",

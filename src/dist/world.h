@@ -35,5 +35,8 @@ std::string no_mpi_reason();
 void check_same_config(Comm& comm, const std::vector<std::pair<std::string, std::string>>& options);
 
 std::unique_ptr<Comm> make_mpi_comm();  // comm_mpi.cpp (MPI builds only)
+// GPU ranks: NCCL for the tensor collectives on the backend's device, `host` (MPI) for the host
+// scalars and NCCL's bootstrap. comm_nccl.cpp (builds with CUDA, MPI and NCCL only).
+std::unique_ptr<Comm> make_nccl_comm(Backend& backend, std::unique_ptr<Comm> host);
 
 }  // namespace sft

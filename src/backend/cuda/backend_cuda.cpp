@@ -74,13 +74,21 @@ std::string cuda_probe() {
   return probe_device(dev, &props);
 }
 
-std::unique_ptr<Backend> create_cuda_backend() { return std::make_unique<CudaBackend>(); }
+std::unique_ptr<Backend> create_cuda_backend(int local_rank) { return std::make_unique<CudaBackend>(local_rank); }
 
-CudaBackend::CudaBackend() {
+CudaBackend::CudaBackend(int local_rank) {
   if (cudaGetDevice(&device_) != cudaSuccess) {  // no driver: probe_device() says so below
     cudaGetLastError();
     device_ = 0;
   }
+  int count = 0;
+  if (local_rank >= 0 && cudaGetDeviceCount(&count) == cudaSuccess && count > 0) {
+    SFT_CHECK(count == 1 || local_rank < count, "cuda",
+              "local rank {} has no GPU of its own: {} GPUs are visible on this node (start at most one rank per "
+              "GPU, or give each rank one GPU with CUDA_VISIBLE_DEVICES / --gpus-per-task)", local_rank, count);
+    device_ = count == 1 ? 0 : local_rank;
+  }
+  cudaGetLastError();
   const std::string why = probe_device(device_, &props_);
   if (!why.empty()) fail("cuda", "--device cuda: {}; use --device cpu", why);
   SFT_CUDA_CHECK("device", cudaSetDevice(device_));

@@ -18,7 +18,7 @@ namespace sft {
 
 class CudaBackend final : public Backend {
  public:
-  CudaBackend();
+  explicit CudaBackend(int local_rank = -1);  // see create_cuda_backend
   ~CudaBackend() override;
   std::string name() const override { return "cuda"; }
   Device device() const override { return Device::cuda; }

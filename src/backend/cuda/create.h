@@ -8,7 +8,10 @@
 
 namespace sft {
 
-std::unique_ptr<Backend> create_cuda_backend();
+// local_rank < 0: the current device (0 unless the caller chose one); else the node-local rank's
+// GPU (rank r on GPU r; a rank that sees exactly one GPU, as Slurm's --gpus-per-task leaves it,
+// uses that one).
+std::unique_ptr<Backend> create_cuda_backend(int local_rank = -1);
 // "" when a GPU this build can use is present, else why not (no driver, no GPU, too old a GPU).
 std::string cuda_probe();
 

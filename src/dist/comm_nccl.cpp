@@ -1,0 +1,137 @@
+// NcclComm: Comm for GPU ranks. Tensor collectives are NCCL's (ncclAllReduce, ncclAllGather,
+// ncclReduceScatter, ncclBroadcast) on device memory in fp32 or bf16, run on a stream of their own
+// so they overlap the backend's compute: each waits for the compute work issued before it (an
+// event on the backend's stream) and wait() makes later compute wait for it (stream order, no
+// host sync). The step's host scalars and the bootstrap (ncclUniqueId from rank 0, MPI_Bcast)
+// go through MPI, which launched the ranks. Built only with CUDA, MPI and NCCL (SFT_HAVE_NCCL).
+#include <cuda_runtime.h>
+#include <mpi.h>
+#include <nccl.h>
+
+#include <unordered_map>
+
+#include "dist/world.h"
+
+namespace sft {
+
+namespace {
+
+void check_nccl(ncclResult_t rc, const char* call, const char* what) {
+  if (rc == ncclSuccess) return;
+  fail("nccl", "{} ({}) failed: {}{}", call, what, ncclGetErrorString(rc),
+       rc == ncclSystemError || rc == ncclRemoteError ? " (a rank may have died; see its error above)" : "");
+}
+
+void check_cuda(cudaError_t rc, const char* call, const char* what) {
+  if (rc == cudaSuccess) return;
+  fail("nccl", "{} ({}) failed: {}", call, what, cudaGetErrorString(rc));
+}
+
+ncclRedOp_t nccl_op(ReduceOp op) { return op == ReduceOp::sum ? ncclSum : ncclMax; }
+
+class NcclComm final : public Comm {
+ public:
+  NcclComm(Backend& backend, std::unique_ptr<Comm> host) : be_(backend), host_(std::move(host)) {
+    SFT_CHECK(be_.device() == Device::cuda && be_.native_stream(), "nccl",
+              "NCCL joins GPU ranks: the backend is {}, expected cuda", be_.name());
+    compute_ = static_cast<cudaStream_t>(be_.native_stream());
+    ncclUniqueId id{};
+    if (host_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId", "start");
+    SFT_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS, "nccl",
+              "MPI_Bcast of the NCCL unique id from rank 0 failed");
+    check_nccl(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "ncclCommInitRank", "start");
+    check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", "start");
+  }
+  ~NcclComm() override {  // nothing here may throw
+    for (auto& [id, e] : pending_) cudaEventDestroy(e);
+    cudaStreamSynchronize(stream_);
+    ncclCommDestroy(comm_);
+    cudaStreamDestroy(stream_);
+  }
+  int rank() const override { return host_->rank(); }
+  int size() const override { return host_->size(); }
+
+  CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) override {
+    return issue(what, "ncclAllReduce", [&] {
+      return ncclAllReduce(buf.data, buf.data, size_t(buf.numel()), dtype(buf, what), nccl_op(op), comm_, stream_);
+    });
+  }
+  CommRequest all_gather(Tensor out, Tensor in, const char* what) override {
+    SFT_CHECK(out.numel() == in.numel() * size() && out.dtype == in.dtype, "comm",
+              "{}: all_gather of {} {} into {} {} over {} ranks", what, in.numel(), dtype_name(in.dtype), out.numel(),
+              dtype_name(out.dtype), size());
+    return issue(what, "ncclAllGather", [&] {
+      return ncclAllGather(in.data, out.data, size_t(in.numel()), dtype(in, what), comm_, stream_);
+    });
+  }
+  CommRequest reduce_scatter(Tensor out, Tensor in, ReduceOp op, const char* what) override {
+    SFT_CHECK(in.numel() == out.numel() * size() && out.dtype == in.dtype, "comm",
+              "{}: reduce_scatter of {} {} into {} {} over {} ranks", what, in.numel(), dtype_name(in.dtype),
+              out.numel(), dtype_name(out.dtype), size());
+    return issue(what, "ncclReduceScatter", [&] {
+      return ncclReduceScatter(in.data, out.data, size_t(out.numel()), dtype(in, what), nccl_op(op), comm_, stream_);
+    });
+  }
+  CommRequest broadcast(Tensor buf, int root, const char* what) override {
+    return issue(what, "ncclBroadcast", [&] {
+      return ncclBroadcast(buf.data, buf.data, size_t(buf.numel()), dtype(buf, what), root, comm_, stream_);
+    });
+  }
+  // Later compute waits for the collective on the GPU; the host does not block.
+  void wait(CommRequest request) override {
+    auto it = pending_.find(request.id);
+    if (it == pending_.end()) return;
+    check_cuda(cudaStreamWaitEvent(compute_, it->second, 0), "cudaStreamWaitEvent", "collective");
+    cudaEventDestroy(it->second);
+    pending_.erase(it);
+  }
+  void all_reduce_host(double* v, int n, ReduceOp op, const char* what) override {
+    host_->all_reduce_host(v, n, op, what);
+  }
+  void all_gather_host(const double* in, int n, double* out, const char* what) override {
+    host_->all_gather_host(in, n, out, what);
+  }
+  void barrier(const char* what) override {
+    check_cuda(cudaStreamSynchronize(stream_), "cudaStreamSynchronize", what);
+    host_->barrier(what);
+  }
+
+ private:
+  static ncclDataType_t dtype(const Tensor& t, const char* what) {
+    SFT_CHECK(t.device == Device::cuda && (t.dtype == DType::f32 || t.dtype == DType::bf16), "comm",
+              "{}: NCCL carries fp32 or bf16 device tensors; got {} on {}", what, dtype_name(t.dtype),
+              t.device == Device::cpu ? "cpu" : "cuda");
+    return t.dtype == DType::f32 ? ncclFloat32 : ncclBfloat16;
+  }
+  // The collective starts after the compute issued so far (its inputs are written) and records
+  // an event for wait().
+  template <class Start>
+  CommRequest issue(const char* what, const char* call, Start&& start) {
+    cudaEvent_t ready = nullptr, done = nullptr;
+    check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate", what);
+    check_cuda(cudaEventRecord(ready, compute_), "cudaEventRecord", what);
+    check_cuda(cudaStreamWaitEvent(stream_, ready, 0), "cudaStreamWaitEvent", what);
+    cudaEventDestroy(ready);  // destroyed once the recorded work completes
+    check_nccl(start(), call, what);
+    check_cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate", what);
+    check_cuda(cudaEventRecord(done, stream_), "cudaEventRecord", what);
+    const int64_t id = next_id_++;
+    pending_.emplace(id, done);
+    return {id};
+  }
+
+  Backend& be_;
+  std::unique_ptr<Comm> host_;
+  cudaStream_t compute_ = nullptr, stream_ = nullptr;
+  ncclComm_t comm_ = nullptr;
+  int64_t next_id_ = 0;
+  std::unordered_map<int64_t, cudaEvent_t> pending_;
+};
+
+}  // namespace
+
+std::unique_ptr<Comm> make_nccl_comm(Backend& backend, std::unique_ptr<Comm> host) {
+  return std::make_unique<NcclComm>(backend, std::move(host));
+}
+
+}  // namespace sft
