@@ -4,6 +4,9 @@
 
 #include <fmt/format.h>
 
+#include <algorithm>
+#include <cstdint>
+
 #include "tokenizer/utf8.h"
 
 namespace sft {
@@ -21,6 +24,9 @@ std::string_view issue_kind_name(IssueKind kind) {
     case IssueKind::ends_on_user: return "ends on a user turn";
     case IssueKind::no_trainable_token: return "no trainable token";
     case IssueKind::template_split: return "template cannot be split into turns";
+    case IssueKind::template_error: return "chat template error";
+    case IssueKind::tools_unsupported: return "template without tool support";
+    case IssueKind::bad_tool_call: return "malformed tool call";
   }
   return "?";
 }
@@ -34,10 +40,20 @@ std::optional<Role> parse_role(std::string_view name) {
       {"human", Role::user},          {"user", Role::user},       {"gpt", Role::assistant},
       {"assistant", Role::assistant}, {"chatgpt", Role::assistant}, {"bard", Role::assistant},
       {"bing", Role::assistant},      {"model", Role::assistant}, {"system", Role::system},
+      {"function_call", Role::assistant}, {"tool_call", Role::assistant}, {"observation", Role::tool},
+      {"tool", Role::tool},
   };
   for (const Alias& a : kAliases)
     if (a.name == name) return a.role;
   return std::nullopt;
+}
+
+bool is_tool_call_role(std::string_view name) { return name == "function_call" || name == "tool_call"; }
+
+bool Conversation::has_tool_messages() const {
+  for (const Message& m : messages)
+    if (m.role == Role::tool || !m.tool_calls.empty()) return true;
+  return false;
 }
 
 namespace {
@@ -76,7 +92,8 @@ NormalizeResult normalize_messages(std::vector<RawMessage>&& raw, std::optional<
     std::optional<Role> role = parse_role(m.role);
     if (!role) {
       res.issue = issue(IssueKind::unknown_role,
-                        fmt::format("message {}: unknown role {} (known: human, user, gpt, assistant, system)", j,
+                        fmt::format("message {}: unknown role {} (known: human, user, gpt, assistant, system, "
+                                    "function_call, tool_call, observation, tool)", j,
                                     quoted(m.role)));
       return res;
     }
@@ -92,7 +109,8 @@ NormalizeResult normalize_messages(std::vector<RawMessage>&& raw, std::optional<
   }
   if (first == 1) out.system = std::move(raw[0].content);
   // FastChat: `if roles[source[0]["from"]] != conv.roles[0]: source = source[1:]` (one message).
-  if (first < raw.size() && parse_role(raw[first].role) == Role::assistant) {
+  if (first < raw.size() && parse_role(raw[first].role) == Role::assistant && !is_tool_call_role(raw[first].role) &&
+      raw[first].tool_calls.empty()) {
     ++first;
     res.dropped_leading_assistant = true;
   }
@@ -101,25 +119,88 @@ NormalizeResult normalize_messages(std::vector<RawMessage>&& raw, std::optional<
                       res.dropped_leading_assistant ? "no messages after the leading assistant turn" : "no messages");
     return res;
   }
+  // What may come next: after a user message an assistant one; after a plain assistant message a
+  // user one; after an assistant message with tool calls a tool message; after a tool message
+  // another tool message or the assistant.
+  enum class Expect { user, assistant, tool, tool_or_assistant } expect = Expect::user;
+  const auto expected_name = [](Expect e) -> std::string_view {
+    switch (e) {
+      case Expect::user: return "a user turn";
+      case Expect::assistant: return "an assistant turn";
+      case Expect::tool: return "a tool result (the previous message calls a tool)";
+      case Expect::tool_or_assistant: return "a tool result or an assistant turn";
+    }
+    return "?";
+  };
+  size_t calls_at = SIZE_MAX;  // index in out.messages of the call message the tool messages answer
+  size_t answered = 0;         // tool messages since that call message
   for (size_t j = first; j < raw.size(); ++j) {
-    const Role want = (j - first) % 2 == 0 ? Role::user : Role::assistant;
-    const Role got = *parse_role(raw[j].role);
-    if (got != want) {
+    RawMessage& m = raw[j];
+    const Role got = *parse_role(m.role);
+    const bool ok = got == Role::user        ? expect == Expect::user
+                    : got == Role::assistant ? expect == Expect::assistant || expect == Expect::tool_or_assistant
+                    : got == Role::tool      ? expect == Expect::tool || expect == Expect::tool_or_assistant
+                                             : false;
+    if (!ok) {
       res.issue = issue(IssueKind::alternation,
-                        fmt::format("message {}: expected a {} turn, got {} (turns must alternate user, assistant)", j,
-                                    want == Role::user ? "user" : "assistant", quoted(raw[j].role)));
+                        fmt::format("message {}: expected {}, got {} (turns must alternate user, assistant; an "
+                                    "assistant tool call is followed by tool results, then the assistant)",
+                                    j, expected_name(expect), quoted(m.role)));
       return res;
     }
-    if (raw[j].content.empty()) {
-      res.issue = issue(IssueKind::empty_message, fmt::format("message {}: empty {} message", j,
-                                                              want == Role::user ? "user" : "assistant"));
+    if (got == Role::assistant && !m.tool_calls.empty()) {
+      for (size_t k = 0; k < m.tool_calls.size(); ++k) {
+        const ToolCall& c = m.tool_calls[k];
+        for (const std::string* field : {&c.name, &c.arguments, &c.id})
+          if (size_t bad = utf8::find_invalid(*field); bad != std::string::npos) {
+            res.issue = issue(IssueKind::invalid_utf8, fmt::format("message {}: tool call {}: invalid UTF-8", j, k));
+            return res;
+          }
+        if (c.name.empty()) {
+          res.issue = issue(IssueKind::bad_tool_call, fmt::format("message {}: tool call {} has an empty name", j, k));
+          return res;
+        }
+      }
+    } else if (m.content.empty()) {
+      res.issue = issue(IssueKind::empty_message,
+                        fmt::format("message {}: empty {} message", j,
+                                    got == Role::user ? "user" : got == Role::assistant ? "assistant" : "tool"));
       return res;
     }
-    out.messages.push_back(Message{got, std::move(raw[j].content)});
+    for (const std::string* field : {&m.name, &m.tool_call_id})
+      if (size_t bad = utf8::find_invalid(*field); bad != std::string::npos) {
+        res.issue = issue(IssueKind::invalid_utf8, fmt::format("message {}: invalid UTF-8 at byte {} of a name", j, bad));
+        return res;
+      }
+    Message msg{got, std::move(m.content), std::move(m.tool_calls), std::move(m.name), std::move(m.tool_call_id)};
+    if (got == Role::tool) {
+      if (msg.name.empty() && calls_at != SIZE_MAX) {
+        const std::vector<ToolCall>& calls = out.messages[calls_at].tool_calls;
+        msg.name = calls[std::min(answered, calls.size() - 1)].name;
+      }
+      ++answered;
+    }
+    out.messages.push_back(std::move(msg));
+    if (got == Role::user) {
+      expect = Expect::assistant;
+    } else if (got == Role::tool) {
+      expect = Expect::tool_or_assistant;
+    } else if (!out.messages.back().tool_calls.empty()) {
+      expect = Expect::tool;
+      calls_at = out.messages.size() - 1;
+      answered = 0;
+    } else {
+      expect = Expect::user;
+    }
   }
   if (out.messages.back().role == Role::user) {
     res.issue = issue(IssueKind::ends_on_user,
                       fmt::format("message {}: the conversation ends on a user turn", raw.size() - 1));
+    out.messages.clear();
+  } else if (out.messages.back().role == Role::tool) {
+    res.issue = issue(IssueKind::alternation,
+                      fmt::format("message {}: the conversation ends on a tool result (the assistant turn after it "
+                                  "is missing)", raw.size() - 1));
     out.messages.clear();
   }
   return res;

@@ -108,9 +108,16 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
           continue;
         }
         std::string why;
-        const std::optional<std::vector<Segment>> segments = renderer.render_segments(conv, &why);
+        IssueKind kind = IssueKind::template_split;
+        std::optional<std::vector<Segment>> segments;
+        try {
+          segments = renderer.render_segments(conv, &why, &kind);
+        } catch (const Error& e) {  // e.g. the template's raise_exception for a role it does not support
+          s.issue = SampleIssue{-1, 0, IssueKind::template_error, e.what()};
+          continue;
+        }
         if (!segments) {
-          s.issue = SampleIssue{-1, 0, IssueKind::template_split, why};
+          s.issue = SampleIssue{-1, 0, kind, why};
           continue;
         }
         encoder.encode(*segments, s.enc);

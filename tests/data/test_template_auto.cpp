@@ -97,6 +97,20 @@ TEST(TemplateAuto, TemplateThatRewritesEarlierTurnsIsCounted) {
   EXPECT_FALSE(ds.issues()[0].detail.empty());
 }
 
+// A template's raise_exception (here: no system messages, as Gemma's) rejects that sample only,
+// counted with the template's message; the other samples are kept.
+TEST(TemplateAuto, TemplateRaisingOnASampleCountsThatSample) {
+  const fs::path model = model_with_template(
+      "raises", "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
+                "{% endif %}{{ m['role'] + ': ' + m['content'] + '\n' }}{% endfor %}");
+  const sft::Dataset ds = load(model, kData);
+  EXPECT_EQ(ds.size(), 1);
+  ASSERT_EQ(ds.issues().size(), 1u);
+  EXPECT_EQ(ds.issues()[0].index, 0);
+  EXPECT_EQ(ds.issues()[0].kind, sft::IssueKind::template_error);
+  EXPECT_NE(ds.issues()[0].detail.find("System role not supported"), std::string::npos) << ds.issues()[0].detail;
+}
+
 TEST(TemplateAuto, ModelWithoutTemplateIsAnError) {
   try {
     load(fs::path(kLlama2), kData);
