@@ -7,5 +7,6 @@ build="$root/build"; extra=()
 if [[ "${1:-}" == "--sanitize" ]]; then build="$root/build-sanitize"; extra=(--sanitize); fi
 bash "$root/scripts/setup.sh" --test --build-dir "$build" "${extra[@]}"
 bash "$root/scripts/setup_venv.sh"
+bash "$root/scripts/setup_template_venv.sh"
 cd "$build"
 ctest --output-on-failure -j1
