@@ -52,4 +52,19 @@ inline fs::path temp_dir(const std::string& name) {
   return d;
 }
 
+// A small LLaMA (2 layers, dim 64, GQA) with the LLaMA-2 tokenizer: fast steps, real files.
+inline const char* kSmallConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
+  "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
+  "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+  "vocab_size": 32000, "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2,
+  "initializer_range": 0.02, "torch_dtype": "float32"})";
+
+// `sft init` of that model (fp32, seed 11) into `model`, its config written beside it in `root`.
+inline CmdResult init_small_model(const fs::path& root, const fs::path& model) {
+  fs::create_directories(root);
+  std::ofstream(root / "small.json") << kSmallConfig;
+  return run(kSft + " init --preset " + (root / "small.json").string() + " --dtype fp32 --tokenizer " + kTokenizer +
+             " --output_dir " + model.string() + " --seed 11");
+}
+
 }  // namespace cli_test

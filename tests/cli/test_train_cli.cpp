@@ -26,21 +26,11 @@ namespace {
 
 constexpr int kSteps = 24;
 
-// A small LLaMA (2 layers, dim 64, GQA) with the LLaMA-2 tokenizer: fast steps, real files.
-const char* kSmallConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-  "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
-  "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-  "vocab_size": 32000, "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2,
-  "initializer_range": 0.02, "torch_dtype": "float32"})";
-
 class TrainCli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
     root_ = temp_dir("train");
-    fs::create_directories(root_);
-    std::ofstream(root_ / "small.json") << kSmallConfig;
-    CmdResult r = run(kSft + " init --preset " + (root_ / "small.json").string() + " --dtype fp32 --tokenizer " +
-                      kTokenizer + " --output_dir " + model().string() + " --seed 11");
+    CmdResult r = init_small_model(root_, model());
     ASSERT_EQ(r.code, 0) << r.out;
     straight_ = run(train_cmd(straight_dir()));
     ASSERT_EQ(straight_.code, 0) << straight_.out;
