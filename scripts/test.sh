@@ -9,4 +9,14 @@ bash "$root/scripts/setup.sh" --test --build-dir "$build" "${extra[@]}"
 bash "$root/scripts/setup_venv.sh"
 bash "$root/scripts/setup_template_venv.sh"
 cd "$build"
-ctest --output-on-failure -j1
+status=0
+ctest --output-on-failure -j1 | tee ctest.out || status=$?
+# Which tests skipped and why (gtest prints "<file>:<line>: Skipped" and the reason before the
+# "[  SKIPPED ]" line; ctest keeps every test's output in LastTest.log), then ctest's summary again.
+if grep -q '^\[  SKIPPED \]' Testing/Temporary/LastTest.log 2>/dev/null; then
+  echo "skipped tests and their reasons:"
+  awk '/: Skipped$/ { getline why; reason = why } /^\[  SKIPPED \] [A-Za-z]/ { print "  " $4 ": " reason }' \
+    Testing/Temporary/LastTest.log | sort -u
+fi
+grep -E '^[0-9]+% tests passed' ctest.out || true
+exit "$status"
