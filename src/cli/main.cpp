@@ -6,9 +6,12 @@
 #include <exception>
 #include <string_view>
 
+#include "backend/backend.h"
 #include "cli/commands.h"
 #include "core/log.h"
 #include "core/check.h"
+#include "dist/world.h"
+#include "sft_version.h"
 
 namespace {
 
@@ -27,8 +30,18 @@ constexpr Command kCommands[] = {
     {"tokenize", sft::run_tokenize, "encode text with a model's tokenizer, or decode ids"},
 };
 
+// For bug reports: version, commit, build, this CPU's GEMM routes, and what the build can run on.
+void print_version() {
+  std::printf("sft %s (commit %s, %s build, %s)\n", SFT_VERSION, SFT_GIT_COMMIT, SFT_BUILD_TYPE, SFT_COMPILER);
+  std::printf("%s\n", sft::create_backend("cpu")->route_report().c_str());
+  const std::string cuda = sft::cuda_unavailable_reason();
+  std::printf("CUDA: %s\n", cuda.empty() ? "backend built, a usable GPU is present" : cuda.c_str());
+  std::printf("MPI: %s\n", sft::mpi_built() ? "built (mpirun / srun)" : sft::no_mpi_reason().c_str());
+  std::printf("NCCL: %s\n", sft::nccl_built() ? "built (GPU ranks)" : "not built");
+}
+
 void print_usage(std::FILE* out) {
-  std::fprintf(out, "usage: sft <command> [options]   (sft <command> --help for its options)\n\ncommands:\n");
+  std::fprintf(out, "usage: sft <command> [options]   (sft <command> --help for its options; sft --version)\n\ncommands:\n");
   for (const Command& c : kCommands) std::fprintf(out, "  %-10s %s\n", c.name, c.help);
 }
 
@@ -41,6 +54,15 @@ int main(int argc, char** argv) {
   if (argc < 2 || std::string_view(argv[1]) == "--help" || std::string_view(argv[1]) == "-h") {
     print_usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  if (std::string_view(argv[1]) == "--version") {
+    try {
+      print_version();
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "error: %s\n", e.what());
+      return 1;
+    }
+    return 0;
   }
   try {
     for (const Command& c : kCommands)

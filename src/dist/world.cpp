@@ -71,6 +71,14 @@ bool mpi_built() {
 #endif
 }
 
+bool nccl_built() {
+#ifdef SFT_HAVE_NCCL
+  return true;
+#else
+  return false;
+#endif
+}
+
 std::string no_mpi_reason() { return mpi_built() ? "" : SFT_NO_MPI_REASON; }
 
 std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch) {

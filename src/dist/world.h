@@ -27,6 +27,7 @@ LaunchInfo detect_launch();
 std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch);
 // Whether this build has MPI, and why not.
 bool mpi_built();
+bool nccl_built();  // GPU ranks (comm_nccl.cpp) in this build
 std::string no_mpi_reason();
 
 // Every rank must train with the same options (name, value): each value is hashed and gathered;
