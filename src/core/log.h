@@ -23,6 +23,7 @@ inline const std::string& rank_prefix() { return detail::rank_prefix_storage(); 
 template <typename... Args>
 void log_info(fmt::format_string<Args...> f, Args&&... args) {
   std::string s = fmt::format(f, std::forward<Args>(args)...);
+  std::fflush(stdout);  // stdout is buffered when piped: what was printed before stays above this line
   std::fprintf(stderr, "%s%s\n", rank_prefix().c_str(), s.c_str());
 }
 

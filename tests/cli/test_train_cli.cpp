@@ -170,6 +170,15 @@ TEST_F(TrainCli, AWriteFailureWhileSavingKeepsThePreviousCheckpoint) {
         << f;
 }
 
+// Output to a pipe (stdout buffered, stderr not): the resolved configuration (stdout) still comes
+// before the data summary (stderr) that follows it.
+TEST_F(TrainCli, PipedOutputKeepsStdoutAndStderrInOrder) {
+  const size_t config = straight_.out.find("resolved configuration"), data = straight_.out.find("[data]");
+  ASSERT_NE(config, std::string::npos) << straight_.out;
+  ASSERT_NE(data, std::string::npos) << straight_.out;
+  EXPECT_LT(config, data) << straight_.out.substr(0, 2000);
+}
+
 TEST_F(TrainCli, OutputsAreAnHfDirectoryAndTensorBoardReadsTheEvents) {
   for (const char* f : {"config.json", "model.safetensors", "generation_config.json", "tokenizer.model",
                         "trainer_state.json", "metrics.jsonl", "loss.svg"})
