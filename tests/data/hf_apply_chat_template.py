@@ -6,14 +6,15 @@ Usage: hf_apply_chat_template.py REQUEST.json  -> prints a JSON list, one entry 
 REQUEST: {"now": optional unix_seconds, "templates": [source, ...], "tokenizer": optional dir with a
 tokenizer.json, "cases": [{"template": i, "messages": [...], "tools": [...] or null,
 "add_generation_prompt": bool, "bos_token": str, "eos_token": str}],
-"encode": optional [{"text": str, "add_special_tokens": bool}, ...]}
+"encode": optional [{"text": str, "add_special_tokens": bool, "tokenizer": optional dir}, ...]}
 Each case gives {"text": tokenizer.apply_chat_template(messages, tools=..., tokenize=False,
 add_generation_prompt=...), "generation": [[begin, end], ...] (UTF-8 byte offsets of the
 {% generation %} blocks, from HF's render_jinja_template(return_assistant_tokens_mask=True)),
 and, with "tokenizer", "input_ids" and "assistant_masks" of apply_chat_template(tokenize=True,
 return_dict=True, return_assistant_tokens_mask=True) when the template has generation blocks},
 or {"error": str}. With "encode": the result is {"cases": [...], "encoded": [ids, ...]}, each
-tokenizer(text, add_special_tokens=...).input_ids of the "tokenizer" directory's tokenizer.json.
+tokenizer(text, add_special_tokens=...).input_ids of the tokenizer.json of the entry's (else the
+request's) "tokenizer" directory.
 Without a "tokenizer" the tokenizer is a one-token WordLevel model (rendering never looks at the
 vocabulary); the template's bos/eos tokens are set on it as special tokens, as a model's
 tokenizer_config.json sets them. strftime_now() sees the request's fixed time (local time) when
@@ -99,10 +100,12 @@ def main():
         except Exception as e:  # the template raised (raise_exception) or HF refused the input
             results.append({"error": f"{type(e).__name__}: {e}"})
     if "encode" in request:
-        encoded = []
-        if tokenizer_dir:
-            tok = PreTrainedTokenizerFast(tokenizer_file=os.path.join(tokenizer_dir, "tokenizer.json"))
-            encoded = [tok(e["text"], add_special_tokens=e["add_special_tokens"])["input_ids"] for e in request["encode"]]
+        encoded, loaded = [], {}
+        for e in request["encode"]:
+            path = os.path.join(e.get("tokenizer", tokenizer_dir), "tokenizer.json")
+            if path not in loaded:
+                loaded[path] = PreTrainedTokenizerFast(tokenizer_file=path)
+            encoded.append(loaded[path](e["text"], add_special_tokens=e["add_special_tokens"])["input_ids"])
         json.dump({"cases": results, "encoded": encoded}, sys.stdout, ensure_ascii=False)
     else:
         json.dump(results, sys.stdout, ensure_ascii=False)
