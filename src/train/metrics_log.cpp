@@ -6,10 +6,12 @@
 #include <cerrno>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 
 #include <fmt/format.h>
 
 #include "core/check.h"
+#include "core/file_util.h"
 
 namespace sft {
 
@@ -18,7 +20,23 @@ nlohmann::json TrainMetrics::to_json() const {
           {"grad_norm", grad_norm}, {"tokens", tokens}, {"tokens_per_s", tokens_per_s}, {"mfu", mfu}};
 }
 
-MetricsJsonl::MetricsJsonl(const std::string& path) : path_(path) {
+MetricsJsonl::MetricsJsonl(const std::string& path, int64_t keep_through_step) : path_(path) {
+  if (std::filesystem::exists(path)) {
+    const std::string text = read_text_file(path, "metrics");
+    std::string kept;
+    size_t pos = 0;
+    while (pos < text.size()) {
+      const size_t end = text.find('\n', pos);
+      if (end == std::string::npos) break;  // a torn last line (the run was killed mid-write)
+      const std::string_view line(text.data() + pos, end - pos);
+      const nlohmann::json j = nlohmann::json::parse(line, nullptr, false);
+      if (!j.is_discarded() && j.is_object() && j.contains("step") && j["step"].is_number_integer() &&
+          j["step"].get<int64_t>() <= keep_through_step)
+        kept.append(line).push_back('\n');
+      pos = end + 1;
+    }
+    if (kept.size() != text.size()) write_file_atomic(path, kept);
+  }
   file_ = std::fopen(path.c_str(), "a");
   SFT_CHECK(file_ != nullptr, "metrics", "cannot open {}: {}", path, std::strerror(errno));
 }

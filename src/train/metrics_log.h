@@ -22,7 +22,10 @@ struct TrainMetrics {
 
 class MetricsJsonl {
  public:
-  explicit MetricsJsonl(const std::string& path);  // appends: a resumed run continues the file
+  // Appends: a resumed run continues the file, first cut back to its checkpoint's step (lines of
+  // the earlier run with step > keep_through_step, and a torn last line, are dropped), so a step
+  // is never in the file twice; HF's log_history is cut the same way.
+  explicit MetricsJsonl(const std::string& path, int64_t keep_through_step = INT64_MAX);
   ~MetricsJsonl();
   MetricsJsonl(const MetricsJsonl&) = delete;
   MetricsJsonl& operator=(const MetricsJsonl&) = delete;

@@ -13,7 +13,7 @@ namespace fs = std::filesystem;
 MetricsSink::MetricsSink(const std::string& output_dir, bool tensorboard, int64_t start_step, bool writer)
     : output_dir_(output_dir), writer_(writer) {
   if (!writer_) return;
-  jsonl_ = std::make_unique<MetricsJsonl>((fs::path(output_dir) / "metrics.jsonl").string());
+  jsonl_ = std::make_unique<MetricsJsonl>((fs::path(output_dir) / "metrics.jsonl").string(), start_step);
   if (tensorboard) tb_ = std::make_unique<TensorBoardWriter>((fs::path(output_dir) / "runs").string(), start_step);
 }
 

@@ -111,6 +111,17 @@ TEST_F(TrainCli, SigkillAfterACheckpointThenTheSameCommandResumesExactly) {
   for (const auto& e : fs::directory_iterator(out))  // a save cut short by the kill is cleaned up
     EXPECT_FALSE(e.path().filename().string().starts_with(".tmp-checkpoint")) << e.path();
   expect_same_as_straight(out);
+  // metrics.jsonl holds every training step once, in order (the resumed run cut the killed run's
+  // lines after its checkpoint before appending)
+  std::vector<int64_t> steps;
+  std::ifstream f(out / "metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && !j.contains("eval_loss") && !j.contains("skipped")) steps.push_back(j["step"]);
+  }
+  std::vector<int64_t> want(kSteps);
+  for (int i = 0; i < kSteps; ++i) want[size_t(i)] = i + 1;
+  EXPECT_EQ(steps, want);
 }
 
 TEST_F(TrainCli, SigintAndSigtermSaveACheckpointAndExitThenResumeExactly) {

@@ -34,6 +34,30 @@ TEST(MetricsJsonl, LinesParseBackAndAppend) {
   std::filesystem::remove(path);
 }
 
+// A resumed run cuts the file back to its checkpoint's step before appending (killed at step 4
+// after a checkpoint at 2: the lines read 1, 2, 3, 4 and not 1, 2, 3, 4, 3, 4), torn lines go too.
+TEST(MetricsJsonl, AResumedRunCutsTheFileBackToItsCheckpoint) {
+  const auto path = std::filesystem::temp_directory_path() / ("sft_metrics_cut_" + std::to_string(::getpid()) + ".jsonl");
+  std::filesystem::remove(path);
+  {
+    MetricsJsonl w(path.string());
+    for (int s = 1; s <= 4; ++s) w.write({{"step", s}, {"loss", 1.0 / s}});
+    w.write({{"step", 4}, {"eval_loss", 0.5}});
+  }
+  std::ofstream(path, std::ios::app) << R"({"step": 5, "lo)";  // killed mid-line
+  {
+    MetricsJsonl w(path.string(), 2);
+    for (int s = 3; s <= 4; ++s) w.write({{"step", s}, {"loss", 2.0 / s}});
+  }
+  std::ifstream f(path);
+  std::vector<int64_t> steps;
+  for (std::string line; std::getline(f, line);) steps.push_back(nlohmann::json::parse(line)["step"].get<int64_t>());
+  EXPECT_EQ(steps, (std::vector<int64_t>{1, 2, 3, 4}));
+  { MetricsJsonl w(path.string(), 0); }  // a fresh run in the same directory starts an empty file
+  EXPECT_EQ(std::filesystem::file_size(path), 0u);
+  std::filesystem::remove(path);
+}
+
 TEST(ConsoleProgress, LineHasEveryField) {
   TrainMetrics m{.step = 12, .total_steps = 300, .epoch = 0.12, .loss = 2.3456, .lr = 1.2e-5, .grad_norm = 0.87,
                  .tokens = 0, .tokens_per_s = 1520, .mfu = 0.213, .eta_s = 252};
