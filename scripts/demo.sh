@@ -25,7 +25,7 @@ metrics="$out/vicuna-tiny/metrics.jsonl"
 field() { sed -E "s/.*\"$1\": ?(-?[0-9.eE+-]+).*/\1/"; }
 first=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | head -n 1)
 last=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | tail -n 1)
-LC_ALL=C printf 'loss: step %s %.3f -> step %s %.3f (%.0f tokens/s); plot: %s\n' \
+LC_ALL=C printf 'logged loss (mean over each logging window): step %s %.3f -> step %s %.3f (%.0f tokens/s); plot: %s\n' \
   "$(field step <<<"$first")" "$(field loss <<<"$first")" "$(field step <<<"$last")" \
   "$(field loss <<<"$last")" "$(field tokens_per_s <<<"$last")" "$out/vicuna-tiny/loss.svg"
 echo "USER: Who are you?"

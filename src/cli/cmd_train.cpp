@@ -314,7 +314,11 @@ int run_train(int argc, char** argv) {
                 signal_name(r.interrupted_by), long(r.steps), r.final_dir.c_str());
     return 128 + r.interrupted_by;
   }
-  std::printf("done: %ld steps, final loss %.4f; model saved in %s\n", long(r.steps), r.final_loss, r.final_dir.c_str());
+  // Two losses, each named: the last step's, and the last logged one (metrics.jsonl, the progress
+  // line and the plot: the mean over a logging window of --logging_steps steps, as HF logs it).
+  std::printf("done: %ld steps; loss of the last step %.4f, last logged loss %.4f (step %ld, mean over its "
+              "logging window); model saved in %s\n", long(r.steps), r.final_loss, r.last_logged_loss,
+              long(r.last_logged_step), r.final_dir.c_str());
   return 0;
 }
 

@@ -163,6 +163,8 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
       const double elapsed = std::chrono::duration<double>(std::chrono::steady_clock::now() - run_start).count();
       m.eta_s = elapsed / double(done - start_step) * double(total - done);
       sink.train(m);
+      result.last_logged_loss = m.loss;
+      result.last_logged_step = done;
       window_loss = window_tokens_in = window_flops = window_seconds = 0;
       window_steps = 0;
     }

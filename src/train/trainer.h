@@ -41,7 +41,9 @@ struct TrainerInputs {
 
 struct TrainResult {
   int64_t steps = 0;
-  double final_loss = 0;
+  double final_loss = 0;            // the loss of the last optimizer step
+  double last_logged_loss = 0;      // the last metrics.jsonl loss: the mean over its logging window
+  int64_t last_logged_step = 0;
   std::vector<double> step_losses;  // per optimizer step, this process only
   std::string final_dir;   // output_dir, or the checkpoint written when interrupted
   int interrupted_by = 0;  // the signal that stopped the run (save_on_interrupt), else 0

@@ -16,6 +16,7 @@
 #include <sstream>
 #include <thread>
 
+#include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
 #include "cli_test_util.h"
@@ -179,6 +180,25 @@ TEST_F(TrainCli, AWriteFailureWhileSavingKeepsThePreviousCheckpoint) {
     EXPECT_TRUE(read_file(straight_dir() / ("checkpoint-" + std::to_string(kSteps)) / f) ==
                 read_file(out / ("checkpoint-" + std::to_string(kSteps)) / f))
         << f;
+}
+
+// The end-of-run line names its two losses, and the logged one is metrics.jsonl's last train line.
+TEST_F(TrainCli, TheDoneLineNamesItsLossesAndMatchesTheLog) {
+  const std::string& out = straight_.out;
+  const size_t at = out.find("last logged loss ");
+  ASSERT_NE(at, std::string::npos) << out;
+  ASSERT_NE(out.find("loss of the last step "), std::string::npos) << out;
+  const double logged = std::stod(out.substr(at + std::string("last logged loss ").size()));
+  nlohmann::json last;
+  std::ifstream f(straight_dir() / "metrics.jsonl");
+  for (std::string line; std::getline(f, line);) {
+    const auto j = nlohmann::json::parse(line);
+    if (j.contains("loss") && !j.contains("eval_loss")) last = j;
+  }
+  ASSERT_TRUE(last.contains("loss"));
+  EXPECT_NEAR(logged, last["loss"].get<double>(), 5e-5);
+  EXPECT_NE(out.find(fmt::format("(step {}, mean over its logging window)", last["step"].get<int64_t>())),
+            std::string::npos) << out;
 }
 
 // Output to a pipe (stdout buffered, stderr not): the resolved configuration (stdout) still comes
