@@ -94,8 +94,8 @@ std::optional<ChatTemplateSource> find_chat_template(const std::string& model_di
   fail("data", "{}: several chat templates ({}) and none named 'default'", cfg_path.string(), names);
 }
 
-ModelChatTemplate ModelChatTemplate::load(const std::string& model_dir) {
-  std::optional<ChatTemplateSource> src = find_chat_template(model_dir);
+ModelChatTemplate ModelChatTemplate::load(const std::string& model_dir, bool with_tools) {
+  std::optional<ChatTemplateSource> src = find_chat_template(model_dir, "", with_tools);
   SFT_CHECK(src, "data",
             "{}: --conversation_template auto needs the model's chat template, but the directory has neither "
             "chat_template.jinja nor a chat_template in tokenizer_config.json; pick a built-in template instead",
@@ -134,37 +134,100 @@ std::string ModelChatTemplate::render(const ordered_json& messages, const ordere
   return render_values(jinja::Value::from_json(messages), jinja::Value::from_json(tools), add_generation_prompt).text;
 }
 
+namespace {
+
+const char* role_name(Role r) {
+  switch (r) {
+    case Role::system: return "system";
+    case Role::user: return "user";
+    case Role::assistant: return "assistant";
+    case Role::tool: return "tool";
+  }
+  return "?";
+}
+
+// json.dumps(s, ensure_ascii=False) of a string: how templates that print a tool result with
+// tojson (LLaMA-3.1: a string "is iterable") show it.
+std::string json_string(const std::string& s) { return ordered_json(s).dump(); }
+
+}  // namespace
+
 ordered_json ModelChatTemplate::messages_of(const Conversation& conv) {
   ordered_json out = ordered_json::array();
   if (conv.system) out.push_back({{"role", "system"}, {"content", *conv.system}});
-  for (const Message& m : conv.messages)
-    out.push_back({{"role", m.role == Role::assistant ? "assistant" : m.role == Role::user ? "user" : "system"},
-                   {"content", m.content}});
+  for (const Message& m : conv.messages) {
+    ordered_json msg = ordered_json::object();
+    msg["role"] = role_name(m.role);
+    if (m.role == Role::tool) {
+      if (!m.tool_call_id.empty()) msg["tool_call_id"] = m.tool_call_id;
+      if (!m.name.empty()) msg["name"] = m.name;
+    }
+    if (m.tool_calls.empty() || !m.content.empty()) msg["content"] = m.content;
+    if (!m.tool_calls.empty()) {
+      ordered_json calls = ordered_json::array();
+      for (const ToolCall& c : m.tool_calls) {
+        ordered_json call = ordered_json::object();
+        if (!c.id.empty()) call["id"] = c.id;
+        call["type"] = "function";
+        call["function"] = {{"name", c.name}, {"arguments", ordered_json::parse(c.arguments)}};
+        calls.push_back(std::move(call));
+      }
+      msg["tool_calls"] = std::move(calls);
+    }
+    out.push_back(std::move(msg));
+  }
   return out;
 }
 
-std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Conversation& conv, std::string* why) const {
+ordered_json ModelChatTemplate::tools_of(const Conversation& conv) {
+  return conv.tools.empty() ? ordered_json(nullptr) : ordered_json::parse(conv.tools);
+}
+
+std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Conversation& conv, std::string* why,
+                                                                       IssueKind* kind) const {
   const jinja::Value value = jinja::Value::from_json(messages_of(conv));
   const jinja::List& messages = value.list();
-  const jinja::Value none{jinja::None{}};
-  const jinja::RenderResult whole = render_values(value, none, false);
+  const jinja::Value tools = jinja::Value::from_json(tools_of(conv));
+  const jinja::RenderResult whole = render_values(value, tools, false);
   const std::string& full = whole.text;
+  // A template without tool support may skip tool calls or tool results silently: each call's
+  // function name must be in the text trained for its message, each result's text (as is, or
+  // as tojson prints it) in the rendering.
+  const size_t first_message = conv.system ? 1 : 0;
+  const auto unsupported = [&](size_t i, const std::string& what) {
+    if (kind) *kind = IssueKind::tools_unsupported;
+    *why = fmt::format("{}: the template does not render tool calls and results: {} of messages[{}] (the template's "
+                       "input; conversation message {}) is not in its rendering",
+                       source_.origin, what, i, i - first_message);
+    return std::nullopt;
+  };
+  for (size_t i = first_message; i < messages.size(); ++i) {
+    const Message& m = conv.messages[i - first_message];
+    if (m.role == Role::tool && !m.content.empty() && full.find(m.content) == std::string::npos &&
+        full.find(json_string(m.content)) == std::string::npos)
+      return unsupported(i, "the tool result");
+  }
   std::vector<Segment> segs;
   size_t pos = 0;
   if (!whole.generation_spans.empty()) {  // the template marks the trained text itself
+    std::string trained;
     for (const auto& [b, e] : whole.generation_spans) {
       add_segment(segs, std::string_view(full).substr(pos, b - pos), false);
       add_segment(segs, std::string_view(full).substr(b, e - b), true);
+      trained += std::string_view(full).substr(b, e - b);
       pos = e;
     }
     add_segment(segs, std::string_view(full).substr(pos), false);
+    for (size_t i = first_message; i < messages.size(); ++i)
+      for (const ToolCall& c : conv.messages[i - first_message].tool_calls)
+        if (trained.find(c.name) == std::string::npos) return unsupported(i, fmt::format("the call of '{}'", c.name));
     return segs;
   }
   for (size_t i = 0; i < messages.size(); ++i) {
     if (!equal(*messages[i].dict().find("role"), jinja::Value("assistant"))) continue;
     const auto first = messages.begin();
-    const std::string prompt = render_values(jinja::List(first, first + static_cast<std::ptrdiff_t>(i)), none, true).text;
-    const std::string turn = render_values(jinja::List(first, first + static_cast<std::ptrdiff_t>(i) + 1), none, false).text;
+    const std::string prompt = render_values(jinja::List(first, first + static_cast<std::ptrdiff_t>(i)), tools, true).text;
+    const std::string turn = render_values(jinja::List(first, first + static_cast<std::ptrdiff_t>(i) + 1), tools, false).text;
     // The turn may end with text the template writes only after the last message (Phi-3's and
     // InternLM2's closing eos_token): accepted when the whole rendering ends with that same text.
     size_t common = static_cast<size_t>(
@@ -177,6 +240,7 @@ std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Con
     }
     const bool tail_only = common == turn.size() || full.ends_with(std::string_view(turn).substr(common));
     if (!full.starts_with(prompt) || !turn.starts_with(prompt) || prompt.size() < pos || !tail_only) {
+      if (kind) *kind = IssueKind::template_split;
       *why = fmt::format("{}: the template's rendering of messages[:{}] (with the generation prompt) or of "
                          "messages[:{}] is not a prefix of its rendering of the whole conversation (it rewrites earlier "
                          "turns), so the answer of message {} cannot be located",
@@ -184,8 +248,11 @@ std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Con
       return std::nullopt;
     }
     const size_t end = rstrip_length(turn.substr(0, common), prompt.size());
+    const std::string_view answer = std::string_view(full).substr(prompt.size(), end - prompt.size());
+    for (const ToolCall& c : conv.messages[i - first_message].tool_calls)
+      if (answer.find(c.name) == std::string_view::npos) return unsupported(i, fmt::format("the call of '{}'", c.name));
     add_segment(segs, std::string_view(full).substr(pos, prompt.size() - pos), false);
-    add_segment(segs, std::string_view(full).substr(prompt.size(), end - prompt.size()), true);
+    add_segment(segs, answer, true);
     pos = end;
   }
   add_segment(segs, std::string_view(full).substr(pos), false);
@@ -193,12 +260,26 @@ std::optional<std::vector<Segment>> ModelChatTemplate::render_segments(const Con
 }
 
 ConversationRenderer::ConversationRenderer(std::string_view name, const std::string& model_dir) {
-  if (name == "auto") model_.emplace(ModelChatTemplate::load(model_dir));
-  else builtin_ = &find_template(name);
+  if (name == "auto") {
+    model_.emplace(ModelChatTemplate::load(model_dir));
+    // HF renders a sample with tools with the template named "tool_use" when there is one.
+    if (std::optional<ChatTemplateSource> t = find_chat_template(model_dir, "", true); t && t->origin != model_->origin())
+      model_tools_.emplace(ModelChatTemplate::load(model_dir, true));
+  } else {
+    builtin_ = &find_template(name);
+  }
 }
 
-std::optional<std::vector<Segment>> ConversationRenderer::render_segments(const Conversation& conv, std::string* why) const {
-  if (model_) return model_->render_segments(conv, why);
+std::optional<std::vector<Segment>> ConversationRenderer::render_segments(const Conversation& conv, std::string* why,
+                                                                          IssueKind* kind) const {
+  if (model_tools_ && !conv.tools.empty()) return model_tools_->render_segments(conv, why, kind);
+  if (model_) return model_->render_segments(conv, why, kind);
+  if (conv.has_tool_messages()) {
+    if (kind) *kind = IssueKind::tools_unsupported;
+    *why = fmt::format("the built-in template '{}' has no tool calls or tool results (use --conversation_template "
+                       "auto with a model whose chat template renders tools)", builtin_->name);
+    return std::nullopt;
+  }
   return sft::render_segments(*builtin_, conv);
 }
 

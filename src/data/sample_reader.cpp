@@ -222,9 +222,101 @@ DataFormat SampleFile::detect_format() const {
 
 namespace {
 
-using json = nlohmann::json;
+using json = nlohmann::ordered_json;  // key order kept: tool arguments and tool lists are printed by tojson
 
 SampleIssue schema(std::string detail) { return SampleIssue{-1, 0, IssueKind::bad_schema, std::move(detail)}; }
+SampleIssue bad_call(std::string detail) { return SampleIssue{-1, 0, IssueKind::bad_tool_call, std::move(detail)}; }
+
+// One call: {"name": str, "arguments": any} (ShareGPT's function_call value, or OpenAI's
+// "function" object), or OpenAI's {"type": "function", "id"?, "function": {...}}.
+std::optional<SampleIssue> read_tool_call(const json& v, size_t j, size_t k, std::vector<ToolCall>& out) {
+  const json* fn = &v;
+  ToolCall call;
+  if (v.is_object() && v.contains("function")) {
+    if (auto t = v.find("type"); t != v.end() && *t != "function")
+      return bad_call(fmt::format("message {}: tool call {}: type is {}, expected \"function\"", j, k, t->dump()));
+    if (auto id = v.find("id"); id != v.end() && !id->is_null()) {
+      if (!id->is_string()) return bad_call(fmt::format("message {}: tool call {}: 'id' is not a string", j, k));
+      call.id = id->get<std::string>();
+    }
+    fn = &v["function"];
+  }
+  if (!fn->is_object() || !fn->contains("name") || !(*fn)["name"].is_string())
+    return bad_call(fmt::format("message {}: tool call {} is not {{\"name\": str, \"arguments\": ...}}: {}", j, k,
+                                fn->dump().substr(0, 80)));
+  call.name = (*fn)["name"].get<std::string>();
+  auto a = fn->find("arguments");
+  if (a == fn->end()) return bad_call(fmt::format("message {}: tool call {} ('{}') has no 'arguments'", j, k, call.name));
+  call.arguments = a->dump();
+  out.push_back(std::move(call));
+  return std::nullopt;
+}
+
+// A list of calls or a single call.
+std::optional<SampleIssue> read_tool_calls(const json& v, size_t j, std::vector<ToolCall>& out) {
+  if (v.is_array()) {
+    if (v.empty()) return bad_call(fmt::format("message {}: an empty list of tool calls", j));
+    for (size_t k = 0; k < v.size(); ++k)
+      if (auto e = read_tool_call(v[k], j, k, out)) return e;
+    return std::nullopt;
+  }
+  return read_tool_call(v, j, 0, out);
+}
+
+// ShareGPT's function_call / tool_call value: JSON text of one call or a list of calls.
+std::optional<SampleIssue> parse_function_call(const std::string& text, size_t j, std::vector<ToolCall>& out) {
+  json v;
+  try {
+    v = json::parse(text);
+  } catch (const json::exception& e) {
+    std::string msg = utf8::lossy(e.what());
+    if (size_t p = msg.find("] "); msg.starts_with("[json.exception") && p != std::string::npos) msg.erase(0, p + 2);
+    return bad_call(fmt::format("message {}: the function_call value is not JSON {{\"name\", \"arguments\"}}: {}", j, msg));
+  }
+  return read_tool_calls(v, j, out);
+}
+
+// The sample's tools: a list (or, as in ShareGPT files, JSON text of a list) of function specs.
+// A bare spec {"name", ...} becomes {"type": "function", "function": spec}, the shape HF's
+// templates read; an empty list or empty text means no tools.
+std::optional<SampleIssue> read_tools(const json& obj, std::string& tools) {
+  auto it = obj.find("tools");
+  if (it == obj.end() || it->is_null()) return std::nullopt;
+  json list;
+  if (it->is_string()) {
+    const std::string& text = it->get_ref<const std::string&>();
+    if (py_strip(text).empty()) return std::nullopt;
+    try {
+      list = json::parse(text);
+    } catch (const json::exception& e) {
+      std::string msg = utf8::lossy(e.what());
+      if (size_t p = msg.find("] "); msg.starts_with("[json.exception") && p != std::string::npos) msg.erase(0, p + 2);
+      return schema(fmt::format("'tools' is a string that is not JSON: {}", msg));
+    }
+  } else {
+    list = *it;
+  }
+  if (!list.is_array()) return schema(fmt::format("'tools' is a {}, expected a list of function specs", list.type_name()));
+  if (list.empty()) return std::nullopt;
+  json out = json::array();
+  for (size_t k = 0; k < list.size(); ++k) {
+    json& t = list[k];
+    if (!t.is_object()) return schema(fmt::format("tools {}: not an object", k));
+    if (t.contains("function") || t.contains("type")) {
+      out.push_back(std::move(t));
+    } else if (t.contains("name")) {
+      json wrapped = json::object();
+      wrapped["type"] = "function";
+      wrapped["function"] = std::move(t);
+      out.push_back(std::move(wrapped));
+    } else {
+      return schema(fmt::format("tools {}: neither a function spec {{\"name\", ...}} nor {{\"type\": \"function\", "
+                                "\"function\": ...}}", k));
+    }
+  }
+  tools = out.dump();
+  return std::nullopt;
+}
 
 // A text field: a string, or (messages format) a list of {"type": "text", "text": ...} parts.
 std::optional<std::string> text_field(const json& v, bool allow_parts) {
@@ -259,10 +351,30 @@ std::optional<SampleIssue> read_turns(const json& obj, const char* list_key, con
     if (!m.is_object()) return schema(fmt::format("message {}: not an object", j));
     auto r = m.find(role_key);
     if (r == m.end() || !r->is_string()) return schema(fmt::format("message {}: no '{}' string", j, role_key));
+    const bool messages = list_key[0] == 'm';
+    RawMessage raw{r->get<std::string>(), std::string()};
+    auto calls = messages ? m.find("tool_calls") : m.end();
+    const bool has_calls = calls != m.end() && !calls->is_null() && !(calls->is_array() && calls->empty());
     auto t = m.find(text_key);
-    std::optional<std::string> text = t == m.end() ? std::nullopt : text_field(*t, list_key[0] == 'm');
-    if (!text) return schema(fmt::format("message {}: '{}' is missing or not a string", j, text_key));
-    out.push_back(RawMessage{r->get<std::string>(), std::move(*text)});
+    std::optional<std::string> text = t == m.end() ? std::nullopt : text_field(*t, messages);
+    if (!text && !(has_calls && (t == m.end() || t->is_null())))  // a message with tool calls may have no content
+      return schema(fmt::format("message {}: '{}' is missing or not a string", j, text_key));
+    if (text) raw.content = std::move(*text);
+    if (has_calls) {
+      if (auto e = read_tool_calls(*calls, j, raw.tool_calls)) return e;
+    } else if (is_tool_call_role(raw.role)) {
+      if (auto e = parse_function_call(raw.content, j, raw.tool_calls)) return e;
+      raw.content.clear();
+    }
+    if (messages) {
+      for (auto [key, field] : {std::pair{"name", &raw.name}, std::pair{"tool_call_id", &raw.tool_call_id}}) {
+        auto f = m.find(key);
+        if (f == m.end() || f->is_null() || parse_role(raw.role) != Role::tool) continue;
+        if (!f->is_string()) return schema(fmt::format("message {}: '{}' is not a string", j, key));
+        *field = f->get<std::string>();
+      }
+    }
+    out.push_back(std::move(raw));
   }
   return std::nullopt;
 }
@@ -325,7 +437,9 @@ ParsedSample parse_sample(std::string_view text, DataFormat fmt, Conversation& o
   }
   std::vector<RawMessage> raw;
   std::optional<std::string> system;
+  std::string tools;
   std::optional<SampleIssue> issue = read_system(obj, system);
+  if (!issue && fmt != DataFormat::alpaca) issue = read_tools(obj, tools);
   if (!issue) {
     switch (fmt) {
       case DataFormat::auto_:
@@ -339,6 +453,7 @@ ParsedSample parse_sample(std::string_view text, DataFormat fmt, Conversation& o
     return res;
   }
   NormalizeResult n = normalize_messages(std::move(raw), std::move(system), out);
+  out.tools = std::move(tools);
   res.issue = std::move(n.issue);
   res.dropped_leading_assistant = n.dropped_leading_assistant;
   return res;

@@ -1,8 +1,11 @@
 // Reading chat data files without loading them whole into JSON objects: the file is mapped and
 // split into the byte ranges of its samples (top-level elements of a JSON array, or lines of
 // JSON Lines) by a small scanner; each sample is parsed on its own (in parallel by the caller).
-// Formats: ShareGPT {"conversations": [{"from", "value"}], "system"?}, OpenAI/HF {"messages":
-// [{"role", "content"}]}, Alpaca {"instruction", "input"?, "output", "system"?, "history"?}.
+// Formats: ShareGPT {"conversations": [{"from", "value"}], "system"?, "tools"?}, OpenAI/HF
+// {"messages": [{"role", "content", "tool_calls"?, "name"?, "tool_call_id"?}], "tools"?}, Alpaca
+// {"instruction", "input"?, "output", "system"?, "history"?}. Tool calls (docs/chat-templates.md):
+// a ShareGPT function_call|tool_call value is JSON text of {"name", "arguments"} (or a list of
+// them), observation|tool is the result; a sample's tools is a list or JSON text of one.
 #pragma once
 #include <cstdint>
 #include <optional>

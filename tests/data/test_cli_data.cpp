@@ -51,7 +51,7 @@ Captured run_in_process(std::vector<std::string> args) {
 std::string bad_file() {
   const fs::path p = temp_dir("cli-bad") / "bad.json";
   write_file(p, R"([{"conversations": [{"from": "human", "value": "Hi"}, {"from": "gpt", "value": "Hello"}]},
-{"conversations": [{"from": "human", "value": "a"}, {"from": "observation", "value": "b"}]},
+{"conversations": [{"from": "human", "value": "a"}, {"from": "narrator", "value": "b"}]},
 {"conversations": [{"from": "human", "value": "a"}]},
 {"conversations": [{"from": "human", "value": "Bye"}, {"from": "gpt", "value": "Bye!"}]}])");
   return p.string();
@@ -65,7 +65,7 @@ TEST(CliData, DumpHasOneLinePerInputSampleInOrder) {
   ASSERT_EQ(lines.size(), 4u);
   for (size_t i = 0; i < 4; ++i) EXPECT_EQ(lines[i]["index"], i);
   EXPECT_FALSE(lines[1].contains("input_ids"));
-  EXPECT_NE(lines[1]["dropped"].get<std::string>().find("unknown role 'observation'"), std::string::npos);
+  EXPECT_NE(lines[1]["dropped"].get<std::string>().find("unknown role 'narrator'"), std::string::npos);
   EXPECT_NE(lines[2]["dropped"].get<std::string>().find("ends on a user turn"), std::string::npos);
   const std::vector<int32_t> ids = lines[3]["input_ids"], labels = lines[3]["labels"];
   ASSERT_EQ(ids.size(), labels.size());
@@ -81,7 +81,7 @@ TEST(CliData, DumpHasOneLinePerInputSampleInOrder) {
 TEST(CliData, ValidateListsEveryBadSampleAndFails) {
   Captured c = run_in_process({"validate", "--data_path", bad_file(), "--tokenizer", kLlama2});
   EXPECT_EQ(c.code, 1);
-  EXPECT_NE(c.out.find("bad.json:sample 1 (line 2): unknown role: message 1: unknown role 'observation'"),
+  EXPECT_NE(c.out.find("bad.json:sample 1 (line 2): unknown role: message 1: unknown role 'narrator'"),
             std::string::npos) << c.out;
   EXPECT_NE(c.out.find("bad.json:sample 2 (line 3): ends on a user turn"), std::string::npos) << c.out;
   EXPECT_NE(c.out.find("4 samples, 2 valid, 2 invalid"), std::string::npos) << c.out;
@@ -136,7 +136,7 @@ TEST(CliData, BinaryDispatchesData) {
   EXPECT_EQ(help.code, 0) << help.out;
   RunResult r = run(kSft + " data validate --data_path " + bad_file() + " --tokenizer " + kLlama2);
   EXPECT_EQ(r.code, 1) << r.out;
-  EXPECT_NE(r.out.find("unknown role 'observation'"), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("unknown role 'narrator'"), std::string::npos) << r.out;
   RunResult bad = run(kSft + " data stats --data_path " + kRoot + "/CMakeLists.txt --tokenizer " + kLlama2);
   EXPECT_EQ(bad.code, 1);
   EXPECT_NE(bad.out.find("error: [data]"), std::string::npos) << bad.out;
