@@ -214,3 +214,79 @@ TEST(TemplateIds, Llama3IdsEqualHfWholeTextEncoding) {
   std::printf("[ ids ] %lld of %lld samples differ from the whole-text ids%s%s\n", (long long)total_differ,
               (long long)total, example.empty() ? "" : "; e.g. ", example.c_str());
 }
+
+// HF's token-level assistant masks (apply_chat_template(tokenize=True, return_dict=True,
+// return_assistant_tokens_mask=True)) for a template with {% generation %} blocks (SmolLM3, its
+// <|im_start|>/<|im_end|> as special tokens) against load_dataset "auto": the same ids and the same
+// trained tokens (sft's BOS, which HF's apply_chat_template does not add, left aside).
+TEST(TemplateIds, GenerationTemplateMasksEqualHfAssistantMasks) {
+  if (llama3_dir().empty()) GTEST_SKIP() << kLlama3 << " is absent (or could not be repaired): mask test skipped";
+  if (!fs::exists(kHfPython))
+    GTEST_SKIP() << "no .venv-template (bash scripts/setup_template_venv.sh): HF assistant mask comparison skipped";
+  const std::string name = "smollm3-3b.jinja";
+  const std::string source = read_file(kFixtures / "templates" / name);
+  // Reuse the ChatML markers of Qwen2.5 (SmolLM3's tokenizer has them as special tokens too).
+  fs::path dir = model_dir("smollm3-3b", source, false);
+  {
+    nlohmann::json tj = nlohmann::json::parse(read_file(dir / "tokenizer.json"));
+    ordered_json cfg = ordered_json::parse(read_file(dir / "tokenizer_config.json"));
+    const std::vector<std::string> markers = {"<|im_start|>", "<|im_end|>"};
+    for (size_t k = 0; k < markers.size(); ++k) {
+      const std::string reserved = "<|reserved_special_token_" + std::to_string(k + 10) + "|>";
+      for (auto& a : tj["added_tokens"])
+        if (a["content"] == reserved) a["content"] = markers[k];
+      for (auto& [id, a] : cfg["added_tokens_decoder"].items())
+        if (a["content"] == reserved) a["content"] = markers[k];
+    }
+    write_file(dir / "tokenizer.json", tj.dump());
+    write_file(dir / "tokenizer_config.json", cfg.dump(2));
+  }
+  const fs::path data = data_file();
+  auto tok = sft::load_tokenizer(dir.string());
+  sft::DataOptions opt;
+  opt.conversation_template = "auto";
+  opt.model_dir = dir.string();
+  opt.model_max_length = 1 << 20;
+  const sft::Dataset ds = sft::load_dataset(data.string(), *tok, opt);
+  ASSERT_GT(ds.size(), 0);
+  sft::SampleFile file(data.string());
+  const ordered_json cfg = ordered_json::parse(read_file(dir / "tokenizer_config.json"));
+  ordered_json req = {{"templates", {source}}, {"cases", ordered_json::array()}, {"tokenizer", dir.string()}};
+  for (int64_t r = 0; r < ds.size(); ++r) {
+    sft::Conversation conv;
+    ASSERT_FALSE(sft::parse_sample(file.text(ds.source_index(r)), sft::DataFormat::sharegpt, conv).issue);
+    req["cases"].push_back({{"template", 0},
+                            {"messages", sft::ModelChatTemplate::messages_of(conv)},
+                            {"tools", nullptr},
+                            {"add_generation_prompt", false},
+                            {"bos_token", cfg["bos_token"]},
+                            {"eos_token", cfg["eos_token"]}});
+  }
+  const fs::path tmp = temp_dir("template_masks");
+  write_file(tmp / "request.json", req.dump());
+  const RunResult r = run("timeout 300 " + kHfPython + " " + kHfScript + " " + (tmp / "request.json").string() + " > " +
+                          (tmp / "expected.json").string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  const ordered_json expected = ordered_json::parse(read_file(tmp / "expected.json"));
+  ASSERT_EQ(static_cast<int64_t>(expected.size()), ds.size());
+  int64_t ids_equal = 0, masks_equal = 0;
+  for (int64_t i = 0; i < ds.size(); ++i) {
+    ASSERT_FALSE(expected[i].contains("error")) << expected[i].dump();
+    std::vector<int32_t> ids(ds.ids(i).begin(), ds.ids(i).end());
+    std::vector<int> train(ds.train(i).begin(), ds.train(i).end());
+    if (!ids.empty() && ids[0] == tok->bos_id()) {  // the tokenizer's BOS: apply_chat_template adds none
+      ids.erase(ids.begin());
+      train.erase(train.begin());
+    }
+    const bool same_ids = ids == expected[i]["input_ids"].get<std::vector<int32_t>>();
+    ids_equal += same_ids;
+    if (same_ids) {
+      const bool same_mask = train == expected[i]["assistant_masks"].get<std::vector<int>>();
+      masks_equal += same_mask;
+      EXPECT_TRUE(same_mask) << "sample " << i;
+    }
+  }
+  std::printf("[ masks ] %s: %lld of %lld samples with ids equal to HF's; of those %lld with assistant_masks equal\n",
+              name.c_str(), (long long)ids_equal, (long long)ds.size(), (long long)masks_equal);
+  EXPECT_GE(ids_equal * 100, ds.size() * 99);
+}
