@@ -30,6 +30,7 @@
 #include "io/hf_model.h"
 #include "tokenizer/tokenizer.h"
 #include "train/interrupt.h"
+#include "core/file_util.h"
 #include "train/memory_check.h"
 #include "train/output_lock.h"
 #include "train/trainer.h"
@@ -39,6 +40,23 @@ namespace sft {
 namespace fs = std::filesystem;
 
 namespace {
+
+// tokenizer_config.json as HF Trainer saves the tokenizer FastChat trains with: model_max_length =
+// --model_max_length, pad_token = the token the loader pads with (unk, else the base model's pad,
+// else eos: data/loader.cpp pad_id_for), right padding. "" when the base model has no
+// tokenizer_config.json (a tokenizer.json-only directory: nothing to adjust).
+std::string trained_tokenizer_config(const std::string& model_dir, int64_t model_max_length) {
+  const fs::path path = fs::path(model_dir) / "tokenizer_config.json";
+  if (!fs::exists(path)) return "";
+  nlohmann::ordered_json j = nlohmann::ordered_json::parse(read_text_file(path.string(), "train"), nullptr, false);
+  SFT_CHECK(!j.is_discarded() && j.is_object(), "train", "{}: not a JSON object", path.string());
+  const auto has = [&](const char* k) { return j.contains(k) && !j[k].is_null(); };
+  j["model_max_length"] = model_max_length;
+  if (has("unk_token")) j["pad_token"] = j["unk_token"];
+  else if (!has("pad_token") && has("eos_token")) j["pad_token"] = j["eos_token"];
+  j["padding_side"] = "right";
+  return j.dump(2) + "\n";
+}
 
 // DataLoader as the trainer's endless stream of micro-batches.
 class LoaderStream final : public BatchStream {
@@ -304,6 +322,7 @@ int run_train(int argc, char** argv) {
   }
   CheckpointFiles files{model_dir, tokenizer_files(model_dir)};
   if (fs::exists(fs::path(model_dir) / "generation_config.json")) files.extra_files.push_back("generation_config.json");
+  files.tokenizer_config = trained_tokenizer_config(model_dir, cfg.model_max_length);
 
   check_same_config(*comm, config_fingerprint(cfg, resume));
 

@@ -183,6 +183,16 @@ void verify_saved_model_files(const std::string& dir, const std::vector<std::str
 
 bool is_complete_checkpoint(const std::string& dir) { return fs::exists(fs::path(dir) / kCheckpointManifest); }
 
+void CheckpointFiles::put(const std::string& f, const std::string& dir) const {
+  const fs::path to = fs::path(dir) / f;
+  if (f == "tokenizer_config.json" && !tokenizer_config.empty()) {
+    write_file_atomic(to.string(), tokenizer_config);
+  } else {
+    fs::copy_file(fs::path(source_dir) / f, to, fs::copy_options::overwrite_existing);
+  }
+  fsync_path(to.string());
+}
+
 std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model,
                             const OptimizerState& optimizer, const nlohmann::json& trainer_state,
                             const CheckpointFiles& files) {
@@ -211,10 +221,7 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
     items.push_back(SafetensorsWriteItem::from_tensor(name, host.emplace_back(model.backend(), t, true).host_view()));
   write_safetensors((tmp / "optimizer.safetensors").string(), items, {{"step", std::to_string(optimizer.steps)}});
   write_file_atomic((tmp / "trainer_state.json").string(), trainer_state.dump(2));
-  for (const std::string& f : files.extra_files) {
-    fs::copy_file(fs::path(files.source_dir) / f, tmp / f, fs::copy_options::overwrite_existing);
-    fsync_path((tmp / f).string());
-  }
+  for (const std::string& f : files.extra_files) files.put(f, tmp.string());
   // The manifest lists every file with its size and XXH3 (read back once, in blocks) and its own
   // checksum; it is written last, so its presence means complete.
   nlohmann::json manifest = {{"format", kCheckpointManifestFormat}, {"step", step}, {"files", nlohmann::json::object()}};

@@ -23,6 +23,11 @@ constexpr const char* kCheckpointManifest = "checkpoint_complete.json";
 struct CheckpointFiles {
   std::string source_dir;                // where extra_files are copied from
   std::vector<std::string> extra_files;  // e.g. tokenizer files, generation_config.json
+  // When set, written as tokenizer_config.json instead of the base model's copy (the tokenizer as
+  // the run used it: its model_max_length and pad token, as HF Trainer saves it).
+  std::string tokenizer_config = {};
+  // extra file f into dir: copied from source_dir, or tokenizer_config's text; fsynced
+  void put(const std::string& f, const std::string& dir) const;
 };
 
 // The optimizer's part of a checkpoint: its named state tensors over the parameters this process

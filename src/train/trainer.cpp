@@ -38,7 +38,7 @@ void save_final_model(LlamaModel& model, const TrainConfig& cfg, const Checkpoin
   save_hf_model(model, cfg.output_dir, SaveOptions{});
   bool copied_generation_config = false;
   for (const std::string& f : files.extra_files) {
-    fs::copy_file(fs::path(files.source_dir) / f, fs::path(cfg.output_dir) / f, fs::copy_options::overwrite_existing);
+    files.put(f, cfg.output_dir);
     copied_generation_config |= f == "generation_config.json";
   }
   if (!copied_generation_config) write_generation_config(model.config(), cfg.output_dir);

@@ -182,6 +182,25 @@ TEST_F(TrainCli, AWriteFailureWhileSavingKeepsThePreviousCheckpoint) {
         << f;
 }
 
+// The saved tokenizer is the one the run trained with, as HF Trainer saves it: model_max_length
+// from --model_max_length (256 here, not the base model's 1e30), the pad token the loader pads with
+// (unk, FastChat's choice for LLaMA), right padding; HF Transformers loads it with those values.
+TEST_F(TrainCli, TheSavedTokenizerConfigIsTheOneTrainedWith) {
+  for (const fs::path& dir : {straight_dir(), straight_dir() / fmt::format("checkpoint-{}", kSteps)}) {
+    if (!fs::exists(dir / "tokenizer_config.json")) continue;  // the last checkpoint may be rotated away
+    const auto cfg = nlohmann::json::parse(read_file(dir / "tokenizer_config.json"));
+    EXPECT_EQ(cfg["model_max_length"], 256) << dir;
+    EXPECT_EQ(cfg["pad_token"], cfg["unk_token"]) << dir;
+    EXPECT_EQ(cfg["padding_side"], "right") << dir;
+  }
+  if (!fs::exists(kPython)) GTEST_SKIP() << "no test virtualenv (scripts/setup_venv.sh): HF load check skipped";
+  const CmdResult r = run(kPython + " -c \"import sys; from transformers import AutoTokenizer; t = "
+                          "AutoTokenizer.from_pretrained(sys.argv[1]); print(t.model_max_length, t.pad_token, "
+                          "t.pad_token_id, t.padding_side)\" " + straight_dir().string());
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(last_line(r.out), "256 <unk> 0 right") << r.out;
+}
+
 // The end-of-run line names its two losses, and the logged one is metrics.jsonl's last train line.
 TEST_F(TrainCli, TheDoneLineNamesItsLossesAndMatchesTheLog) {
   const std::string& out = straight_.out;
