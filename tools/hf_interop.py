@@ -4,6 +4,8 @@
   hf_interop.py make ROOT       save a tiny random model per architecture as ROOT/{llama,mistral,
                                 qwen2} with transformers' save_pretrained: bf16, sharded at 20KB,
                                 so each has an index and many shards (qwen2: tied embeddings)
+  hf_interop.py make_bin ROOT   the same models saved as pickled pytorch_model.bin (safe_serialization
+                                False): llama as one file, mistral and qwen2 sharded at 20KB
   hf_interop.py compare A B     load A/ARCH and B/ARCH with from_pretrained for each architecture
                                 and exit 1 unless every tensor is bit-identical and configs agree
 
@@ -22,7 +24,7 @@ ARCHS = {
 }
 
 
-def make(out_dir, arch):
+def make(out_dir, arch, safe=True):
     config_cls, extra = ARCHS[arch]
     cfg = config_cls(vocab_size=128, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
                      num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
@@ -33,7 +35,8 @@ def make(out_dir, arch):
         for p in model.parameters():  # norms (ones) and biases (zeros) get random values too
             p.normal_(0.0, 0.5)
     model = model.to(torch.bfloat16)
-    model.save_pretrained(out_dir, max_shard_size="20KB", safe_serialization=True)
+    shard = "20KB" if safe or arch != "llama" else "10GB"
+    model.save_pretrained(out_dir, max_shard_size=shard, safe_serialization=safe)
 
 
 def compare_one(a, b):
@@ -58,6 +61,9 @@ if __name__ == "__main__":
     if len(sys.argv) == 3 and sys.argv[1] == "make":
         for arch in ARCHS:
             make(os.path.join(sys.argv[2], arch), arch)
+    elif len(sys.argv) == 3 and sys.argv[1] == "make_bin":
+        for arch in ARCHS:
+            make(os.path.join(sys.argv[2], arch), arch, safe=False)
     elif len(sys.argv) == 4 and sys.argv[1] == "compare":
         ok = [compare_one(os.path.join(sys.argv[2], arch), os.path.join(sys.argv[3], arch)) for arch in ARCHS]
         sys.exit(0 if all(ok) else 1)

@@ -79,7 +79,11 @@ WeightFiles open_weight_files(const std::string& dir) {
     const bool has_bin =
         fs::exists(root / "pytorch_model.bin", ec) || fs::exists(root / "pytorch_model.bin.index.json", ec);
     fail("hf_model", "{}: no {} or {}{}", dir, kSingleFile, kIndexFile,
-         has_bin ? " (found pytorch_model.bin: convert the checkpoint to safetensors first)" : "");
+         has_bin ? fmt::format(" (found pytorch_model.bin: sft does not unpickle, a pickle can run code; convert it "
+                               "once to safetensors with `python3 tools/convert_pytorch_bin.py {}` from the sft "
+                               "source tree, which needs `pip install torch safetensors` and loads with "
+                               "torch.load(weights_only=True))", dir)
+                 : std::string());
   }
   return w;
 }

@@ -336,5 +336,36 @@ TEST(HfInterop, TransformersRoundTrip) {
   EXPECT_EQ(std::system(cmp.c_str()), 0) << test::read_bytes(log);
 }
 
+// Model directories that ship only pytorch_model.bin (one file, or sharded with an index; tied
+// embeddings): refused with the conversion command, which then gives weights bit-identical to what
+// transformers loads from the .bin files.
+TEST(HfInterop, PytorchBinIsRefusedWithTheConversionCommandThatWorks) {
+  const std::string python = std::string(SFT_SOURCE_DIR) + "/.venv/bin/python";
+  const std::string tool = std::string(SFT_SOURCE_DIR) + "/tools/hf_interop.py";
+  const std::string convert = std::string(SFT_SOURCE_DIR) + "/tools/convert_pytorch_bin.py";
+  if (!fs::exists(python)) GTEST_SKIP() << "no .venv (scripts/setup_venv.sh)";
+  TempDir dir;
+  const std::string bin = dir.file("bin"), conv = dir.file("conv"), ours = dir.file("ours"), log = dir.file("log.txt");
+  ASSERT_EQ(std::system(fmt::format("'{}' '{}' make_bin '{}' > '{}' 2>&1", python, tool, bin, log).c_str()), 0)
+      << test::read_bytes(log);
+  for (const std::string arch : {"llama", "mistral", "qwen2"}) {
+    const std::string d = bin + "/" + arch;
+    auto backend = create_backend("cpu");
+    expect_error([&] { load_hf_model(d, *backend); }, {"found pytorch_model.bin", "convert_pytorch_bin.py " + d,
+                                                       "weights_only"});
+    // converted into a directory of its own, so that transformers below still reads the .bin files
+    ASSERT_EQ(std::system(fmt::format("'{}' '{}' '{}' '{}/{}' > '{}' 2>&1", python, convert, d, conv, arch, log).c_str()), 0)
+        << test::read_bytes(log);
+    auto model = load_hf_model(conv + "/" + arch, *backend);
+    save_hf_model(*model, ours + "/" + arch, SaveOptions{});
+  }
+  EXPECT_TRUE(fs::exists(bin + "/qwen2/pytorch_model.bin.index.json"));  // sharded .bin files, converted
+  EXPECT_TRUE(fs::exists(conv + "/qwen2/model.safetensors.index.json"));
+  EXPECT_TRUE(fs::exists(bin + "/llama/pytorch_model.bin"));  // one .bin file
+  EXPECT_TRUE(fs::exists(conv + "/llama/model.safetensors"));
+  const std::string cmp = fmt::format("'{}' '{}' compare '{}' '{}' > '{}' 2>&1", python, tool, bin, ours, log);
+  EXPECT_EQ(std::system(cmp.c_str()), 0) << test::read_bytes(log);
+}
+
 }  // namespace
 }  // namespace sft
