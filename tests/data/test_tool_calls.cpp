@@ -11,6 +11,7 @@
 #include <iostream>
 
 #include "core/check.h"
+#include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/jinja_chat.h"
 #include "data/sample_reader.h"
@@ -188,6 +189,42 @@ TEST(ToolCalls, GlaiveExcerptTrainsAnswersAndCallsNotResults) {
   }
   EXPECT_EQ(calls, 22);  // 15 samples call tools, some twice or three times
   EXPECT_EQ(results, calls);
+}
+
+// LLaMA-3.1 writes a call as {"name": N, "parameters": A} in an assistant turn and a result as an
+// ipython turn printed with tojson: trained are the calls and answers (trimmed, as the template
+// trims them) with <|eot_id|>; the results are rendered (as JSON strings) and never trained.
+TEST(ToolCalls, Llama31TrainsCallsNotResults) {
+  const sft::ModelChatTemplate tmpl = fixture_template("llama-3.1-8b-instruct.jinja", "<|begin_of_text|>", "<|eot_id|>");
+  const ordered_json data = ordered_json::parse(read_file(kGlaive));
+  int samples = 0;
+  for (size_t i = 0; i < data.size(); ++i) {
+    const sft::Conversation conv = parse(data[i].dump(), sft::DataFormat::sharegpt);
+    if (!conv.has_tool_messages()) continue;
+    std::string why;
+    const auto segs = tmpl.render_segments(conv, &why);
+    ASSERT_TRUE(segs) << "sample " << i << ": " << why;
+    std::vector<std::string> want, got;
+    for (const ordered_json& m : data[i]["conversations"]) {
+      const std::string from = m["from"], value = m["value"];
+      if (from == "gpt") want.push_back(std::string(sft::py_strip(value)) + "<|eot_id|>");
+      if (from == "function_call") {
+        const ordered_json call = ordered_json::parse(value);
+        want.push_back("{\"name\": \"" + call["name"].get<std::string>() + "\", \"parameters\": " +
+                       py_dumps(call["arguments"]) + "}<|eot_id|>");
+      }
+    }
+    std::string untrained;
+    for (const sft::Segment& s : *segs) (s.train ? got.push_back(s.text) : void(untrained += s.text));
+    EXPECT_EQ(got, want) << "sample " << i;
+    for (const ordered_json& m : data[i]["conversations"]) {
+      if (m["from"] != "observation") continue;
+      const std::string result = "<|start_header_id|>ipython<|end_header_id|>\n\n" + ordered_json(m["value"]).dump() + "<|eot_id|>";
+      EXPECT_NE(untrained.find(result), std::string::npos) << "sample " << i;
+    }
+    ++samples;
+  }
+  EXPECT_EQ(samples, 15);
 }
 
 // The rendering sft trains on is what Jinja2 renders for the same messages and tools, for the
