@@ -131,7 +131,14 @@ jinja::RenderResult ModelChatTemplate::render_values(jinja::Value messages, jinj
 
 std::string ModelChatTemplate::render(const ordered_json& messages, const ordered_json& tools,
                                       bool add_generation_prompt) const {
-  return render_values(jinja::Value::from_json(messages), jinja::Value::from_json(tools), add_generation_prompt).text;
+  // transformers 5 drops a message's null-valued keys before rendering (a "content": null beside
+  // "tool_calls" is then undefined to the template, not None): the same here.
+  ordered_json clean = messages;
+  if (clean.is_array())
+    for (ordered_json& m : clean)
+      if (m.is_object())
+        for (auto it = m.begin(); it != m.end();) it = it.value().is_null() ? m.erase(it) : std::next(it);
+  return render_values(jinja::Value::from_json(clean), jinja::Value::from_json(tools), add_generation_prompt).text;
 }
 
 namespace {
