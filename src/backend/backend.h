@@ -73,9 +73,11 @@ class Backend {
   // drops them here; the CUDA backend keeps them across passes and instead marks a copy stale
   // whenever it writes the fp32 weight itself (copy, fill_zero, scale; adamw_step refreshes it).
   virtual void begin_pass() = 0;
-  // Whether bf16 matmuls hold a bf16 copy of each weight beside the fp32 master (2 bytes per
-  // parameter; the memory plan of sft train counts it).
-  virtual bool keeps_bf16_weight_copies() const = 0;
+  // Bytes per parameter that bf16 matmuls keep beside the fp32 master as derived weight copies
+  // (0: none): 2 for one bf16 copy (CUDA), 4 for the CPU's AMX / oneDNN route, which keeps each
+  // weight packed in the two layouts of its forward and dx GEMMs. The memory plan of sft train
+  // counts it.
+  virtual int bf16_weight_copy_bytes() const = 0;
   // Derived copies of weights (bf16 roundings, packed layouts) are keyed by the weight's address.
   // The parameter store (model/param_store.h) calls this for a unit's memory whenever it may hold
   // new values that did not come through this backend's own ops: after every optimizer update,

@@ -30,7 +30,7 @@ class ProfilingBackend final : public Backend {
   void set_matmul_dtype(DType dt) override { inner_->set_matmul_dtype(dt); }
   DType matmul_dtype() const override { return inner_->matmul_dtype(); }
   void begin_pass() override { inner_->begin_pass(); }
-  bool keeps_bf16_weight_copies() const override { return inner_->keeps_bf16_weight_copies(); }
+  int bf16_weight_copy_bytes() const override { return inner_->bf16_weight_copy_bytes(); }
   void invalidate_weight_copies(const void* p, size_t bytes) override { inner_->invalidate_weight_copies(p, bytes); }
   void* native_stream() override { return inner_->native_stream(); }
   void* record_event() override { return inner_->record_event(); }

@@ -294,7 +294,7 @@ int run_train(int argc, char** argv) {
   int64_t max_tokens = max_batch_tokens(train_data, loader, cfg);
   for (const Batch& b : eval_batches) max_tokens = std::max(max_tokens, b.num_tokens());
   const ModelOptions mopt{.recompute = cfg.gradient_checkpointing};
-  MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, cfg.bf16 && backend->keeps_bf16_weight_copies());
+  MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, cfg.bf16 ? backend->bf16_weight_copy_bytes() : 0);
   if (shard) plan = per_rank_plan(plan, mcfg, *shard, comm->size());
   // The ranks on one node share its memory.
   int64_t available = available_memory_bytes();

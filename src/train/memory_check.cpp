@@ -9,12 +9,12 @@
 namespace sft {
 
 MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens,
-                                bool bf16_weight_copies) {
+                                int weight_copy_bytes) {
   MemoryPlan p;
   p.params = LlamaModel::count_params(cfg);
   p.weights = p.grads = 4 * p.params;
   p.optimizer = 8 * p.params;
-  p.weight_copies = bf16_weight_copies ? 2 * p.params : 0;  // upper bound: the embedding is not a matmul weight unless tied
+  p.weight_copies = int64_t(weight_copy_bytes) * p.params;  // upper bound: the embedding is not a matmul weight unless tied
   p.max_tokens = max_tokens;
   p.activations = max_tokens > 0 ? LlamaModel::activation_bytes(cfg, opt, max_tokens) : 0;
   return p;

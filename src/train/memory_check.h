@@ -21,9 +21,10 @@ struct MemoryPlan {
   int64_t total() const { return weights + grads + optimizer + weight_copies + activations; }
 };
 
-// bf16_weight_copies: bf16 training on a backend that keeps them (Backend::keeps_bf16_weight_copies).
+// weight_copy_bytes: per parameter, what the backend keeps for bf16 GEMMs in bf16 training
+// (Backend::bf16_weight_copy_bytes), 0 in fp32.
 MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens,
-                                bool bf16_weight_copies);
+                                int weight_copy_bytes);
 
 // Bytes this process can still take: MemAvailable from /proc/meminfo, capped by the cgroup v2
 // (memory.max - memory.current) or v1 limit when one is set; -1 when unknown.

@@ -165,9 +165,10 @@ TEST(Gemm, BackendRoutesAgree) {
         auto be = create_backend("cpu");
         const cpu::GemmRoute bf16_route = cpu::gemm_routes().bf16.route;
         unsetenv("SFT_GEMM");
-        // Only the oneDNN bf16 routes hold bf16 weight copies (sft train's memory plan counts them).
-        EXPECT_EQ(be->keeps_bf16_weight_copies(),
-                  bf16_route == cpu::GemmRoute::amx || bf16_route == cpu::GemmRoute::onednn_bf16);
+        // Only the oneDNN bf16 routes hold bf16 weight copies, in two packed forms (4 bytes per
+        // parameter; sft train's memory plan counts them).
+        EXPECT_EQ(be->bf16_weight_copy_bytes(),
+                  bf16_route == cpu::GemmRoute::amx || bf16_route == cpu::GemmRoute::onednn_bf16 ? 4 : 0);
         be->set_matmul_dtype(dt);
         be->begin_pass();
         out[r] = init;

@@ -27,17 +27,17 @@ TEST(MemoryCheck, PlanMatchesTheModel) {
   const LlamaConfig cfg = get_preset("tiny").config;
   auto be = create_backend("cpu");
   LlamaModel model(cfg, *be);
-  const MemoryPlan p = plan_training_memory(cfg, {}, 4096, true);
+  const MemoryPlan p = plan_training_memory(cfg, {}, 4096, 2);
   EXPECT_EQ(p.params, model.num_params());
   EXPECT_EQ(p.weights, 4 * model.num_params());
   EXPECT_EQ(p.optimizer, 8 * model.num_params());
   EXPECT_EQ(p.weight_copies, 2 * model.num_params());
-  EXPECT_EQ(plan_training_memory(cfg, {}, 4096, false).weight_copies, 0);
+  EXPECT_EQ(plan_training_memory(cfg, {}, 4096, 0).weight_copies, 0);
   // Activations: (L+1) residuals of (N, C) at least, more with more tokens, less with recompute.
   const int64_t C = cfg.hidden_size, L = cfg.num_hidden_layers;
   EXPECT_GT(p.activations, (L + 1) * 4096 * C * 4);
-  EXPECT_GT(plan_training_memory(cfg, {}, 8192, true).activations, p.activations);
-  EXPECT_LT(plan_training_memory(cfg, {.recompute = true}, 4096, true).activations, p.activations);
+  EXPECT_GT(plan_training_memory(cfg, {}, 8192, 2).activations, p.activations);
+  EXPECT_LT(plan_training_memory(cfg, {.recompute = true}, 4096, 2).activations, p.activations);
   EXPECT_EQ(p.total(), p.weights + p.grads + p.optimizer + p.weight_copies + p.activations);
 }
 
@@ -57,7 +57,7 @@ TEST(MemoryCheck, RecomputeGrowsOnlyByTheLayerCheckpoints) {
 }
 
 TEST(MemoryCheck, RefusesWhatDoesNotFitWithAdvice) {
-  const MemoryPlan p = plan_training_memory(get_preset("small").config, {}, 16384, true);
+  const MemoryPlan p = plan_training_memory(get_preset("small").config, {}, 16384, 2);
   EXPECT_EQ(error_of(p, p.total(), false), "");
   EXPECT_EQ(error_of(p, -1, false), "");  // unknown free memory: no check
   std::string e = error_of(p, p.total() - 1, false);

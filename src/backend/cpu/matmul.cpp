@@ -299,7 +299,7 @@ void CpuBackend::weights_written(const void* ptr, size_t bytes, bool freed) {
   gemm_->written(ptr, bytes, freed);
 }
 
-bool CpuBackend::keeps_bf16_weight_copies() const { return Gemm::onednn_bf16(gemm_->routes.bf16.route); }
+int CpuBackend::bf16_weight_copy_bytes() const { return Gemm::onednn_bf16(gemm_->routes.bf16.route) ? 4 : 0; }
 
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);

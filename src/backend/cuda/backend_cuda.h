@@ -34,7 +34,7 @@ class CudaBackend final : public Backend {
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
-  bool keeps_bf16_weight_copies() const override { return true; }  // kept across passes (matmul.cpp)
+  int bf16_weight_copy_bytes() const override { return 2; }  // one bf16 copy, kept across passes (matmul.cpp)
   void invalidate_weight_copies(const void* ptr, size_t bytes) override { weights_written(ptr, bytes); }
 
   void* native_stream() override { return stream_; }  // cudaStream_t
