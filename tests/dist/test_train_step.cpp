@@ -13,6 +13,7 @@
 #include "model/init.h"
 #include "train/train_step.h"
 #include "dist_test_util.h"
+#include "../common/tiny_model.h"
 
 namespace sft {
 
@@ -21,18 +22,7 @@ namespace {
 using dist_test::make_batch;
 using dist_test::run_ranks;
 
-LlamaConfig tiny_config() {
-  LlamaConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  return c;
-}
+using test_common::tiny_config;  // tests/common/tiny_model.h
 
 Batch empty_batch() { return Batch{}; }
 

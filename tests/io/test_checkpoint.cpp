@@ -12,6 +12,7 @@
 #include "io/checkpoint.h"
 #include "model/init.h"
 #include "train/optimizer.h"
+#include "../common/tiny_model.h"
 
 namespace sft {
 
@@ -19,18 +20,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-LlamaConfig tiny_config() {
-  LlamaConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  return c;
-}
+using test_common::tiny_config;  // tests/common/tiny_model.h
 
 Batch small_batch() {
   Batch b;

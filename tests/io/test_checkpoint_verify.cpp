@@ -20,6 +20,7 @@
 #include "io_test_util.h"
 #include "model/init.h"
 #include "train/optimizer.h"
+#include "../common/tiny_model.h"
 
 namespace sft {
 
@@ -31,18 +32,7 @@ using test::write_bytes;
 
 namespace {
 
-LlamaConfig tiny_config() {
-  LlamaConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  return c;
-}
+using test_common::tiny_config;  // tests/common/tiny_model.h
 
 // A checkpoint of a random tiny model with AdamW state and a stand-in tokenizer file.
 std::string save_one(const fs::path& out, int64_t step) {

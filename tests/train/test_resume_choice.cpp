@@ -17,6 +17,7 @@
 #include "model/init.h"
 #include "train/optimizer.h"
 #include "train/resume_choice.h"
+#include "../common/tiny_model.h"
 
 namespace sft {
 
@@ -24,18 +25,7 @@ namespace fs = std::filesystem;
 
 namespace {
 
-LlamaConfig tiny_config() {
-  LlamaConfig c;
-  c.vocab_size = 50;
-  c.hidden_size = 32;
-  c.intermediate_size = 48;
-  c.num_hidden_layers = 2;
-  c.num_attention_heads = 4;
-  c.num_key_value_heads = 2;
-  c.head_dim = 8;
-  c.max_position_embeddings = 64;
-  return c;
-}
+using test_common::tiny_config;  // tests/common/tiny_model.h
 
 struct RankResult {
   std::string dir, error;
