@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job on shipped defaults, from a clone: set up and build, write a small LLaMA with the
+# The main job on shipped defaults, from a clone: set up and build the sft binary (no test
+# binaries, no CUDA backend unless SFT_CUDA=ON|AUTO is set: scripts/setup.sh), write a small LLaMA with the
 # real LLaMA-2 tokenizer (assets/), fine-tune it on FastChat's dummy conversations with
 # FastChat-style flags (bf16, cosine with warmup, gradient accumulation, gradient checkpointing,
 # packing), show the loss falling, then ask the result "Who are you?".

@@ -1,5 +1,8 @@
 #!/usr/bin/env bash
-# Installs the Debian packages sft needs (and, with --test, those its tests need), then builds.
+# Installs the Debian packages sft needs (and, with --test, those its tests need), then builds:
+# the sft binary alone without the CUDA backend (what the demo runs), or with --test every target
+# (the test binaries; the CUDA backend when nvcc is found). SFT_CUDA=ON|OFF|AUTO in the environment
+# overrides either default (e.g. SFT_CUDA=AUTO bash scripts/demo.sh builds CUDA when nvcc is found).
 # Usage: scripts/setup.sh [--test] [--sanitize] [--build-dir DIR]
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
@@ -29,5 +32,8 @@ if [[ ${#missing[@]} -gt 0 ]]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
 fi
 
-cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSFT_SANITIZE="$sanitize" >/dev/null
-cmake --build "$build" -j"$(nproc)"
+# SFT_CUDA is passed every time: the demo and the tests share build/, and a cached value from one
+# must not decide the other's.
+if [[ $test == 1 ]]; then cuda=${SFT_CUDA:-AUTO}; targets=(); else cuda=${SFT_CUDA:-OFF}; targets=(--target sft); fi
+cmake -S "$root" -B "$build" -DCMAKE_BUILD_TYPE=RelWithDebInfo -DSFT_SANITIZE="$sanitize" -DSFT_CUDA="$cuda" >/dev/null
+cmake --build "$build" -j"$(nproc)" "${targets[@]}"
