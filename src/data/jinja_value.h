@@ -31,14 +31,16 @@ class Dict {
   void set(std::string key, Value value);
   // Appends a key known not to be present (JSON objects, the loop object).
   void append(std::string key, Value value);
-  void reserve(size_t n) { items_.reserve(n); }
-  size_t size() const { return items_.size(); }
-  bool empty() const { return items_.empty(); }
-  auto begin() const { return items_.begin(); }
-  auto end() const { return items_.end(); }
+  // The inline members are defined below Value: clang (with libstdc++) needs Value complete there.
+  using Items = std::vector<std::pair<std::string, Value>>;
+  void reserve(size_t n);
+  size_t size() const;
+  bool empty() const;
+  Items::const_iterator begin() const;
+  Items::const_iterator end() const;
 
  private:
-  std::vector<std::pair<std::string, Value>> items_;
+  Items items_;
 };
 
 struct Undefined {
@@ -119,6 +121,12 @@ struct Value {
     return v;
   }
 };
+
+inline void Dict::reserve(size_t n) { items_.reserve(n); }
+inline size_t Dict::size() const { return items_.size(); }
+inline bool Dict::empty() const { return items_.empty(); }
+inline Dict::Items::const_iterator Dict::begin() const { return items_.begin(); }
+inline Dict::Items::const_iterator Dict::end() const { return items_.end(); }
 
 // Python ==: numbers by value (True == 1), str, list and dict by contents; other types differ.
 bool equal(const Value& a, const Value& b);
