@@ -70,6 +70,7 @@ const std::vector<Option> kOptions = {
   {"save_steps",           &C::save_steps,           "optimizer steps between checkpoints (save_strategy steps)", {}, nullptr, at_least(0)},
   {"save_total_limit",     &C::save_total_limit,     "keep at most this many checkpoints (0: all)", {}, nullptr, at_least(0)},
   {"resume_from_checkpoint",&C::resume_from_checkpoint,"checkpoint directory to resume from (default: the newest complete one in output_dir)"},
+  {"ignore_data_skip",     &C::ignore_data_skip,     "on resume, start the checkpoint's epoch from its first row instead of skipping to the saved position; a changed data file, template or data option is then reported, not refused (HF)"},
   {"save_on_interrupt",    &C::save_on_interrupt,    "on SIGINT/SIGTERM save a checkpoint after the current step, then exit (128 + signal)"},
   // schedule and optimizer
   {"num_train_epochs",     &C::num_train_epochs,     "epochs over the training data", {}, nullptr, at_least(0)},

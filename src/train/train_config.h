@@ -60,6 +60,7 @@ struct TrainConfig {
   int64_t save_steps = 500;
   int64_t save_total_limit = 0;  // 0 = keep all
   std::string resume_from_checkpoint;
+  bool ignore_data_skip = false;  // resume: the saved epoch from its first row; data changes logged, not refused
   bool save_on_interrupt = true;  // SIGINT/SIGTERM: save a checkpoint, then exit
   // schedule
   double num_train_epochs = 3.0;

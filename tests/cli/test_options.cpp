@@ -134,7 +134,7 @@ TEST(TrainOptions, OptionListIsFrozen) {
   const std::vector<std::string> expected = {
       "model_name_or_path", "data_path", "eval_data_path", "conversation_template", "model_max_length", "packing",
       "lazy_preprocess", "padding_side", "tokenizer_kind", "strict_data", "output_dir", "save_strategy", "save_steps",
-      "save_total_limit", "resume_from_checkpoint", "save_on_interrupt", "num_train_epochs", "max_steps", "per_device_train_batch_size",
+      "save_total_limit", "resume_from_checkpoint", "ignore_data_skip", "save_on_interrupt", "num_train_epochs", "max_steps", "per_device_train_batch_size",
       "per_device_eval_batch_size", "gradient_accumulation_steps", "learning_rate", "weight_decay", "adam_beta1",
       "adam_beta2", "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
       "loss_normalization", "max_bad_steps", "evaluation_strategy", "eval_steps", "logging_steps", "report_to",
