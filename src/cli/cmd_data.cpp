@@ -17,7 +17,9 @@
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "io/file_hash.h"
 #include "tokenizer/tokenizer.h"
+#include "train/memory_check.h"
 
 namespace sft {
 
@@ -84,8 +86,10 @@ void print_stats(const Dataset& ds, const Tokenizer& tok, const DataArgs& a) {
   std::vector<int64_t> sorted = lens;
   std::sort(sorted.begin(), sorted.end());
   std::string out;
-  append_line(out, "file        {} ({}, {}, {} bytes)", ds.path(), data_format_name(ds.format()),
-       st.json_lines ? "JSON Lines" : "JSON array", with_commas(st.bytes));
+  append_line(out, "file        {} ({}, {}, {} bytes, XXH3 {})", ds.path(), data_format_name(ds.format()),
+       st.json_lines ? "JSON Lines" : "JSON array", with_commas(st.bytes), xxh3_hex(st.xxh3));
+  append_line(out, "memory      {} for the tokenized data (estimated before loading: {}, and {} while loading)",
+       human_bytes(st.memory_bytes), human_bytes(st.estimated_bytes), human_bytes(st.estimated_peak_bytes));
   append_line(out, "template    {}   tokenizer {} ({} ids)   model_max_length {}", ds.template_description(), a.tokenizer,
        with_commas(tok.vocab_size()), ds.model_max_length());
   append_line(out, "samples     {} in the file: {} kept, {} invalid, {} dropped (no trainable token)", with_commas(st.samples),
@@ -293,6 +297,8 @@ int run_data(int argc, char** argv) {
   opt.model_max_length = a.model_max_length;
   opt.format = parse_data_format(a.data_format);
   opt.strict = parse_bool("--strict_data", a.strict);
+  opt.memory_budget = available_memory_bytes();  // checked before the bulk of the file is read
+  if (opt.memory_budget >= 0) opt.memory_budget_note = fmt::format("free memory {}", human_bytes(opt.memory_budget));
   const Dataset ds = load_dataset(a.data_path, *tok, opt);
   if (a.action == "stats") print_stats(ds, *tok, a);
   else if (a.action == "preview") print_preview(ds, *tok, a);

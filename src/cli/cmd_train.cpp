@@ -86,6 +86,7 @@ LoaderOptions loader_options(const TrainConfig& c, const Tokenizer& tok, int64_t
   o.shuffle = shuffle;
   o.seed = uint64_t(c.seed);
   o.pad_id = pad_id_for(tok);
+  o.ignore_data_skip = c.ignore_data_skip;
   return o;
 }
 
@@ -182,18 +183,25 @@ MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode
 }
 
 // What every rank must agree on: the resolved options except paths that may differ per host, the
-// training data's size, and the checkpoint the run resumes from.
-std::vector<std::pair<std::string, std::string>> config_fingerprint(const TrainConfig& cfg, const std::string& resume) {
-  std::vector<std::pair<std::string, std::string>> out;
+// data as a resume checks it (each file's size and XXH3, the template), and the checkpoint the
+// run resumes from.
+Fingerprint config_fingerprint(const TrainConfig& cfg, const Dataset& train_data, const Dataset* eval_data,
+                               const std::string& resume) {
+  Fingerprint out;
   for (auto& [key, value] : train_config_values(cfg)) {
     if (key == "model_name_or_path" || key == "data_path" || key == "eval_data_path" || key == "output_dir" ||
         key == "resume_from_checkpoint" || key == "cache_dir" || key == "threads" || key == "local_rank")
       continue;
-    out.emplace_back(key, value);
+    out.add("--" + key, value);
   }
-  std::error_code ec;
-  out.emplace_back("data_path (its size in bytes)", std::to_string(fs::file_size(cfg.data_path, ec)));
-  out.emplace_back("resume_from_checkpoint (the checkpoint found)", fs::path(resume).filename().string());
+  const Fingerprint train_id = train_data.identity();
+  for (const FingerprintItem& it : train_id.items()) out.add(it.name + " (--data_path)", it.value);
+  if (eval_data) {
+    const Fingerprint eval_id = eval_data->identity();
+    for (const FingerprintItem& it : eval_id.items())
+      if (it.name != "template") out.add(it.name + " (--eval_data_path)", it.value);
+  }
+  out.add("--resume_from_checkpoint (the checkpoint found)", fs::path(resume).filename().string());
   return out;
 }
 
@@ -267,11 +275,33 @@ int run_train(int argc, char** argv) {
   SFT_CHECK(tok->vocab_size() <= mcfg.vocab_size, "train", "{}: the tokenizer has {} tokens but the model's vocab_size is {}",
             model_dir, tok->vocab_size(), mcfg.vocab_size);
 
+  // Will it fit? The model's part (weights, gradients, AdamW moments, bf16 copies) is checked
+  // before the data is read, the data's while it is read, and the whole before a byte of the model
+  // is allocated. The ranks on one node share its memory.
+  int64_t available = available_memory_bytes();
+  if (available > 0) available /= std::max(1, launch.local_size);
+  const ModelOptions mopt{.recompute = cfg.gradient_checkpointing};
+  const int copy_bytes = cfg.bf16 ? backend->bf16_weight_copy_bytes() : 0;
+  const bool host_model = backend->device() == Device::cpu;  // a GPU backend checks its own device memory
+  MemoryPlan model_plan = plan_training_memory(mcfg, mopt, 0, copy_bytes);
+  if (shard) model_plan = per_rank_plan(model_plan, mcfg, *shard, comm->size());
+  if (host_model)
+    check_memory_fits(model_plan, available, cfg.per_device_train_batch_size, cfg.model_max_length,
+                      cfg.gradient_checkpointing);
+
   DataOptions dopt;
   dopt.conversation_template = cfg.conversation_template;
   dopt.model_dir = model_dir;  // its chat template for "auto"
   dopt.model_max_length = cfg.model_max_length;
   dopt.strict = cfg.strict_data;
+  if (available >= 0) {
+    const int64_t model_bytes = host_model ? model_plan.total() : 0;
+    dopt.memory_budget = std::max<int64_t>(0, available - model_bytes);
+    dopt.memory_budget_note = model_bytes ? fmt::format("free memory {} less the model's {}", human_bytes(available),
+                                                        human_bytes(model_bytes))
+                                          : fmt::format("free memory {}", human_bytes(available));
+    if (launch.local_size > 1) dopt.memory_budget_note += fmt::format(", per rank of {} here", launch.local_size);
+  }
   const Dataset train_data = load_dataset(cfg.data_path, *tok, dopt);
   log_data_summary(train_data);
   SFT_CHECK(train_data.size() > 0, "train", "{}: no usable sample (see the issues above)", cfg.data_path);
@@ -281,6 +311,10 @@ int run_train(int argc, char** argv) {
   std::vector<Batch> eval_batches;
   std::unique_ptr<Dataset> eval_data;
   if (!cfg.eval_data_path.empty()) {
+    if (dopt.memory_budget >= 0) {
+      dopt.memory_budget = std::max<int64_t>(0, dopt.memory_budget - train_data.memory_bytes());
+      dopt.memory_budget_note += fmt::format(" and the training data's {}", human_bytes(train_data.memory_bytes()));
+    }
     eval_data = std::make_unique<Dataset>(load_dataset(cfg.eval_data_path, *tok, dopt));
     log_data_summary(*eval_data);
     DataLoader eval_loader(*eval_data, loader_options(cfg, *tok, cfg.per_device_eval_batch_size, false, *comm));
@@ -290,22 +324,26 @@ int run_train(int argc, char** argv) {
                 enum_name(cfg.evaluation_strategy));
   }
 
-  // Will it fit? Checked before a byte of the model is allocated.
+  // The whole plan, the data included, against the memory free before the data was read.
   int64_t max_tokens = max_batch_tokens(train_data, loader, cfg);
   for (const Batch& b : eval_batches) max_tokens = std::max(max_tokens, b.num_tokens());
-  const ModelOptions mopt{.recompute = cfg.gradient_checkpointing};
-  MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, cfg.bf16 ? backend->bf16_weight_copy_bytes() : 0);
+  MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, copy_bytes);
   if (shard) plan = per_rank_plan(plan, mcfg, *shard, comm->size());
-  // The ranks on one node share its memory.
-  int64_t available = available_memory_bytes();
-  if (available > 0) available /= std::max(1, launch.local_size);
+  plan.data = train_data.memory_bytes() + (eval_data ? eval_data->memory_bytes() : 0);
+  for (const Batch& b : eval_batches)
+    plan.data += int64_t(b.tokens.size() * sizeof(int32_t) * 3 + b.cu_seqlens.size() * sizeof(int32_t));
   std::printf("memory%s: %s; %s\n", comm->size() > 1 ? " per rank" : "", describe(plan).c_str(),
               available < 0 ? "free memory unknown"
                             : fmt::format("{:.1f} GiB available{}", double(available) / (1 << 30),
                                           launch.local_size > 1 ? fmt::format(" to each of {} ranks here", launch.local_size)
                                                                 : "").c_str());
-  if (backend->device() == Device::cpu)  // host memory; a GPU backend checks its own device memory
+  if (host_model) {
     check_memory_fits(plan, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
+  } else if (available >= 0 && plan.data > available) {
+    MemoryPlan host;  // the data is in host memory whatever the device
+    host.data = plan.data;
+    check_memory_fits(host, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
+  }
   std::unique_ptr<ParamStore> store;
   if (shard) store = std::make_unique<ShardedParamStore>(mcfg, *backend, *comm, *shard);
   else if (comm->size() > 1) store = std::make_unique<ReplicatedParamStore>(mcfg, *backend, *comm);
@@ -324,7 +362,7 @@ int run_train(int argc, char** argv) {
   if (fs::exists(fs::path(model_dir) / "generation_config.json")) files.extra_files.push_back("generation_config.json");
   files.tokenizer_config = trained_tokenizer_config(model_dir, cfg.model_max_length);
 
-  check_same_config(*comm, config_fingerprint(cfg, resume));
+  check_same_config(*comm, config_fingerprint(cfg, train_data, eval_data.get(), resume));
 
   if (cfg.save_on_interrupt) install_interrupt_handlers();
   const TrainResult r = train(cfg, model, TrainerInputs{&stream, &eval_batches, files, resume}, comm.get());

@@ -1,17 +1,22 @@
 // load_dataset: chunks of samples are parsed, validated, rendered and tokenized in parallel
 // (OpenMP, dynamic schedule: conversation lengths vary a lot), then appended in file order, so the
-// result and the issue list do not depend on the thread count.
+// result and the issue list do not depend on the thread count. Memory is estimated and checked
+// before the largest samples and before the bulk of the file are parsed (DataMemoryEstimate).
 #include "data/dataset.h"
 
 #include <omp.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <exception>
+#include <functional>
 #include <map>
+#include <queue>
 
 #include "core/check.h"
 #include "core/log.h"
+#include "io/file_hash.h"
 #include "data/chat_template.h"
 #include "data/jinja_chat.h"
 #include "data/sample_encoder.h"
@@ -43,6 +48,38 @@ uint64_t Dataset::fingerprint() const {
   return h;
 }
 
+Fingerprint Dataset::identity() const {
+  Fingerprint f;
+  f.add("data file size", byte_count(stats_.bytes));
+  f.add("data file XXH3", xxh3_hex(stats_.xxh3));
+  f.add("template", template_id_);
+  return f;
+}
+
+int64_t Dataset::memory_bytes() const {
+  size_t n = tokens_.capacity() * sizeof(int32_t) + train_.capacity();
+  n += (offsets_.capacity() + source_.capacity() + full_length_.capacity()) * sizeof(int64_t);
+  n += issues_.capacity() * sizeof(SampleIssue);
+  for (const SampleIssue& i : issues_) n += i.detail.capacity();
+  return static_cast<int64_t>(n);
+}
+
+// The JSON document, the conversation, the rendered text and the tokenizer's work, per byte of the
+// sample's JSON: peak RSS of `sft data stats --threads 1` on one sample of 20 and 100 MB of
+// English words grew by 8.3 bytes per byte with the LLaMA-2 SentencePiece model and by 26 with
+// the LLaMA-3 tokenizer.json (BPE with its pre-tokenizer regex); with a margin.
+int64_t sample_working_bytes(size_t json_bytes, TokenizerKind kind) {
+  const int64_t per_byte = kind == TokenizerKind::sentencepiece ? 12 : 32;
+  return per_byte * static_cast<int64_t>(json_bytes) + (int64_t(1) << 20);
+}
+
+std::string human_bytes(int64_t bytes) {
+  const double b = static_cast<double>(bytes);
+  if (b >= 1024.0 * 1024 * 1024) return fmt::format("{:.1f} GiB", b / (1024.0 * 1024 * 1024));
+  if (b >= 1024.0 * 1024) return fmt::format("{:.1f} MiB", b / (1024.0 * 1024));
+  return fmt::format("{:.1f} KiB", b / 1024.0);
+}
+
 std::string describe_issue(const std::string& path, const SampleIssue& issue) {
   std::string where = fmt::format("{}:sample {}", path, issue.index);
   if (issue.line > 0) where += fmt::format(" (line {})", issue.line);
@@ -51,8 +88,9 @@ std::string describe_issue(const std::string& path, const SampleIssue& issue) {
 
 namespace {
 
-struct Slot {  // one sample's result inside a chunk
+struct Slot {  // one sample's result inside a chunk, already truncated to model_max_length
   EncodedSample enc;
+  int64_t full = 0;  // tokens before truncation
   std::optional<SampleIssue> issue;
   bool dropped_leading_assistant = false;
   std::string error;  // an unexpected exception (rethrown after the parallel loop)
@@ -65,6 +103,85 @@ int64_t count_targets(std::span<const uint8_t> train) {
   return n;
 }
 
+constexpr int64_t kIndexBytesPerSample = 3 * 8 + 16 + 8;  // offsets, sources, lengths; the reader's ranges, lines
+
+// The template's identity for a resume: a built-in template's name, or the XXH3 of the model's
+// Jinja template text (and of its tool_use template when it has one).
+std::string template_identity(const ConversationRenderer& renderer, const DataOptions& opt) {
+  if (!renderer.is_model_template()) return opt.conversation_template;
+  const std::optional<ChatTemplateSource> t = find_chat_template(opt.model_dir);
+  std::string id = fmt::format("the model's Jinja template, XXH3 {}", t ? xxh3_hex(xxh3_of(t->text.data(), t->text.size())) : "?");
+  if (const std::optional<ChatTemplateSource> tools = find_chat_template(opt.model_dir, "", true);
+      tools && t && tools->origin != t->origin)
+    id += fmt::format(" (tool_use template XXH3 {})", xxh3_hex(xxh3_of(tools->text.data(), tools->text.size())));
+  return id;
+}
+
+// Before anything is parsed: the `threads` largest samples in flight at once must fit.
+void check_largest_samples(const SampleFile& file, const DataOptions& opt, int threads, TokenizerKind kind) {
+  if (opt.memory_budget < 0 || file.size() == 0) return;
+  std::priority_queue<std::pair<size_t, int64_t>, std::vector<std::pair<size_t, int64_t>>, std::greater<>> top;
+  for (int64_t i = 0; i < file.size(); ++i) {
+    top.emplace(file.sample_bytes(i), i);
+    if (static_cast<int>(top.size()) > threads) top.pop();
+  }
+  int64_t in_flight = 0;
+  std::pair<size_t, int64_t> largest{0, 0};
+  for (; !top.empty(); top.pop()) {
+    in_flight += sample_working_bytes(top.top().first, kind);
+    largest = std::max(largest, top.top());
+  }
+  const int64_t one = sample_working_bytes(largest.first, kind);
+  if (in_flight <= opt.memory_budget) return;
+  const std::string where = fmt::format("{}:sample {} (line {})", file.path(), largest.second, file.line(largest.second));
+  if (one > opt.memory_budget)
+    fail("data", "{} is {} of JSON: reading, rendering and tokenizing it whole (sft keeps only its first {} tokens, "
+                 "but tokenizes all of it as FastChat does) takes about {}, and only {} is available ({}). Shorten, "
+                 "split or remove that sample before training",
+         where, human_bytes(static_cast<int64_t>(largest.first)), opt.model_max_length, human_bytes(one),
+         human_bytes(opt.memory_budget), opt.memory_budget_note);
+  fail("data", "{}: its {} largest samples (the largest: {}, {} of JSON) would be parsed and tokenized at once by {} "
+               "threads, taking about {}, and only {} is available ({}). Use fewer threads (--threads), or shorten "
+               "or split the largest samples",
+       file.path(), threads, where, human_bytes(static_cast<int64_t>(largest.first)), threads, human_bytes(in_flight),
+       human_bytes(opt.memory_budget), opt.memory_budget_note);
+}
+
+// After the first chunk: the whole file's memory from its tokens per byte so far.
+DataMemoryEstimate estimate_rest(const SampleFile& file, int64_t done_samples, size_t done_bytes, int64_t full_tokens,
+                                 int64_t kept_tokens, const DataOptions& opt, int threads, int64_t chunk_bytes,
+                                 TokenizerKind kind) {
+  DataMemoryEstimate e;
+  e.samples = file.size();
+  // Tokens per JSON byte of the samples read so far (all of them: invalid ones give none); a
+  // quarter when none were read. 10% margin.
+  const double per_byte = 1.1 * (done_bytes > 0 ? static_cast<double>(full_tokens) / static_cast<double>(done_bytes) : 0.25);
+  e.tokens = kept_tokens;
+  std::priority_queue<size_t, std::vector<size_t>, std::greater<>> top;
+  for (int64_t i = done_samples; i < file.size(); ++i) {
+    const size_t b = file.sample_bytes(i);
+    e.tokens += std::min<int64_t>(opt.model_max_length, static_cast<int64_t>(std::ceil(per_byte * static_cast<double>(b))));
+    top.push(b);
+    if (static_cast<int>(top.size()) > threads) top.pop();
+  }
+  e.token_bytes = 5 * e.tokens;
+  e.index_bytes = kIndexBytesPerSample * e.samples;
+  for (; !top.empty(); top.pop()) e.working_bytes += sample_working_bytes(top.top(), kind);
+  e.working_bytes += 5 * static_cast<int64_t>(std::ceil(per_byte * static_cast<double>(chunk_bytes)));  // a chunk's results
+  return e;
+}
+
+void check_data_memory(const SampleFile& file, const DataMemoryEstimate& e, const DataOptions& opt) {
+  if (opt.memory_budget < 0 || e.total() <= opt.memory_budget) return;
+  fail("data", "{}: loading it needs about {}, and only {} is available ({}): {} samples of {} of JSON make about "
+               "{} tokens after truncation to {} (token ids and labels {}, per-sample index {}, samples being parsed "
+               "{}). Train on a part of the file (split it), lower --model_max_length, or use a machine with more "
+               "memory",
+       file.path(), human_bytes(e.total()), human_bytes(opt.memory_budget), opt.memory_budget_note, e.samples,
+       human_bytes(static_cast<int64_t>(file.bytes())), e.tokens, opt.model_max_length, human_bytes(e.token_bytes),
+       human_bytes(e.index_bytes), human_bytes(e.working_bytes));
+}
+
 }  // namespace
 
 Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOptions& opt) {
@@ -72,14 +189,18 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
   SFT_CHECK(opt.model_max_length >= 2, "data", "model_max_length must be at least 2, got {}", opt.model_max_length);
   const ConversationRenderer renderer(opt.conversation_template, opt.model_dir);
   SampleFile file(path);
+  const int threads = std::max(1, omp_get_max_threads());
+  check_largest_samples(file, opt, threads, tok.kind());  // before the first sample is parsed (detect_format too)
   Dataset ds;
   ds.path_ = path;
   ds.template_ = renderer.description();
+  ds.template_id_ = template_identity(renderer, opt);
   ds.max_length_ = opt.model_max_length;
   ds.format_ = opt.format == DataFormat::auto_ ? file.detect_format() : opt.format;
   DataStats& st = ds.stats_;
   st.samples = file.size();
   st.bytes = file.bytes();
+  st.xxh3 = file.xxh3();
   st.json_lines = file.json_lines();
   const SampleEncoder encoder(tok);
   const int64_t max_len = opt.model_max_length;
@@ -91,10 +212,18 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
     ds.issues_.push_back(std::move(issue));
   };
 
-  constexpr int64_t kChunk = 4096;
+  // Chunks of at most kChunk samples and kChunkBytes of JSON; the first one small, to measure the
+  // tokens per byte that the memory estimate of the rest uses.
+  constexpr int64_t kChunk = 4096, kFirstChunk = 256;
+  constexpr size_t kChunkBytes = size_t(64) << 20, kFirstChunkBytes = size_t(4) << 20;
+  int64_t full_tokens = 0;  // before truncation, of the samples read so far
   std::vector<Slot> slots;
-  for (int64_t c0 = 0; c0 < file.size(); c0 += kChunk) {
-    const int64_t m = std::min(kChunk, file.size() - c0);
+  for (int64_t c0 = 0, m = 0; c0 < file.size(); c0 += m) {
+    const int64_t max_samples = c0 == 0 ? kFirstChunk : kChunk;
+    const size_t max_bytes = c0 == 0 ? kFirstChunkBytes : kChunkBytes;
+    size_t chunk_bytes = file.sample_bytes(c0);
+    for (m = 1; c0 + m < file.size() && m < max_samples && chunk_bytes + file.sample_bytes(c0 + m) <= max_bytes; ++m)
+      chunk_bytes += file.sample_bytes(c0 + m);
     slots.assign(static_cast<size_t>(m), Slot{});
 #pragma omp parallel for schedule(dynamic, 8)
     for (int64_t k = 0; k < m; ++k) {
@@ -121,6 +250,11 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
           continue;
         }
         encoder.encode(*segments, s.enc);
+        s.full = static_cast<int64_t>(s.enc.ids.size());
+        if (s.full > max_len) {  // the chunk keeps only what the dataset will
+          s.enc.ids.resize(static_cast<size_t>(max_len)), s.enc.ids.shrink_to_fit();
+          s.enc.train.resize(static_cast<size_t>(max_len)), s.enc.train.shrink_to_fit();
+        }
       } catch (const std::exception& e) {
         s.error = e.what();
       }
@@ -133,7 +267,8 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
         add_issue(std::move(*s.issue), index);
         continue;
       }
-      const int64_t full = static_cast<int64_t>(s.enc.ids.size());
+      const int64_t full = s.full;
+      full_tokens += full;
       const int64_t len = std::min(full, max_len);
       const std::span<const uint8_t> train(s.enc.train.data(), static_cast<size_t>(len));
       const int64_t targets = count_targets(train);
@@ -158,17 +293,27 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
     }
     const size_t done = file.end_offset(c0 + m - 1);
     file.release_before(done);
-    if (c0 == 0 && c0 + m < file.size() && done > 0) {
-      // Reserve for the whole file from the first chunk's tokens per byte, so that growing the
-      // token arrays does not briefly need twice their size.
-      const double per_byte = static_cast<double>(ds.tokens_.size()) / static_cast<double>(done);
-      const auto want = static_cast<size_t>(per_byte * static_cast<double>(file.bytes()) * 1.05);
-      ds.tokens_.reserve(want), ds.train_.reserve(want);
-      const auto samples = static_cast<size_t>(file.size());
-      ds.offsets_.reserve(samples + 1), ds.source_.reserve(samples), ds.full_length_.reserve(samples);
+    if (c0 == 0) {
+      // The whole file's memory from the first chunk's tokens per byte, checked before the rest is
+      // parsed; the token arrays are reserved for it, so that growing them does not briefly need
+      // twice their size.
+      size_t read = 0;
+      for (int64_t i = 0; i < m; ++i) read += file.sample_bytes(i);
+      const DataMemoryEstimate e = estimate_rest(file, m, read, full_tokens, static_cast<int64_t>(ds.tokens_.size()),
+                                                 opt, threads, static_cast<int64_t>(std::min(kChunkBytes, file.bytes())),
+                                                 tok.kind());
+      st.estimated_bytes = e.token_bytes + e.index_bytes;
+      st.estimated_peak_bytes = e.total();
+      check_data_memory(file, e, opt);
+      if (m < file.size()) {
+        ds.tokens_.reserve(static_cast<size_t>(e.tokens)), ds.train_.reserve(static_cast<size_t>(e.tokens));
+        const auto samples = static_cast<size_t>(file.size());
+        ds.offsets_.reserve(samples + 1), ds.source_.reserve(samples), ds.full_length_.reserve(samples);
+      }
     }
   }
   st.kept = ds.size();
+  st.memory_bytes = ds.memory_bytes();
   st.encoder_fallbacks = encoder.fallbacks();
   st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   return ds;
@@ -181,6 +326,9 @@ void log_data_summary(const Dataset& data, size_t max_listed) {
            data.path(), st.samples, data_format_name(data.format()), st.kept, st.invalid, st.dropped, st.truncated,
            data.model_max_length(), st.tokens, st.trainable_tokens,
            st.tokens ? 100.0 * st.trainable_tokens / st.tokens : 0.0, st.seconds);
+  log_info("[data] {}: {}, XXH3 {}; the tokenized data holds {} (estimated before loading: {}, and {} while "
+           "loading)", data.path(), byte_count(st.bytes), xxh3_hex(st.xxh3), human_bytes(st.memory_bytes),
+           human_bytes(st.estimated_bytes), human_bytes(st.estimated_peak_bytes));
   if (st.leading_assistant_dropped)
     log_info("[data] {} samples started with an assistant turn; it was dropped (as FastChat)", st.leading_assistant_dropped);
   std::map<IssueKind, int64_t> by_kind;

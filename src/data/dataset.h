@@ -1,13 +1,16 @@
 // A tokenized chat data file: every valid sample rendered with a template, tokenized with labels
 // by construction, truncated to model_max_length; invalid or label-less samples counted with
 // their index and reason. Built on all cores (OpenMP) in chunks, so memory is the tokens plus
-// one chunk of parsed samples. Reference: FastChat SupervisedDataset / preprocess() (eager).
+// one chunk of parsed samples; that memory is estimated and checked before the bulk is parsed.
+// Its identity (file size and XXH3, template) is what a resume checks. Reference: FastChat
+// SupervisedDataset / preprocess() (eager).
 #pragma once
 #include <cstdint>
 #include <span>
 #include <string>
 #include <vector>
 
+#include "core/fingerprint.h"
 #include "data/conversation.h"
 #include "data/sample_reader.h"
 #include "tokenizer/tokenizer.h"
@@ -21,7 +24,29 @@ struct DataOptions {
   int64_t model_max_length = 512;  // longer samples are cut at the right (kept, counted)
   DataFormat format = DataFormat::auto_;
   bool strict = false;  // the first invalid or dropped sample is an sft::Error
+  // Bytes the loading may take (-1: not checked), and what they are, for the message (e.g. "free
+  // memory less the model's 1.2 GiB"). See DataMemoryEstimate.
+  int64_t memory_budget = -1;
+  std::string memory_budget_note = "free memory";
 };
+
+// The memory of loading a data file, estimated before its samples are parsed and checked against
+// DataOptions::memory_budget twice: each of the largest samples (parsed, rendered and tokenized
+// whole before truncation, one per thread at once) before anything is parsed; then the whole
+// file, from the tokens per byte of its first samples, before the rest is parsed.
+struct DataMemoryEstimate {
+  int64_t samples = 0;
+  int64_t tokens = 0;         // kept tokens, after truncation to model_max_length
+  int64_t token_bytes = 0;    // their ids and labels (5 bytes per token)
+  int64_t index_bytes = 0;    // per sample: offsets, sources, lengths, the reader's ranges and lines
+  int64_t working_bytes = 0;  // the largest samples in flight at once, and one chunk's results
+  int64_t total() const { return token_bytes + index_bytes + working_bytes; }
+};
+// Bytes one thread takes to read, render and tokenize a sample of `json_bytes` bytes whole, with a
+// tokenizer of `kind` (measured: docs/reliability.md).
+int64_t sample_working_bytes(size_t json_bytes, TokenizerKind kind);
+// "1.2 GiB", "640.0 MiB", "12.0 KiB".
+std::string human_bytes(int64_t bytes);
 
 struct DataStats {
   int64_t samples = 0;    // in the file
@@ -35,7 +60,11 @@ struct DataStats {
   int64_t longest = 0;           // longest kept sample before truncation, tokens
   int64_t encoder_fallbacks = 0;  // see SampleEncoder::fallbacks()
   size_t bytes = 0;
+  uint64_t xxh3 = 0;             // XXH3-64 of the file, computed while reading it
   bool json_lines = false;       // the file is JSON Lines (else a JSON array)
+  int64_t estimated_bytes = 0;   // the data's tokens and index, estimated before the bulk was parsed
+  int64_t estimated_peak_bytes = 0;  // with the samples in flight: DataMemoryEstimate::total(), checked
+  int64_t memory_bytes = 0;      // what the Dataset holds (Dataset::memory_bytes())
   double seconds = 0;            // wall time of load_dataset
 };
 
@@ -59,10 +88,15 @@ class Dataset {
   int64_t model_max_length() const { return max_length_; }
   // Hash of (source index, length) of every sample: identifies the data a loader state refers to.
   uint64_t fingerprint() const;
+  // What a checkpoint's loader state records of the data: "data file bytes", "data file XXH3"
+  // and "template" (a built-in template's name, or the XXH3 of the model's Jinja template text).
+  Fingerprint identity() const;
+  // Bytes held by the tokens, labels and per-sample arrays.
+  int64_t memory_bytes() const;
 
  private:
   friend Dataset load_dataset(const std::string&, const Tokenizer&, const DataOptions&);
-  std::string path_, template_;
+  std::string path_, template_, template_id_;
   DataFormat format_ = DataFormat::auto_;
   int64_t max_length_ = 0;
   std::vector<int32_t> tokens_;        // all samples' ids, concatenated

@@ -6,7 +6,10 @@
 #include <map>
 #include <numeric>
 
+#include <fmt/ranges.h>
+
 #include "core/check.h"
+#include "core/log.h"
 
 namespace sft {
 
@@ -156,28 +159,109 @@ bool DataLoader::next(Batch& out) {
 nlohmann::json DataLoader::state() const {
   return nlohmann::json{{"epoch", epoch_},
                         {"row", std::min(row_, rows_per_epoch())},
+                        {"rows", rows_per_epoch()},
                         {"seed", opt_.seed},
                         {"shuffle", opt_.shuffle},
                         {"packing", opt_.packing},
                         {"max_length", opt_.max_length},
                         {"num_samples", data_.size()},
-                        {"fingerprint", fmt::format("{:016x}", data_.fingerprint())}};
+                        {"fingerprint", fmt::format("{:016x}", data_.fingerprint())},
+                        {"data_path", data_.path()},
+                        {"identity", data_.identity().to_json()}};
 }
+
+namespace {
+
+// What a loader state says about its data and options, as fingerprint items (data first).
+Fingerprint state_fingerprint(const nlohmann::json& s) {
+  Fingerprint f;
+  if (s.contains("identity")) {  // in Dataset::identity()'s order (a JSON object's keys come back sorted)
+    const Fingerprint saved = Fingerprint::from_json(s.at("identity"), "data");
+    for (const char* name : {"data file size", "data file XXH3", "template"})
+      if (const std::string* v = saved.find(name)) f.add(name, *v);
+    for (const FingerprintItem& it : saved.items()) f.add(it.name, it.value);
+  }
+  const std::pair<const char*, const char*> keys[] = {{"num_samples", "usable samples"},
+                                                      {"fingerprint", "sample lengths (hash)"},
+                                                      {"seed", "--seed"},
+                                                      {"shuffle", "shuffle"},
+                                                      {"packing", "--packing"},
+                                                      {"max_length", "--model_max_length"}};
+  for (auto [key, name] : keys)
+    if (s.contains(key)) f.add(name, s.at(key).is_string() ? s.at(key).get<std::string>() : s.at(key).dump());
+  return f;
+}
+
+// The differences that make a saved position meaningless here, one phrase each; the data file's
+// size and checksum as one phrase naming the file. Items the checkpoint does not record go to
+// `unchecked`.
+std::vector<std::string> describe_changes(const nlohmann::json& s, const Fingerprint& saved, const Fingerprint& now,
+                                          const std::string& path, std::vector<std::string>& unchecked) {
+  std::vector<std::string> out;
+  const std::vector<FingerprintChange> changes = compare_fingerprints(saved, now);
+  const FingerprintChange *size = nullptr, *hash = nullptr;
+  for (const FingerprintChange& c : changes) {
+    if (!c.before) unchecked.push_back(c.name);
+    else if (!c.now) continue;  // recorded by another sft version, unknown here
+    else if (c.name == "data file size") size = &c;
+    else if (c.name == "data file XXH3") hash = &c;
+  }
+  if (size || hash) {
+    std::string file = path;
+    if (const std::string saved_path = s.value("data_path", path); saved_path != path)
+      file += fmt::format(" (the checkpoint's was {})", saved_path);
+    const auto get = [](const Fingerprint& f, const char* name) {
+      const std::string* v = f.find(name);
+      return v ? *v : std::string("none");
+    };
+    if (size)
+      out.push_back(fmt::format("data file {}: {} when the checkpoint was saved, {} now (XXH3 {}, now {})", file,
+                                *size->before, *size->now, get(saved, "data file XXH3"), get(now, "data file XXH3")));
+    else
+      out.push_back(fmt::format("data file {}: the same size ({}) but other content: XXH3 {} when the checkpoint was "
+                                "saved, {} now", file, get(now, "data file size"), *hash->before, *hash->now));
+  }
+  for (const FingerprintChange& c : changes)
+    if (c.before && c.now && c.name != "data file size" && c.name != "data file XXH3")
+      out.push_back(describe_change(c, "when the checkpoint was saved", "now"));
+  return out;
+}
+
+}  // namespace
 
 void DataLoader::load_state(const nlohmann::json& s) {
   try {
-    const auto check = [&](const char* key, const nlohmann::json& want) {
-      if (!s.contains(key) || s.at(key) != want)
-        fail("data", "loader state: {} is {}, but this run has {}", key, s.contains(key) ? s.at(key).dump() : "missing",
-             want.dump());
-    };
-    const nlohmann::json mine = state();
-    for (const char* key : {"seed", "shuffle", "packing", "max_length", "num_samples", "fingerprint"}) check(key, mine[key]);
     const int64_t epoch = s.at("epoch").get<int64_t>(), row = s.at("row").get<int64_t>();
     SFT_CHECK(epoch >= 0 && row >= 0, "data", "loader state: negative epoch {} or row {}", epoch, row);
-    start_epoch(epoch);
-    SFT_CHECK(row <= rows_per_epoch(), "data", "loader state: row {} is past the epoch's {} rows", row, rows_per_epoch());
-    row_ = row;
+    std::vector<std::string> unchecked;
+    const std::vector<std::string> changed =
+        describe_changes(s, state_fingerprint(s), state_fingerprint(state()), data_.path(), unchecked);
+    if (!unchecked.empty())
+      log_info("[data] the checkpoint's loader state records no {} (saved by an older sft): not checked",
+               fmt::join(unchecked, ", "));
+    const std::string position = fmt::format("epoch {}, row {}", epoch, row);
+    if (!opt_.ignore_data_skip) {
+      if (!changed.empty())
+        fail("data", "loader state: the checkpoint's data position ({}) is not a position in this run's data: {}. "
+                     "Resume with the data and options the checkpoint was saved with, start a new --output_dir, or "
+                     "pass --ignore_data_skip True to start epoch {} of this data from its first row",
+             position, fmt::join(changed, "; "), epoch);
+      start_epoch(epoch);
+      SFT_CHECK(row <= rows_per_epoch(), "data", "loader state: row {} is past the epoch's {} rows", row, rows_per_epoch());
+      row_ = row;
+      return;
+    }
+    // HF's ignore_data_skip: the epoch the checkpoint was in, from its first row (the next epoch
+    // when the checkpoint was taken at an epoch's end).
+    const int64_t saved_rows = s.contains("rows") ? s.at("rows").get<int64_t>() : rows_per_epoch();
+    const int64_t start = row >= saved_rows && row > 0 ? epoch + 1 : epoch;
+    start_epoch(start);
+    if (!changed.empty())
+      log_info("[data] --ignore_data_skip True: resuming although {} (without the flag this resume is refused); "
+               "epoch {} of this data starts from its first row", fmt::join(changed, "; "), start);
+    else
+      log_info("[data] --ignore_data_skip True: epoch {} starts from its first row instead of the saved position ({})",
+               start, position);
   } catch (const nlohmann::json::exception& e) {
     fail("data", "loader state: {}", e.what());
   }

@@ -1,7 +1,9 @@
 // Micro-batches of a Dataset for training: packing (samples concatenated into rows of at most
 // max_length tokens, each its own sequence for variable-length attention) or FastChat-style
 // right padding; a per-epoch order that is a pure function of (seed, epoch); sharding of rows
-// over (rank, world_size); and a position that saves and restores exactly as a small JSON.
+// over (rank, world_size); and a position that saves and restores exactly as a small JSON, refused
+// when the data (file size and XXH3, template, samples) or options changed, unless ignore_data_skip
+// (HF's flag: the saved epoch starts again from its first row).
 // Reference: FastChat padding (fastchat-sft.md §1.2); packing as TRL "bfd" (ecosystem.md §2.4).
 #pragma once
 #include <cstdint>
@@ -23,6 +25,9 @@ struct LoaderOptions {
   uint64_t seed = 42;
   int64_t rank = 0, world_size = 1;
   int32_t pad_id = 0;           // see pad_id_for()
+  // load_state() starts the saved epoch from its first row instead of the saved row, and a changed
+  // data file, template or option is logged instead of refused (HF TrainingArguments.ignore_data_skip).
+  bool ignore_data_skip = false;
 };
 
 // The padding id: the tokenizer's unk (FastChat: pad = unk), else its pad, else its eos, else 0.
@@ -52,9 +57,12 @@ class DataLoader {
   // (the next call starts the next epoch).
   bool next(Batch& out);
 
-  // {"epoch", "row": rows of the epoch consumed by all ranks, "seed", "packing", "max_length",
-  // "num_samples", "fingerprint"}. load_state() checks that the data and options match (the
-  // batch size and world size may change: the row position is global).
+  // {"epoch", "row": rows of the epoch consumed by all ranks, "rows": the epoch's rows, "seed",
+  // "shuffle", "packing", "max_length", "num_samples", "fingerprint" (Dataset::fingerprint),
+  // "data_path", "identity": Dataset::identity()}. load_state() checks that the data and options
+  // match and names every difference (the file with its old and new size and XXH3, the template,
+  // the option); the batch size and world size may change: the row position is global. A state
+  // without "identity" (an older sft's) is resumed with that part unchecked, and says so.
   nlohmann::json state() const;
   void load_state(const nlohmann::json& state);
 

@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/fingerprint.h"
 #include "data/chat_template.h"
 #include "tokenizer/utf8.h"
 
@@ -103,12 +104,15 @@ SampleFile::SampleFile(const std::string& path) : path_(path) {
   if (size_ >= 3 && std::memcmp(data_, "\xEF\xBB\xBF", 3) == 0) pos = 3;  // UTF-8 byte-order mark
   while (pos < size_ && is_ws(data_[pos])) ++pos;
   try {
+    Xxh3Stream hash;
     if (pos == size_) fail("data", "{}: no JSON in the file (only whitespace)", path);
     if (data_[pos] == '[') {
-      split_array(pos);
+      split_array(pos, hash);
+      hash_upto(hash, size_, true);
     } else if (data_[pos] == '{') {
       json_lines_ = true;
-      split_lines();
+      split_lines(hash);
+      hash_upto(hash, size_, true);
     } else {
       fail("data", "{}: not JSON: expected a JSON array of samples or JSON Lines, found '{}' at byte {}", path,
            utf8::lossy(std::string_view(data_ + pos, std::min<size_t>(utf8::seq_len(data_[pos]), size_ - pos))), pos);
@@ -136,7 +140,17 @@ void SampleFile::release_before(size_t offset) const {
 
 int64_t SampleFile::line(int64_t i) const { return lines_.at(static_cast<size_t>(i)); }
 
-void SampleFile::split_array(size_t pos) {
+void SampleFile::hash_upto(Xxh3Stream& hash, size_t offset, bool last) {
+  constexpr size_t kBlock = size_t(64) << 20;
+  offset = std::min(offset, size_);
+  if (offset <= hashed_ || (!last && offset - hashed_ < kBlock)) return;
+  hash.update(data_ + hashed_, offset - hashed_);
+  hashed_ = offset;
+  release_before(offset);
+  if (last && offset == size_) xxh3_ = hash.digest();
+}
+
+void SampleFile::split_array(size_t pos, Xxh3Stream& hash) {
   const char* d = data_;
   int64_t line = 1 + std::count(d, d + pos, '\n');
   ++pos;  // '['
@@ -157,6 +171,7 @@ void SampleFile::split_array(size_t pos) {
     if (end == begin) fail("data", "{}: not JSON: expected a value at line {}, found '{}'", path_, line, d[pos]);
     ranges_.emplace_back(begin, end);
     lines_.push_back(begin_line);
+    hash_upto(hash, begin);
     pos = end;
     while (pos < size_ && is_ws(d[pos])) line += d[pos++] == '\n';
     if (pos < size_ && d[pos] == ',') {
@@ -175,7 +190,7 @@ void SampleFile::split_array(size_t pos) {
   if (pos != size_) fail("data", "{}: not JSON: unexpected data after the closing ']' (line {})", path_, line);
 }
 
-void SampleFile::split_lines() {
+void SampleFile::split_lines(Xxh3Stream& hash) {
   const char* d = data_;
   int64_t line = 1;
   for (size_t pos = 0; pos < size_;) {
@@ -203,6 +218,7 @@ void SampleFile::split_lines() {
       ranges_.emplace_back(b, e);
       lines_.push_back(line);
     }
+    hash_upto(hash, pos);
     pos = end + 1;
     ++line;
   }

@@ -29,12 +29,8 @@ int env_int(const char* name, int fallback) {
   return int(x);
 }
 
-// FNV-1a over the text, kept to 52 bits so it travels exactly as a double.
-double hash52(std::string_view s) {
-  uint64_t h = 1469598103934665603ull;
-  for (unsigned char c : s) h = (h ^ c) * 1099511628211ull;
-  return double(h & ((uint64_t(1) << 52) - 1));
-}
+// An item's XXH3 kept to 52 bits, so that it travels exactly as a double.
+double hash52(const Fingerprint& f, size_t i) { return double(f.item_hash(i) & ((uint64_t(1) << 52) - 1)); }
 
 }  // namespace
 
@@ -101,19 +97,28 @@ std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch
 #endif
 }
 
-void check_same_config(Comm& comm, const std::vector<std::pair<std::string, std::string>>& options) {
-  const int n = int(options.size()), N = comm.size();
-  std::vector<double> mine(options.size()), all(size_t(n) * size_t(N));
-  for (size_t i = 0; i < options.size(); ++i) mine[i] = hash52(options[i].first + "=" + options[i].second);
+void check_same_config(Comm& comm, const Fingerprint& config) {
+  const std::vector<FingerprintItem>& items = config.items();
+  const int n = int(items.size()), N = comm.size();
+  // The item counts first: a different count (another sft build) would misalign the hashes.
+  double count = n;
+  std::vector<double> counts(size_t(N), 0.0);
+  comm.all_gather_host(&count, 1, counts.data(), "config_check_count");
+  for (int r = 0; r < N; ++r)
+    SFT_CHECK(counts[size_t(r)] == counts[0], "launch",
+              "ranks run different sft builds: rank {} checks {} configuration items, rank 0 checks {} (this is rank "
+              "{}); start every rank with the same sft binary", r, counts[size_t(r)], counts[0], comm.rank());
+  std::vector<double> mine(items.size()), all(size_t(n) * size_t(N));
+  for (size_t i = 0; i < items.size(); ++i) mine[i] = hash52(config, i);
   comm.all_gather_host(mine.data(), n, all.data(), "config_check");
   for (int i = 0; i < n; ++i) {
     std::vector<int> differ;
     for (int r = 1; r < N; ++r)
       if (all[size_t(r) * size_t(n) + size_t(i)] != all[size_t(i)]) differ.push_back(r);
     if (differ.empty()) continue;
-    fail("launch", "ranks run different configurations: --{} differs from rank 0's on rank(s) {} (this is rank {}, "
-                   "with '{}'); start every rank with the same flags",
-         options[size_t(i)].first, fmt::join(differ, ", "), comm.rank(), options[size_t(i)].second);
+    fail("launch", "ranks run different configurations: {} differs from rank 0's on rank(s) {} (this is rank {}, "
+                   "with '{}'); start every rank with the same flags and the same data",
+         items[size_t(i)].name, fmt::join(differ, ", "), comm.rank(), items[size_t(i)].value);
   }
 }
 

@@ -1,13 +1,14 @@
 // The process's place in a data-parallel job: whether a launcher (mpirun, srun) started it as one
 // of several ranks, its rank and its local rank on the node, the Comm that joins the ranks (MPI,
 // or a world of one without a launcher), and the start-up check that every rank runs the same
-// configuration.
+// configuration and data (the fingerprint a resume checks, core/fingerprint.h).
 #pragma once
 #include <memory>
 #include <string>
 #include <utility>
 #include <vector>
 
+#include "core/fingerprint.h"
 #include "dist/comm.h"
 
 namespace sft {
@@ -30,10 +31,12 @@ bool mpi_built();
 bool nccl_built();  // GPU ranks (comm_nccl.cpp) in this build
 std::string no_mpi_reason();
 
-// Every rank must train with the same options (name, value): each value is hashed and gathered;
-// a mismatch is an Error on every rank naming the first differing option and the ranks whose
-// value differs from rank 0's. Values that may differ per host (paths) are left out by the caller.
-void check_same_config(Comm& comm, const std::vector<std::pair<std::string, std::string>>& options);
+// Every rank must train with the same configuration: each item of `config` (the resolved options
+// as "--name", the data files' size and XXH3 and the template as a resume checks them against a
+// checkpoint, the checkpoint resumed from; core/fingerprint.h) is hashed and gathered; a mismatch
+// is an Error on every rank naming the first differing item and the ranks whose value differs
+// from rank 0's. Values that may differ per host (paths) are left out by the caller.
+void check_same_config(Comm& comm, const Fingerprint& config);
 
 std::unique_ptr<Comm> make_mpi_comm();  // comm_mpi.cpp (MPI builds only)
 // GPU ranks: NCCL for the tensor collectives on the backend's device, `host` (MPI) for the host

@@ -276,6 +276,22 @@ void validate_llama_config(const LlamaConfig& c, const std::string& where) {
       {"max_position_embeddings", c.max_position_embeddings}};
   for (auto [name, v] : sizes)
     if (v <= 0) fail("config", "{}: {} is {}, expected > 0", where, name, v);
+  // Sizes no machine can allocate (a dimension typed with extra digits) are refused here, before
+  // any size product could overflow int64 or reach the allocator: each dimension below 2^31 (token
+  // ids are int32), and at most 2^42 (4.4 trillion) parameters, 70 TiB of fp32 training state.
+  for (auto [name, v] : sizes)
+    if (v >= (int64_t(1) << 31))
+      fail("config", "{}: {} is {}, expected less than 2^31 ({}): a model of that size cannot be allocated", where,
+           name, v, (int64_t(1) << 31));
+  const double C = double(c.hidden_size), A = double(c.num_attention_heads * c.head_dim),
+               KV = double(c.num_key_value_heads * c.head_dim);
+  const double params = double(c.vocab_size) * C * (c.tie_word_embeddings ? 1 : 2) +
+                        double(c.num_hidden_layers) * (2 * C * A + 2 * C * KV + 3 * C * double(c.intermediate_size));
+  if (params > double(int64_t(1) << 42))
+    fail("config", "{}: about {:.3g} parameters (vocab_size {}, hidden_size {}, intermediate_size {}, "
+                   "num_hidden_layers {}): a model of that size cannot be allocated (the limit is 2^42, 4.4e12 "
+                   "parameters; training takes 16 bytes per parameter)",
+         where, params, c.vocab_size, c.hidden_size, c.intermediate_size, c.num_hidden_layers);
   if (c.num_attention_heads % c.num_key_value_heads != 0)
     fail("config", "{}: num_attention_heads {} is not divisible by num_key_value_heads {}", where,
          c.num_attention_heads, c.num_key_value_heads);

@@ -1,6 +1,7 @@
 // Memory plan of a training run and the check against free memory (see memory_check.h).
 #include "train/memory_check.h"
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -16,7 +17,12 @@ MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt,
   p.optimizer = 8 * p.params;
   p.weight_copies = int64_t(weight_copy_bytes) * p.params;  // upper bound: the embedding is not a matmul weight unless tied
   p.max_tokens = max_tokens;
-  p.activations = max_tokens > 0 ? LlamaModel::activation_bytes(cfg, opt, max_tokens) : 0;
+  // The largest activation terms are (N, vocab) logits and (N, intermediate) per layer: past 2^62
+  // bytes the exact count would overflow, and no machine has that much anyway.
+  const double widest = double(std::max({cfg.vocab_size, cfg.intermediate_size, cfg.hidden_size}));
+  const double rough = double(max_tokens) * widest * 16.0 * double(cfg.num_hidden_layers + 2);
+  constexpr int64_t kCap = int64_t(1) << 62;
+  p.activations = max_tokens <= 0 ? 0 : rough >= double(kCap) ? kCap : LlamaModel::activation_bytes(cfg, opt, max_tokens);
   return p;
 }
 
@@ -35,6 +41,7 @@ int64_t read_int_file(const std::string& path) {  // -1 when absent or "max"
 
 std::string human(int64_t bytes) {
   const double b = double(bytes);
+  if (b >= 1024.0 * 1024 * 1024 * 1024) return fmt::format("{:.1f} TiB", b / (1024.0 * 1024 * 1024 * 1024));
   if (b >= 1024.0 * 1024 * 1024) return fmt::format("{:.1f} GiB", b / (1024.0 * 1024 * 1024));
   return fmt::format("{:.1f} MiB", b / (1024.0 * 1024));
 }
@@ -69,8 +76,9 @@ std::string describe(const MemoryPlan& p) {
   std::string s = fmt::format("weights {}, gradients {}, AdamW moments {}", human(p.weights), human(p.grads),
                               human(p.optimizer));
   if (p.weight_copies) s += fmt::format(", bf16 weight copies {}", human(p.weight_copies));
-  s += fmt::format(", activations {} for {} tokens per micro-batch = {}", human(p.activations), p.max_tokens,
-                   human(p.total()));
+  s += fmt::format(", activations {} for {} tokens per micro-batch", human(p.activations), p.max_tokens);
+  if (p.data) s += fmt::format(", tokenized data {}", human(p.data));
+  s += fmt::format(" = {}", human(p.total()));
   return s;
 }
 
@@ -79,6 +87,9 @@ void check_memory_fits(const MemoryPlan& p, int64_t available, int64_t batch_siz
   std::string fix = fmt::format("lower --per_device_train_batch_size (now {}) or --model_max_length (now {})",
                                 batch_size, seq_len);
   if (!recompute) fix += ", or turn on --gradient_checkpointing True";
+  if (p.data > 0 && p.total() - p.data <= available)
+    fix = fmt::format("the tokenized data ({}) is what does not fit: train on a part of it, or lower "
+                      "--model_max_length (now {}) to keep fewer tokens of long samples", human(p.data), seq_len);
   if (p.weights + p.grads + p.optimizer > available)
     fix = "the model's weights, gradients and AdamW moments alone do not fit: use a smaller model or a machine "
           "with more memory";

@@ -1,7 +1,9 @@
 // The memory check before training: what a run will hold (fp32 weights, gradients, AdamW moments,
-// the backend's bf16 weight copies, activations for the largest micro-batch) against what the
-// machine (or its cgroup) has free, so that a batch that cannot fit fails in seconds with what to
-// reduce instead of being OOM-killed mid-run. Sizes come from LlamaModel's own allocation plan.
+// the backend's bf16 weight copies, activations for the largest micro-batch, the tokenized data)
+// against what the machine (or its cgroup) has free, so that a batch that cannot fit fails in
+// seconds with what to reduce instead of being OOM-killed mid-run. Sizes come from LlamaModel's
+// own allocation plan; the model's part is checked before the data is read, the data's part
+// while it is read (data/dataset.h DataMemoryEstimate), and the whole before the model is built.
 #pragma once
 #include <cstdint>
 #include <string>
@@ -17,12 +19,14 @@ struct MemoryPlan {
   int64_t optimizer = 0;         //        AdamW m and v (fp32)
   int64_t weight_copies = 0;     //        bf16 copies of the weights, where the backend keeps them
   int64_t activations = 0;       //        activation buffers for max_tokens (LlamaModel::activation_bytes)
+  int64_t data = 0;              //        the tokenized training and evaluation data (host memory)
   int64_t max_tokens = 0;        // N = B*T of the largest micro-batch
-  int64_t total() const { return weights + grads + optimizer + weight_copies + activations; }
+  int64_t total() const { return weights + grads + optimizer + weight_copies + activations + data; }
 };
 
 // weight_copy_bytes: per parameter, what the backend keeps for bf16 GEMMs in bf16 training
-// (Backend::bf16_weight_copy_bytes), 0 in fp32.
+// (Backend::bf16_weight_copy_bytes), 0 in fp32. Activations that would not fit in 62 bits (an
+// absurd vocabulary times the tokens) are capped there, so the check refuses them.
 MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt, int64_t max_tokens,
                                 int weight_copy_bytes);
 
@@ -30,11 +34,13 @@ MemoryPlan plan_training_memory(const LlamaConfig& cfg, const ModelOptions& opt,
 // (memory.max - memory.current) or v1 limit when one is set; -1 when unknown.
 int64_t available_memory_bytes();
 
-// One line per part, e.g. "weights 64.0 MiB, gradients 64.0 MiB, ... = 1.2 GiB".
+// One line per part, e.g. "weights 64.0 MiB, gradients 64.0 MiB, ... = 1.2 GiB" (the data and the
+// bf16 copies only when the plan has them).
 std::string describe(const MemoryPlan& plan);
 
 // An sft::Error when plan.total() exceeds `available` (skipped when available < 0), naming the
-// parts and what to reduce (batch size, model_max_length, gradient checkpointing).
+// parts and what to reduce (batch size, model_max_length, gradient checkpointing; the data when
+// the rest would fit without it; the model when its weights and optimizer state alone do not).
 void check_memory_fits(const MemoryPlan& plan, int64_t available, int64_t batch_size, int64_t seq_len,
                        bool recompute);
 

@@ -1,6 +1,9 @@
 // Batching on the dummy data: packed and padded batches hold exactly the dataset's samples with
 // shifted targets, per-sample positions and sequence boundaries; the order is a pure function of
-// (seed, epoch); ranks split the rows without overlap; a saved position resumes exactly.
+// (seed, epoch); ranks split the rows without overlap; a saved position resumes exactly. A resume
+// against changed data (same-size content change, another size, another built-in or Jinja
+// template) is refused naming the file with both sizes and XXH3s or both templates, and with
+// ignore_data_skip goes on from the first row of the saved epoch (the next one at an epoch's end).
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -11,6 +14,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data_test_util.h"
+#include "io/file_hash.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace data_test;
@@ -303,6 +307,188 @@ TEST(Loader, UnevenLastBatchMayBeEmptyOnSomeRanks) {
   EXPECT_EQ(b.B, 0);
   EXPECT_EQ(b.cu_seqlens, std::vector<int32_t>{0});
   EXPECT_FALSE(loader.next(b));
+}
+
+// --- resume against changed data ---
+
+const sft::Tokenizer& llama2_tok() {
+  static auto tok = sft::load_tokenizer(kLlama2);
+  return *tok;
+}
+
+sft::Dataset load_at(const fs::path& path, const std::string& tmpl = "vicuna_v1.1", const std::string& model_dir = "") {
+  sft::DataOptions opt;
+  opt.conversation_template = tmpl;
+  opt.model_dir = model_dir;
+  return sft::load_dataset(path.string(), llama2_tok(), opt);
+}
+
+// The state after two batches of a loader over `ds`.
+nlohmann::json state_after_two(const sft::Dataset& ds, const sft::LoaderOptions& opt) {
+  sft::DataLoader l(ds, opt);
+  sft::Batch b;
+  l.next(b);
+  l.next(b);
+  return nlohmann::json::parse(l.state().dump());  // as a checkpoint stores it
+}
+
+std::string resume_error(const sft::Dataset& ds, const nlohmann::json& saved, const sft::LoaderOptions& opt) {
+  try {
+    sft::DataLoader l(ds, opt);
+    l.load_state(saved);
+  } catch (const sft::Error& e) {
+    return e.what();
+  }
+  return "";
+}
+
+std::string commas(uint64_t v) {  // 234166 -> "234,166 bytes"
+  std::string s = std::to_string(v), out;
+  for (size_t i = 0; i < s.size(); ++i) out += (i && (s.size() - i) % 3 == 0 ? "," : "") + std::string(1, s[i]);
+  return out + " bytes";
+}
+
+std::string hex(uint64_t h) { return fmt::format("{:016x}", h); }
+
+TEST(LoaderResume, SameSizeOtherContentNamesTheFileAndBothChecksums) {
+  const fs::path p = temp_dir("resume-content") / "train.json";
+  std::string text = read_file(dummy_data());
+  write_file(p, text);
+  const sft::LoaderOptions opt{.batch_size = 4};
+  const nlohmann::json saved = state_after_two(load_at(p), opt);
+  const uint64_t before = sft::digest_file(p.string()).xxh3;
+  const size_t at = text.find("\"value\": \"") + 10;  // first letter of the first message
+  text[at] = text[at] == 'Q' ? 'Z' : 'Q';
+  write_file(p, text);
+  const uint64_t after = sft::digest_file(p.string()).xxh3;
+  ASSERT_NE(before, after);
+  const std::string e = resume_error(load_at(p), saved, opt);
+  EXPECT_NE(e.find(fmt::format("data file {}: the same size ({}) but other content: XXH3 {} when the checkpoint was "
+                               "saved, {} now", p.string(), commas(text.size()), hex(before), hex(after))),
+            std::string::npos) << e;
+  EXPECT_NE(e.find("the checkpoint's data position (epoch 0, row 8)"), std::string::npos) << e;
+  EXPECT_NE(e.find("pass --ignore_data_skip True to start epoch 0 of this data from its first row"), std::string::npos) << e;
+  EXPECT_EQ(e.find("template"), std::string::npos) << e;  // only what changed
+  fs::remove_all(p.parent_path());
+}
+
+TEST(LoaderResume, AnotherSizeNamesBothSizesAndNothingElse) {
+  const fs::path p = temp_dir("resume-size") / "train.json";
+  const std::string text = read_file(dummy_data());
+  write_file(p, text);
+  const sft::LoaderOptions opt{.batch_size = 4};
+  const nlohmann::json saved = state_after_two(load_at(p), opt);
+  const uint64_t before = sft::digest_file(p.string()).xxh3;
+  write_file(p, text + "\n\n");  // the same samples: only the file's size and checksum differ
+  const uint64_t after = sft::digest_file(p.string()).xxh3;
+  const sft::Dataset now = load_at(p);
+  EXPECT_EQ(now.stats().xxh3, after);  // hashed while read, equal to a separate read of the file
+  const std::string e = resume_error(now, saved, opt);
+  EXPECT_NE(e.find(fmt::format("data file {}: {} when the checkpoint was saved, {} now (XXH3 {}, now {})", p.string(),
+                               commas(text.size()), commas(text.size() + 2), hex(before), hex(after))),
+            std::string::npos) << e;
+  for (const char* other : {"usable samples", "sample lengths", "template", "--seed"})
+    EXPECT_EQ(e.find(other), std::string::npos) << other << ": " << e;
+  fs::remove_all(p.parent_path());
+}
+
+TEST(LoaderResume, AnotherBuiltInTemplateIsNamed) {
+  const sft::Dataset& vicuna = dummy(512);
+  const sft::LoaderOptions opt{.batch_size = 4};
+  const nlohmann::json saved = state_after_two(vicuna, opt);
+  const std::string e = resume_error(load_at(dummy_data(), "llama-2"), saved, opt);
+  EXPECT_NE(e.find("template: vicuna_v1.1 when the checkpoint was saved, llama-2 now"), std::string::npos) << e;
+  EXPECT_EQ(e.find("data file"), std::string::npos) << e;  // the file is the same
+}
+
+TEST(LoaderResume, AnEditedJinjaTemplateIsNamedByItsChecksum) {
+  const fs::path model = temp_dir("resume-jinja");
+  for (const char* f : {"tokenizer.model", "tokenizer_config.json", "special_tokens_map.json"})
+    fs::copy_file(fs::path(kLlama2) / f, model / f);
+  const std::string t1 =
+      "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}USER: {{ m['content'] }} "
+      "{% elif m['role'] == 'assistant' %}ASSISTANT: {{ m['content'] }}{{ eos_token }}{% endif %}{% endfor %}";
+  const std::string t2 = t1 + "{# edited #}";
+  write_file(model / "chat_template.jinja", t1);
+  const sft::LoaderOptions opt{.batch_size = 4};
+  const nlohmann::json saved = state_after_two(load_at(dummy_data(), "auto", model.string()), opt);
+  write_file(model / "chat_template.jinja", t2);
+  const sft::Dataset now = load_at(dummy_data(), "auto", model.string());
+  const std::string e = resume_error(now, saved, opt);
+  EXPECT_NE(e.find(fmt::format("template: the model's Jinja template, XXH3 {} when the checkpoint was saved, the "
+                               "model's Jinja template, XXH3 {} now", hex(sft::xxh3_of(t1.data(), t1.size())),
+                               hex(sft::xxh3_of(t2.data(), t2.size())))),
+            std::string::npos) << e;
+  // A comment renders nothing: the samples are the same, only the template's text changed.
+  EXPECT_EQ(e.find("sample lengths"), std::string::npos) << e;
+  fs::remove_all(model);
+}
+
+// HF's ignore_data_skip: the saved epoch from its first row, whatever changed; at an epoch's end,
+// the next epoch.
+TEST(LoaderResume, IgnoreDataSkipStartsTheSavedEpochFromItsFirstRow) {
+  const fs::path p = temp_dir("resume-ignore") / "train.json";
+  const std::string text = read_file(dummy_data());
+  write_file(p, text);
+  sft::LoaderOptions opt{.batch_size = 4, .packing = false};
+  const sft::Dataset before = load_at(p);
+  sft::DataLoader a(before, opt);
+  sft::Batch b;
+  const int64_t per_epoch = a.batches_per_epoch();
+  for (int64_t k = 0; k < per_epoch + 1 + 3; ++k) a.next(b);  // epoch 1, row 12
+  const nlohmann::json mid = a.state();
+  ASSERT_EQ(mid["epoch"], 1);
+  ASSERT_EQ(mid["row"], 12);
+  write_file(p, text + " ");  // changed: refused without the flag
+  const sft::Dataset now = load_at(p);
+  EXPECT_NE(resume_error(now, mid, opt), "");
+  opt.ignore_data_skip = true;
+  sft::DataLoader r(now, opt);
+  testing::internal::CaptureStderr();
+  r.load_state(mid);
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find(fmt::format("--ignore_data_skip True: resuming although data file {}: {} when the checkpoint was "
+                                 "saved, {} now", p.string(), commas(text.size()), commas(text.size() + 1))),
+            std::string::npos) << log;
+  EXPECT_NE(log.find("(without the flag this resume is refused); epoch 1 of this data starts from its first row"),
+            std::string::npos) << log;
+  EXPECT_EQ(r.epoch(), 1);
+  ASSERT_TRUE(r.next(b));
+  const auto rows = sft::plan_epoch(now, opt, 1);
+  EXPECT_EQ(check_batch(now, b, 0), (std::vector<int64_t>{rows[0][0], rows[1][0], rows[2][0], rows[3][0]}));
+  EXPECT_EQ(r.state()["row"], 4);
+
+  // Saved at the end of epoch 0 (every row consumed): epoch 1 from its first row.
+  sft::DataLoader e0(now, opt);
+  for (int64_t k = 0; k < per_epoch; ++k) ASSERT_TRUE(e0.next(b));
+  const nlohmann::json end = e0.state();
+  ASSERT_EQ(end["epoch"], 0);
+  ASSERT_EQ(end["row"], end["rows"]);
+  sft::DataLoader r2(now, opt);
+  testing::internal::CaptureStderr();
+  r2.load_state(end);
+  const std::string log2 = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log2.find("--ignore_data_skip True: epoch 1 starts from its first row instead of the saved position "
+                      "(epoch 0, row " + std::to_string(end["row"].get<int64_t>()) + ")"), std::string::npos) << log2;
+  EXPECT_EQ(r2.epoch(), 1);
+  EXPECT_EQ(r2.state()["row"], 0);
+  fs::remove_all(p.parent_path());
+}
+
+// A loader state saved before the data identity existed (no "identity", "rows", "data_path")
+// resumes at its position, saying what it could not check.
+TEST(LoaderResume, AnOlderStateWithoutIdentityResumesAndSaysSo) {
+  const sft::Dataset& ds = dummy(512);
+  const sft::LoaderOptions opt{.batch_size = 4};
+  nlohmann::json saved = state_after_two(ds, opt);
+  for (const char* key : {"identity", "rows", "data_path"}) saved.erase(key);
+  sft::DataLoader r(ds, opt);
+  testing::internal::CaptureStderr();
+  r.load_state(saved);
+  const std::string log = testing::internal::GetCapturedStderr();
+  EXPECT_NE(log.find("records no data file size, data file XXH3, template (saved by an older sft): not checked"),
+            std::string::npos) << log;
+  EXPECT_EQ(r.state()["row"], 8);
 }
 
 }  // namespace
