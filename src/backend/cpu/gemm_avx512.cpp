@@ -12,10 +12,17 @@
 
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/simd_avx512.h"
+#include "core/bf16_avx512.h"
 #include "core/check.h"
 
 namespace sft::cpu {
 namespace {
+
+using simd::bf16_pack32;
+using simd::bf16_pairs;
+using simd::round_bf16;
+using simd::transpose16;
+using detail::tail_mask;
 
 constexpr int MR = 8;         // rows of the register tile
 constexpr int NR = 48;        // columns of the register tile
@@ -27,66 +34,11 @@ constexpr int64_t B_BLOCK_UNITS = 128 * 1024;  // 512 KiB
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-__mmask16 mask_left(int64_t left) {
-  return left <= 0 ? __mmask16(0) : left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1);
-}
-
-// bf16 bits of x in the low half of each 32-bit lane (high half zero): round to nearest even,
-// NaN kept quiet, denormals kept; bit-identical to f32_to_bf16 (core/dtype.h).
-inline __m512i bf16_bits(__m512 x) {
-  const __m512i u = _mm512_castps_si512(x);
-  const __m512i hi = _mm512_srli_epi32(u, 16);
-  const __m512i lsb = _mm512_and_si512(hi, _mm512_set1_epi32(1));
-  const __m512i bias = _mm512_add_epi32(_mm512_set1_epi32(0x7fff), lsb);
-  const __m512i r = _mm512_srli_epi32(_mm512_add_epi32(u, bias), 16);
-  const __mmask16 nan = _mm512_cmp_ps_mask(x, x, _CMP_UNORD_Q);
-  return _mm512_mask_mov_epi32(r, nan, _mm512_or_si512(hi, _mm512_set1_epi32(0x40)));
-}
-
-// x rounded to bf16 and widened back: fp32 values with the low 16 bits zero.
-inline __m512 round_bf16(__m512 x) { return _mm512_castsi512_ps(_mm512_slli_epi32(bf16_bits(x), 16)); }
 
 // 16 consecutive values of fp32 or bf16 (uint16 bits) data as fp32, lanes past the mask zero.
 inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
 inline __m512 load16(const uint16_t* p, __mmask16 m) {
   return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
-}
-
-// Lane i = (bf16(lo[i]), bf16(hi[i])) as one 32-bit pair, low half first.
-inline __m512i bf16_pairs(__m512 lo, __m512 hi) {
-  return _mm512_or_si512(bf16_bits(lo), _mm512_slli_epi32(bf16_bits(hi), 16));
-}
-
-// 32 consecutive floats -> 16 bf16 pairs in order.
-inline __m512i bf16_pack32(__m512 x0, __m512 x1) {
-  const __m256i lo = _mm512_cvtepi32_epi16(bf16_bits(x0));
-  const __m256i hi = _mm512_cvtepi32_epi16(bf16_bits(x1));
-  return _mm512_inserti64x4(_mm512_castsi256_si512(lo), hi, 1);
-}
-
-// In-register transpose of a 16x16 matrix of 32-bit lanes: r[i] lane j -> r[j] lane i.
-inline void transpose16(__m512i r[16]) {
-  __m512i t[16], u[16];
-  for (int g = 0; g < 4; ++g) {  // within 128-bit lanes: rows 4g..4g+3, columns 4L+e -> u[4g+e]
-    t[4 * g + 0] = _mm512_unpacklo_epi32(r[4 * g], r[4 * g + 1]);
-    t[4 * g + 1] = _mm512_unpackhi_epi32(r[4 * g], r[4 * g + 1]);
-    t[4 * g + 2] = _mm512_unpacklo_epi32(r[4 * g + 2], r[4 * g + 3]);
-    t[4 * g + 3] = _mm512_unpackhi_epi32(r[4 * g + 2], r[4 * g + 3]);
-    u[4 * g + 0] = _mm512_unpacklo_epi64(t[4 * g + 0], t[4 * g + 2]);
-    u[4 * g + 1] = _mm512_unpackhi_epi64(t[4 * g + 0], t[4 * g + 2]);
-    u[4 * g + 2] = _mm512_unpacklo_epi64(t[4 * g + 1], t[4 * g + 3]);
-    u[4 * g + 3] = _mm512_unpackhi_epi64(t[4 * g + 1], t[4 * g + 3]);
-  }
-  for (int e = 0; e < 4; ++e) {  // 4x4 transpose of 128-bit lanes across u[e], u[4+e], u[8+e], u[12+e]
-    const __m512i v0 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0x44);
-    const __m512i v1 = _mm512_shuffle_i32x4(u[e], u[4 + e], 0xee);
-    const __m512i v2 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0x44);
-    const __m512i v3 = _mm512_shuffle_i32x4(u[8 + e], u[12 + e], 0xee);
-    r[0 + e] = _mm512_shuffle_i32x4(v0, v2, 0x88);
-    r[4 + e] = _mm512_shuffle_i32x4(v0, v2, 0xdd);
-    r[8 + e] = _mm512_shuffle_i32x4(v1, v3, 0x88);
-    r[12 + e] = _mm512_shuffle_i32x4(v1, v3, 0xdd);
-  }
 }
 
 // ---- packing. Units: fp32 -> one float, bf16 -> one k-pair (uint32). kk = units of a k-block. ----
@@ -103,7 +55,7 @@ template <bool BF16, typename T>
     for (int64_t q = 0; q < panels; ++q)
       for (int v = 0; v < NV; ++v) {
         const int64_t j = q * NR + v * 16;
-        const __mmask16 m = mask_left(nc - j);
+        const __mmask16 m = tail_mask(nc - j);
         const __m512 x0 = load16(r0 + j, m);
         uint32_t* dst = bp + (q * kk + p) * NR + v * 16;
         if constexpr (BF16) {
@@ -134,11 +86,11 @@ template <bool BF16, typename T>
           }
           const T* src = B + (j0 + j + i) * ldb + k0 + k;
           if constexpr (BF16) {
-            const __m512 x0 = load16(src, mask_left(kc - k));
-            const __m512 x1 = load16(src + 16, mask_left(kc - k - 16));
+            const __m512 x0 = load16(src, tail_mask(kc - k));
+            const __m512 x1 = load16(src + 16, tail_mask(kc - k - 16));
             r[i] = bf16_pack32(x0, x1);
           } else {
-            const __m512 x = load16(src, mask_left(kc - k));
+            const __m512 x = load16(src, tail_mask(kc - k));
             r[i] = _mm512_castps_si512(round ? round_bf16(x) : x);
           }
         }
@@ -158,8 +110,8 @@ template <bool BF16, typename T>
     uint32_t* dst = ap + i * kk_pad;
     for (int64_t k = 0; k < kc; k += 16) {
       const __m512 x = kc - k >= 16 ? _mm512_loadu_ps(s + k)
-                                    : _mm512_maskz_loadu_ps(mask_left(kc - k), s + k);
-      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k / 2), _mm512_cvtepi32_epi16(bf16_bits(x)));
+                                    : _mm512_maskz_loadu_ps(tail_mask(kc - k), s + k);
+      _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + k / 2), simd::bf16_16(x));
     }
   }
 }
@@ -171,7 +123,7 @@ template <bool BF16, typename T>
     const float* s = src + i * lda;
     float* dst = reinterpret_cast<float*>(ap + i * kk_pad);
     for (int64_t k = 0; k < kc; k += 16)
-      _mm512_storeu_ps(dst + k, round_bf16(_mm512_maskz_loadu_ps(mask_left(kc - k), s + k)));
+      _mm512_storeu_ps(dst + k, round_bf16(_mm512_maskz_loadu_ps(tail_mask(kc - k), s + k)));
   }
 }
 
@@ -185,7 +137,7 @@ template <bool BF16>
     const float* r0 = src + (BF16 ? 2 * p : p) * lda;
     const bool pair = BF16 && 2 * p + 1 < kc;
     for (int c = 0; c < cols; c += 2 * MR) {
-      const __mmask16 m = mask_left(cols - c);
+      const __mmask16 m = tail_mask(cols - c);
       const __m512 x0 = _mm512_maskz_loadu_ps(m, r0 + c);
       __m512i y;
       if constexpr (BF16) {
@@ -279,7 +231,7 @@ void micro_kernel(int64_t kk, const uint32_t* a, int64_t a_rs, int mv, const uin
   __m512 bs[NV];
 #pragma GCC unroll 4
   for (int v = 0; v < NV; ++v) {
-    mk[v] = mask_left(nv - v * 16);
+    mk[v] = tail_mask(nv - v * 16);
     bs[v] = bias ? _mm512_maskz_loadu_ps(mk[v], bias + v * 16) : _mm512_setzero_ps();
   }
 #pragma GCC unroll 8

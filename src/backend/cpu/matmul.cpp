@@ -17,6 +17,7 @@
 #include "backend/cpu/backend_cpu.h"
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/gemm_route.h"
+#include "backend/cpu/pack_b.h"
 #include "core/aligned_vector.h"
 #include "core/check.h"
 
@@ -215,19 +216,24 @@ struct CpuBackend::Gemm {
     Packed& p = c.packed[form];
     const memory::desc& layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
     if (!p.valid || p.layout != layout) {
-      const uint16_t* src = w.dtype == DType::bf16 ? w.bf16() : round_into(pack_src, w.f32(), size_t(w.numel()));
-      pack(p, g, layout, src);
+      const uint16_t* src16 = nullptr;  // w's bf16 rounding, when a oneDNN reorder needs it
+      auto fill = [&](Packed& q, const cpu::GemmArgs& h, const memory::desc& lay) {
+        q.layout = lay;
+        q.data.resize(lay.get_size());
+        if (w.dtype == DType::f32 && cpu::is_blocked_b(lay.data, h.K, h.N)) {  // rounded straight into place
+          cpu::pack_b_bf16(w.f32(), w.dim(0), w.dim(1), h.trans_b, reinterpret_cast<uint16_t*>(q.data.data()));
+        } else {
+          if (!src16) src16 = w.dtype == DType::bf16 ? w.bf16() : round_into(pack_src, w.f32(), size_t(w.numel()));
+          onednn().pack(h, src16, lay, q.data.data());
+        }
+        q.valid = true;
+      };
+      fill(p, g, layout);
       Packed& other = c.packed[1 - form];
       if (sibling && !other.valid && !other.data.empty())
-        pack(other, *sibling, onednn().prim(*sibling, memory::data_type::bf16, true).packed_b, src);
+        fill(other, *sibling, onednn().prim(*sibling, memory::data_type::bf16, true).packed_b);
     }
     return p.data.data();
-  }
-  static void pack(Packed& p, const cpu::GemmArgs& g, const memory::desc& layout, const uint16_t* src) {
-    p.layout = layout;
-    p.data.resize(layout.get_size());
-    onednn().pack(g, src, layout, p.data.data());
-    p.valid = true;
   }
 
   // Runs g (A fp32; B fp32 in g.B, or bf16 in g.B16) in precision dt on its route. x16 / a16:

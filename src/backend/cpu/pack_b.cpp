@@ -1,0 +1,37 @@
+// Weight packing into oneDNN's AMX B layout (pack_b.h): the plain reference and the dispatch,
+// threads taking 64-column blocks of B.
+#include "backend/cpu/pack_b.h"
+
+#include "backend/cpu/cpu_features.h"
+#include "core/dtype.h"
+
+namespace sft::cpu {
+
+bool is_blocked_b(const dnnl_memory_desc_t& d, int64_t K, int64_t N) {
+  const BlockedB b{K, N};
+  const auto& blk = d.format_desc.blocking;
+  return d.ndims == 2 && d.data_type == dnnl_bf16 && d.format_kind == dnnl_blocked && d.offset0 == 0 &&
+         d.extra.flags == 0 && d.dims[0] == K && d.dims[1] == N && d.padded_dims[0] == b.Kp() &&
+         d.padded_dims[1] == b.Np() && blk.inner_nblks == 3 && blk.inner_blks[0] == 16 && blk.inner_idxs[0] == 0 &&
+         blk.inner_blks[1] == 64 && blk.inner_idxs[1] == 1 && blk.inner_blks[2] == 2 && blk.inner_idxs[2] == 0 &&
+         blk.strides[0] == b.kK * b.kN && blk.strides[1] == b.Kp() * b.kN;
+}
+
+void pack_b_bf16_reference(const float* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst) {
+  const BlockedB b{b_is_wT ? IC : OC, b_is_wT ? OC : IC};
+  for (int64_t k = 0; k < b.Kp(); ++k)
+    for (int64_t n = 0; n < b.Np(); ++n) {
+      const bool inside = k < b.K && n < b.N;
+      dst[b.offset(k, n)] = inside ? f32_to_bf16(b_is_wT ? w[n * IC + k] : w[k * IC + n]) : 0;
+    }
+}
+
+void pack_b_bf16(const float* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst) {
+  const CpuFeatures& f = cpu_features();
+  if (!f.avx512) return pack_b_bf16_reference(w, OC, IC, b_is_wT, dst);
+  const int64_t n_blocks = BlockedB{b_is_wT ? IC : OC, b_is_wT ? OC : IC}.Np() / BlockedB::kN;
+#pragma omp parallel for schedule(static) if (OC * IC > (1 << 16))
+  for (int64_t nb = 0; nb < n_blocks; ++nb) detail::pack_b_bf16_avx512(w, OC, IC, b_is_wT, dst, nb, nb + 1);
+}
+
+}  // namespace sft::cpu

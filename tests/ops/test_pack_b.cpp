@@ -1,0 +1,95 @@
+// Weight packing into oneDNN's AMX B layout (backend/cpu/pack_b.h): the AVX-512 kernel bit-exact
+// against the plain reference on ragged shapes, both forms, with NaN, infinities, denormals and
+// ties; and the reference layout byte-identical to what oneDNN's own reorder writes wherever its
+// AMX matmul asks for that layout (is_blocked_b; skipped where it never does: no AMX).
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <limits>
+#include <random>
+#include <string>
+#include <vector>
+
+#include <oneapi/dnnl/dnnl.hpp>
+
+#include "backend/cpu/cpu_features.h"
+#include "backend/cpu/pack_b.h"
+#include "core/aligned_vector.h"
+#include "core/dtype.h"
+
+namespace sft {
+namespace {
+
+std::vector<float> weight(int64_t OC, int64_t IC, uint32_t seed) {
+  std::mt19937 rng(seed);
+  std::normal_distribution<float> nd(0.0f, 1.0f);
+  std::vector<float> w(size_t(OC * IC));
+  for (float& v : w) v = nd(rng);
+  const float specials[] = {std::numeric_limits<float>::quiet_NaN(), std::numeric_limits<float>::infinity(),
+                            -std::numeric_limits<float>::infinity(), 1e-40f, -3e-39f, 1.00390625f /* tie */, 0.0f,
+                            -0.0f};
+  for (size_t i = 0; i < w.size(); i += 7) w[i] = specials[(i / 7) % 8];
+  return w;
+}
+
+const std::pair<int64_t, int64_t> kShapes[] = {{1, 1}, {17, 45}, {64, 32}, {100, 70}, {129, 200}, {96, 768}, {300, 33}};
+
+TEST(PackB, Avx512MatchesReferenceOnRaggedShapes) {
+  if (!cpu::cpu_features().avx512) GTEST_SKIP() << "CPU lacks AVX-512: pack_b_bf16 runs the reference";
+  for (auto [OC, IC] : kShapes)
+    for (bool wT : {true, false}) {
+      const std::vector<float> w = weight(OC, IC, uint32_t(OC * 1000 + IC));
+      const cpu::BlockedB b{wT ? IC : OC, wT ? OC : IC};
+      AlignedVector<uint16_t> fast(size_t(b.size()), 0xdead);
+      std::vector<uint16_t> ref(size_t(b.size()), 0xbeef);
+      cpu::pack_b_bf16(w.data(), OC, IC, wT, fast.data());
+      cpu::pack_b_bf16_reference(w.data(), OC, IC, wT, ref.data());
+      for (int64_t i = 0; i < b.size(); ++i)
+        ASSERT_EQ(fast[size_t(i)], ref[size_t(i)]) << "w (" << OC << ", " << IC << ") " << (wT ? "B = wT" : "B = w")
+                                                   << " element " << i;
+    }
+}
+
+TEST(PackB, ReferenceIsTheLayoutOneDnnsAmxMatmulAsksFor) {
+  using dnnl::memory;
+  using Tag = memory::format_tag;
+  dnnl::engine eng(dnnl::engine::kind::cpu, 0);
+  dnnl::stream s(eng);
+  (void)cpu::cpu_features();  // asks Linux for AMX tile state, as the backend does
+  int checked = 0;
+  std::string chosen;
+  for (auto [OC, IC] : kShapes)
+    for (bool wT : {true, false}) {
+      const int64_t K = wT ? IC : OC, N = wT ? OC : IC, M = 48;
+      const memory::desc a({M, K}, memory::data_type::bf16, Tag::ab), c({M, N}, memory::data_type::f32, Tag::ab);
+      const dnnl::matmul::primitive_desc pd(
+          dnnl::matmul::desc(a, memory::desc({K, N}, memory::data_type::bf16, Tag::any), c), eng);
+      const cpu::BlockedB b{K, N};
+      if (!cpu::is_blocked_b(pd.weights_desc().data, K, N)) {  // small shapes get other layouts
+        chosen = pd.impl_info_str();
+        continue;
+      }
+      ASSERT_EQ(pd.weights_desc().get_size(), size_t(b.size()) * 2) << "w (" << OC << ", " << IC << ")";
+      ++checked;
+      const std::vector<float> w = weight(OC, IC, uint32_t(OC * 7 + IC));
+      std::vector<uint16_t> w16(w.size());
+      for (size_t i = 0; i < w.size(); ++i) w16[i] = f32_to_bf16(w[i]);
+      // B = wᵀ is w's memory read as (K, N) "ba"; B = w is "ab"
+      memory src(memory::desc({K, N}, memory::data_type::bf16, wT ? Tag::ba : Tag::ab), eng, w16.data());
+      AlignedVector<uint16_t> onednn(size_t(b.size()), 0x7777);
+      memory dst(pd.weights_desc(), eng, onednn.data());
+      dnnl::reorder(src, dst).execute(s, src, dst);
+      s.wait();
+      std::vector<uint16_t> ref(size_t(b.size()));
+      cpu::pack_b_bf16_reference(w.data(), OC, IC, wT, ref.data());
+      for (int64_t i = 0; i < b.size(); ++i)
+        ASSERT_EQ(ref[size_t(i)], onednn[size_t(i)]) << "w (" << OC << ", " << IC << ") " << (wT ? "B = wT" : "B = w")
+                                                     << " element " << i;
+    }
+  if (checked == 0) GTEST_SKIP() << "oneDNN chose " << chosen << " here, not its AMX kernel's blocked layout";
+  // where AMX is usable, the model-sized shapes get the blocked layout (else packing falls back to reorders)
+  if (cpu::cpu_features().amx_usable()) EXPECT_GE(checked, 4);
+}
+
+}  // namespace
+}  // namespace sft
