@@ -14,6 +14,7 @@
 #include <yaml-cpp/yaml.h>
 
 #include "core/check.h"
+#include "core/file_util.h"
 
 namespace sft {
 
@@ -226,15 +227,41 @@ std::string value_string(const TrainConfig& cfg, const Option& o) {
 }
 
 void apply_config_file(const std::string& path, ParsedOptions& out, std::vector<const Option*>& given) {
+// The file is a flat mapping of option names to values: sizes and nesting far beyond that are
+// refused before yaml-cpp (a recursive parser) sees the text.
+void check_config_bounds(const std::string& path, const std::string& text) {
+  constexpr size_t kMaxBytes = size_t(1) << 20, kMaxNesting = 32, kMaxIndent = 256;
+  SFT_CHECK(text.size() <= kMaxBytes, "config", "{}: {} bytes, more than the {} a config file may have", path,
+            text.size(), kMaxBytes);
+  SFT_CHECK(json_nesting_depth(text, kMaxNesting) <= kMaxNesting, "config",
+            "{}: [ ] and {{ }} nested more than {} levels deep", path, kMaxNesting);
+  size_t line = 1, lead = 0;
+  bool leading = true;
+  for (char c : text) {
+    if (c == '\n') {
+      ++line, lead = 0, leading = true;
+    } else if (leading && (c == ' ' || c == '\t' || c == '-' || c == '?' || c == ':')) {
+      SFT_CHECK(++lead <= kMaxIndent, "config", "{}: line {} is indented or nested more than {} columns deep", path,
+                line, kMaxIndent);
+    } else {
+      leading = false;
+    }
+  }
+}
+
   YAML::Node root;
+  const std::string text = read_text_file(path, "config");
+  check_config_bounds(path, text);
   try {
-    root = YAML::LoadFile(path);  // JSON is YAML, so one reader serves both
+    root = YAML::Load(text);  // JSON is YAML, so one reader serves both
   } catch (const YAML::Exception& e) {
     fail("config", "{}: {}", path, e.what());
   }
   SFT_CHECK(root.IsMap(), "config", "{}: expected a mapping of option names to values", path);
   for (const auto& kv : root) {
     const std::string key = kv.first.as<std::string>();
+    SFT_CHECK(kv.first.IsScalar(), "config", "{}: an option name must be a plain name, got a {}", path,
+              kv.first.IsSequence() ? "list" : kv.first.IsMap() ? "mapping" : "null");
     const Option& o = find_option(key, "config " + path);
     SFT_CHECK(kv.second.IsScalar(), "config", "{}: '{}' must be a single value", path, key);
     std::string v = kv.second.as<std::string>();

@@ -86,7 +86,31 @@ class StrictSax {
 
 }  // namespace
 
+size_t json_nesting_depth(std::string_view text, size_t stop_above) {
+  size_t depth = 0, deepest = 0;
+  bool in_string = false;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '\\') ++i;  // the escaped character cannot end the string
+      else if (c == '"') in_string = false;
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      deepest = std::max(deepest, ++depth);
+      if (deepest > stop_above) break;
+    } else if ((c == ']' || c == '}') && depth > 0) {
+      --depth;
+    }
+  }
+  return deepest;
+}
+
 std::optional<nlohmann::json> parse_json_strict(std::string_view text, std::string* error) {
+  if (const size_t depth = json_nesting_depth(text); depth > kMaxJsonNesting) {
+    if (error) *error = fmt::format("arrays and objects nested more than {} levels deep", kMaxJsonNesting);
+    return std::nullopt;
+  }
   // nlohmann's lexer takes a NUL byte for the end of input, which would accept "{}\0<anything>";
   // NUL is never valid in JSON text (raw control characters are not allowed even in strings).
   if (const size_t nul = text.find('\0'); nul != std::string_view::npos) {
@@ -117,6 +141,8 @@ std::string read_text_file(const std::string& path, std::string_view where) {
 
 nlohmann::json read_json_file_lenient(const std::string& path, std::string_view where) {
   const std::string text = read_text_file(path, where);
+  if (json_nesting_depth(text) > kMaxJsonNesting)
+    fail(where, "{}: not valid JSON: arrays and objects nested more than {} levels deep", path, kMaxJsonNesting);
   try {
     return nlohmann::json::parse(text);
   } catch (const nlohmann::json::exception& e) {

@@ -12,6 +12,15 @@
 
 namespace sft {
 
+// Input files nest arrays and objects a few levels deep; nlohmann's copy, dump and comparison
+// recurse once per level, so deeper text is refused before it is parsed (as Python's json refuses
+// ~1000 levels): parse_json_strict and read_json_file_lenient check it, other parsers of outside
+// JSON call json_nesting_depth() first.
+constexpr size_t kMaxJsonNesting = 512;
+// The deepest nesting of arrays and objects in JSON text (brackets inside strings do not count);
+// it stops scanning once the depth passes `stop_above`.
+size_t json_nesting_depth(std::string_view text, size_t stop_above = kMaxJsonNesting);
+
 // Parses JSON text like nlohmann::json::parse (trailing whitespace allowed) but treats a
 // duplicate object key at any depth as an error. Returns nullopt and sets *error
 // ("parse error at line 1, column 9: ...", "duplicate key 'x'") on bad input; never throws.

@@ -145,7 +145,10 @@ Value filter_tojson(Evaluator& ev, const Value& v, const CallArgs& args, SourceP
   JsonOptions o;
   o.ensure_ascii = a.get_or(0, Value(false)).truthy();
   const Value ind = a.get_or(1, Value(None{}));
-  if (ind.is_int()) o.indent = std::string(std::max<int64_t>(0, ind.as_int()), ' ');
+  if (ind.is_int()) {
+    check_string_size(size_t(std::clamp<int64_t>(ind.as_int(), 0, INT64_MAX)), "tojson's indent");
+    o.indent = std::string(std::max<int64_t>(0, ind.as_int()), ' ');
+  }
   else if (ind.is_string()) o.indent = ind.str_ref();
   else if (!ind.is_none()) ev.fail(pos, fmt::format("tojson indent must be an int or a string, not '{}'", ind.type_name()));
   const Value sep = a.get_or(2, Value(None{}));
@@ -221,6 +224,7 @@ Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const
     for (const Value& item : as_items(ev, v, pos)) {
       out += (first ? "" : sep) + (attr.is_none() ? item : attr_path(ev, item, attr.str(), pos)).str();
       first = false;
+      check_string_size(out.size(), "join's result");
     }
     return Value(std::move(out));
   }
@@ -296,8 +300,11 @@ Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const
   if (name == "indent") {
     Args a(ev, name, args, {"width", "first", "blank"}, pos);
     const Value w = a.get_or(0, Value(4));
+    if (!w.is_string()) check_string_size(size_t(std::max<int64_t>(0, w.as_int())), "indent's width");
     const std::string prefix = w.is_string() ? w.str_ref() : std::string(std::max<int64_t>(0, w.as_int()), ' ');
-    return Value(jinja_indent(v.str(), prefix, a.get_or(1, Value(false)).truthy(), a.get_or(2, Value(false)).truthy()));
+    const std::string text = v.str();
+    check_string_size(text.size() + prefix.size() * size_t(std::count(text.begin(), text.end(), '\n')), "indent's result");
+    return Value(jinja_indent(text, prefix, a.get_or(1, Value(false)).truthy(), a.get_or(2, Value(false)).truthy()));
   }
   ev.fail(pos, fmt::format("unknown filter '{}'", name));
 }
@@ -418,6 +425,7 @@ std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::str
         if (!item.is_string()) ev.fail(pos, fmt::format("join(): expected str items, found '{}'", item.type_name()));
         out += (first ? "" : s) + item.str_ref();
         first = false;
+        check_string_size(out.size(), "join's result");
       }
       return Value(std::move(out));
     }
@@ -478,9 +486,13 @@ Dict make_globals() {
     else start = args.pos[0].as_int(), stop = args.pos[1].as_int();
     if (args.pos.size() == 3) step = args.pos[2].as_int();
     if (step == 0) ev.fail(pos, "range() step must not be zero");
-    const int64_t n = step > 0 ? (stop > start ? (stop - start + step - 1) / step : 0)
-                               : (start > stop ? (start - stop - step - 1) / -step : 0);
-    if (n > kMaxRange) ev.fail(pos, fmt::format("range() of {} items is more than the {} allowed", n, kMaxRange));
+    // In 128 bits: stop - start and the rounding overflow int64 for far-apart bounds.
+    const __int128 a = start, z = stop, s = step;
+    const __int128 n128 = s > 0 ? (z > a ? (z - a + s - 1) / s : 0) : (a > z ? (a - z - s - 1) / -s : 0);
+    if (n128 > kMaxRange)
+      ev.fail(pos, fmt::format("range() of {} items is more than the {} allowed",
+                               n128 > INT64_MAX ? std::string("more than 2^63") : std::to_string(int64_t(n128)), kMaxRange));
+    const int64_t n = static_cast<int64_t>(n128);
     List out;
     for (int64_t i = 0; i < n; ++i) out.emplace_back(start + i * step);
     return Value(std::move(out));
@@ -492,6 +504,8 @@ Dict make_globals() {
       for (const auto& [k, x] : v.dict()) ns->attrs.set(k, x);
     }
     for (const auto& [k, v] : args.kw) ns->attrs.set(k, v);
+    for (const auto& [k, v] : ns->attrs)
+      if (v.holds_namespace) ev.fail(pos, fmt::format("namespace(): '{}' is a namespace, which a namespace cannot hold", k));
     return Value(NamespacePtr(ns));
   });
   def("dict", [](Evaluator& ev, const CallArgs& args, SourcePos pos) {

@@ -13,6 +13,7 @@
 #include <sstream>
 
 #include "core/check.h"
+#include "core/file_util.h"
 #include "tokenizer/tokenizer_config.h"
 #include "tokenizer/utf8.h"
 
@@ -60,8 +61,11 @@ std::optional<ChatTemplateSource> find_chat_template(const std::string& model_di
   const fs::path cfg_path = dir / "tokenizer_config.json";
   if (!fs::exists(cfg_path)) return std::nullopt;
   ordered_json cfg;
+  const std::string cfg_text = read_text(cfg_path);
+  SFT_CHECK(json_nesting_depth(cfg_text) <= kMaxJsonNesting, "data",
+            "{}: not valid JSON: arrays and objects nested more than {} levels deep", cfg_path.string(), kMaxJsonNesting);
   try {
-    cfg = ordered_json::parse(read_text(cfg_path));
+    cfg = ordered_json::parse(cfg_text);
   } catch (const nlohmann::json::exception& e) {
     fail("data", "{}: not valid JSON: {}", cfg_path.string(), e.what());
   }

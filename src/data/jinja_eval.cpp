@@ -201,7 +201,9 @@ std::string Evaluator::render_body(const Body& body) {
 Value Evaluator::call_macro(const Stmt& m, const CallArgs& args, SourcePos pos, size_t visible) {
   if (++call_depth_ > kMaxCallDepth) fail(pos, fmt::format("macro calls nested deeper than {}", kMaxCallDepth));
   step(pos);
-  const std::string_view name = m.kind == StmtKind::call_block ? "caller" : m.name;
+  // Both arms string_view: with "caller" : m.name the result was a temporary std::string, freed
+  // before the error messages below read it (found by fuzz_jinja under ASan).
+  const std::string_view name = m.kind == StmtKind::call_block ? std::string_view("caller") : std::string_view(m.name);
   Frame f;
   f.visible_below = std::min(visible, frames_.size());
   if (args.pos.size() > m.params.size())
@@ -251,6 +253,7 @@ void Evaluator::assign(const Target& t, Value v, SourcePos pos) {
     if (!obj.is_namespace())
       fail(pos, fmt::format("cannot set attribute '{}' on '{}': only namespace() objects take attributes", t.attr,
                             t.names[0]));
+    if (v.holds_namespace) fail(pos, fmt::format("cannot set {}: a namespace cannot hold a namespace", t.attr));
     obj.ns().attrs.set(t.attr, std::move(v));
     return;
   }
@@ -284,15 +287,22 @@ Value Evaluator::eval(const Expr& e) {
     case ExprKind::list:
     case ExprKind::tuple: {
       List l;
-      for (const ExprPtr& x : e.items) l.push_back(eval(*x));
+      uint64_t bytes = 0;  // checked as it grows: each item is a copy
+      for (const ExprPtr& x : e.items) {
+        l.push_back(eval(*x));
+        check_string_size(bytes += l.back().bytes, "the strings of a list");
+      }
       return e.kind == ExprKind::tuple ? Value::make_tuple(std::move(l)) : Value(std::move(l));
     }
     case ExprKind::dict: {
       Dict d;
+      uint64_t bytes = 0;  // checked as it grows: each value is a copy
       for (size_t i = 0; i < e.items.size(); i += 2) {
         Value k = eval(*e.items[i]);
         if (!k.is_string()) fail(e.items[i]->pos, fmt::format("dict keys must be strings, not '{}'", k.type_name()));
-        d.set(k.str_ref(), eval(*e.items[i + 1]));
+        Value v = eval(*e.items[i + 1]);
+        check_string_size(bytes += k.bytes + v.bytes, "the strings of a dict");
+        d.set(k.str_ref(), std::move(v));
       }
       return Value(std::move(d));
     }
@@ -457,15 +467,25 @@ Value Evaluator::eval_binary(const Expr& e) {
     return l.truthy() ? l : eval(*e.b);
   }
   const Value l = eval(*e.a), r = eval(*e.b);
-  if (op == "~") return Value(l.str() + r.str());
+  if (op == "~") {
+    std::string a = l.str(), b = r.str();
+    check_string_size(a.size() + b.size(), "the result of ~");
+    return Value(std::move(a) + b);
+  }
   for (const Value* v : {&l, &r})
     if (v->is_undefined()) fail(e.pos, fmt::format("'{}' is undefined (operand of {})", std::get<Undefined>(v->data).name, op));
   auto type_error = [&]() {
     fail(e.pos, fmt::format("unsupported operand types for {}: '{}' and '{}'", op, l.type_name(), r.type_name()));
   };
   if (op == "+") {
-    if (l.is_string() && r.is_string()) return Value(l.str_ref() + r.str_ref());
+    if (l.is_string() && r.is_string()) {
+      check_string_size(l.str_ref().size() + r.str_ref().size(), "the result of +");
+      return Value(l.str_ref() + r.str_ref());
+    }
     if (l.is_list() && r.is_list()) {
+      if (l.list().size() + r.list().size() > kMaxListItems)
+        fail(e.pos, fmt::format("the result of + would have more than {} items", kMaxListItems));
+      check_string_size(l.bytes + r.bytes, "the strings of the result of +");
       List out = l.list();
       out.insert(out.end(), r.list().begin(), r.list().end());
       return Value(std::move(out));
@@ -477,12 +497,16 @@ Value Evaluator::eval_binary(const Expr& e) {
     if (!count.is_int() && !count.is_bool()) type_error();
     const int64_t n = std::max<int64_t>(0, count.as_int());
     if (seq.is_string()) {
-      if (seq.str_ref().size() * n > kMaxOutputBytes) fail(e.pos, "string repetition too large");
+      if (n > 0 && seq.str_ref().size() > kMaxOutputBytes / static_cast<size_t>(n))  // no overflow
+        fail(e.pos, "string repetition too large");
       std::string out;
       for (int64_t i = 0; i < n; ++i) out += seq.str_ref();
       return Value(std::move(out));
     }
-    if (seq.list().size() * n > static_cast<size_t>(kMaxRange)) fail(e.pos, "list repetition too large");
+    if (n > 0 && seq.list().size() > static_cast<size_t>(kMaxRange) / static_cast<size_t>(n))
+      fail(e.pos, "list repetition too large");
+    if (n > 0 && seq.bytes > kMaxStringBytes / static_cast<size_t>(n))
+      fail(e.pos, fmt::format("list repetition would hold more than {} bytes of strings", kMaxStringBytes));
     List out;
     for (int64_t i = 0; i < n; ++i) out.insert(out.end(), seq.list().begin(), seq.list().end());
     return Value(std::move(out));

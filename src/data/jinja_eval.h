@@ -34,6 +34,7 @@ constexpr int64_t kMaxSteps = 10'000'000;         // loop iterations + macro cal
 constexpr size_t kMaxOutputBytes = size_t(64) << 20;
 constexpr int kMaxCallDepth = 64;                 // nested macro calls
 constexpr int64_t kMaxRange = 100'000;            // range() length, as Jinja's sandbox
+constexpr size_t kMaxListItems = 1'000'000;       // a list built with +
 
 // A compiled template: parse once, render many times (render is const and thread-safe).
 class Template {

@@ -8,6 +8,7 @@
 #include <cctype>
 #include <cstdlib>
 
+#include "data/jinja_value.h"
 #include "tokenizer/utf8.h"
 
 namespace sft::jinja {
@@ -75,6 +76,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     for (const std::string& cp : cps) {
       if (count < 0 || done < count) out += to, ++done;
       out += cp;
+      check_string_size(out.size(), "replace's result");
     }
     if (count < 0 || done < count) out += to;
     return out;
@@ -88,6 +90,7 @@ std::string py_replace(const std::string& s, const std::string& from, const std:
     out += to;
     pos = hit + from.size();
     ++done;
+    check_string_size(out.size(), "replace's result");
   }
   out.append(s, pos, std::string::npos);
   return out;

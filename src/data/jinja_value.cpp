@@ -9,6 +9,7 @@
 
 #include <fmt/format.h>
 
+#include "core/check.h"
 #include "tokenizer/utf8.h"
 
 namespace sft::jinja {
@@ -30,6 +31,53 @@ void Dict::set(std::string key, Value value) {
 }
 
 void Dict::append(std::string key, Value value) { items_.emplace_back(std::move(key), std::move(value)); }
+
+void check_string_size(size_t n, std::string_view what) {
+  if (n > kMaxStringBytes)
+    throw Error(fmt::format("[jinja] {} would be {} bytes, more than the {} a template may build", what, n,
+                            kMaxStringBytes));
+}
+
+namespace {
+
+// depth / holds_namespace / bytes of a list or dict from its items.
+template <typename Items, typename Get>
+void set_nesting(Value& v, const Items& items, Get get, std::string_view what) {
+  int deepest = 0;
+  uint64_t bytes = 0;
+  for (const auto& item : items) {
+    const Value& x = get(item, bytes);
+    deepest = std::max<int>(deepest, x.depth);
+    bytes += x.bytes;
+    v.holds_namespace |= x.holds_namespace;
+  }
+  if (deepest + 1 > kMaxValueNesting)
+    throw Error(fmt::format("[jinja] lists and dicts nested more than {} levels deep", kMaxValueNesting));
+  check_string_size(bytes, what);
+  v.depth = static_cast<uint16_t>(deepest + 1);
+  v.bytes = bytes;
+}
+
+}  // namespace
+
+Value::Value(List l) : data(std::make_shared<const List>(std::move(l))) {
+  set_nesting(*this, list(), [](const Value& x, uint64_t&) -> const Value& { return x; }, "the strings of a list");
+}
+
+Value::Value(Dict d) : data(std::make_shared<const Dict>(std::move(d))) {
+  set_nesting(
+      *this, dict(),
+      [](const auto& kv, uint64_t& bytes) -> const Value& {
+        bytes += kv.first.size();
+        return kv.second;
+      },
+      "the strings of a dict");
+}
+
+void Value::set_bytes() {
+  bytes = str_ref().size();
+  check_string_size(bytes, "a string");
+}
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
   switch (j.type()) {
@@ -167,18 +215,27 @@ std::string Value::repr() const {
         else if constexpr (std::is_same_v<T, std::string>) return string_repr(x);
         else if constexpr (std::is_same_v<T, ListPtr>) {
           std::string out = tuple ? "(" : "[";
-          for (size_t i = 0; i < x->size(); ++i) out += (i ? ", " : "") + (*x)[i].repr();
+          for (size_t i = 0; i < x->size(); ++i) {
+            out += (i ? ", " : "") + (*x)[i].repr();
+            check_string_size(out.size(), "a printed list");
+          }
           if (tuple) return out + (x->size() == 1 ? ",)" : ")");
           return out + "]";
         } else if constexpr (std::is_same_v<T, DictPtr>) {
           std::string out = "{";
           bool first = true;
-          for (const auto& [k, v] : *x) out += (first ? "" : ", ") + string_repr(k) + ": " + v.repr(), first = false;
+          for (const auto& [k, v] : *x) {
+            out += (first ? "" : ", ") + string_repr(k) + ": " + v.repr(), first = false;
+            check_string_size(out.size(), "a printed dict");
+          }
           return out + "}";
         } else if constexpr (std::is_same_v<T, NamespacePtr>) {
           std::string out = "<Namespace {";
           bool first = true;
-          for (const auto& [k, v] : x->attrs) out += (first ? "" : ", ") + string_repr(k) + ": " + v.repr(), first = false;
+          for (const auto& [k, v] : x->attrs) {
+            out += (first ? "" : ", ") + string_repr(k) + ": " + v.repr(), first = false;
+            check_string_size(out.size(), "a printed namespace");
+          }
           return out + "}>";
         } else {
           return "<function " + x->name + ">";
@@ -286,6 +343,7 @@ struct JsonWriter {
         out += i ? item_sep : "";
         newline(level + 1);
         if (!write(v.list()[i], level + 1)) return false;
+        check_string_size(out.size(), "tojson's text");
       }
       newline(level);
       out += ']';
@@ -301,6 +359,7 @@ struct JsonWriter {
         json_string(entries[i].first, opts.ensure_ascii, out);
         out += key_sep;
         if (!write(*entries[i].second, level + 1)) return false;
+        check_string_size(out.size(), "tojson's text");
       }
       newline(level);
       out += '}';
@@ -314,6 +373,7 @@ struct JsonWriter {
   void newline(int level) {
     if (!opts.indent) return;
     out += '\n';
+    check_string_size(out.size() + opts.indent->size() * size_t(level), "tojson's text");
     for (int i = 0; i < level; ++i) out += *opts.indent;
   }
 };

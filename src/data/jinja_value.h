@@ -23,6 +23,18 @@ namespace sft::jinja {
 struct Value;
 using List = std::vector<Value>;
 
+// Bounds on the values a template builds (templates are untrusted input): lists and dicts nested
+// deeper than kMaxValueNesting (JSON input is held to 512 levels: core/file_util.h), and a string,
+// or a list or dict whose strings (keys included) add up to, more than kMaxStringBytes (the bound
+// on a render's output, jinja_eval.h), are sft::Errors, so that no recursion over a value
+// (printing, comparing, freeing) runs out of stack and no string doubling or list repetition runs
+// out of memory (strings are held by value: a list of n copies holds n times the bytes). A
+// namespace cannot hold a namespace (it could then hold itself).
+constexpr int kMaxValueNesting = 600;
+constexpr size_t kMaxStringBytes = size_t(64) << 20;
+// sft::Error "[jinja] WHAT would be N bytes, more than ..." when n > kMaxStringBytes.
+void check_string_size(size_t n, std::string_view what);
+
 // A string-keyed map that keeps insertion order; lookups are linear (chat data dicts are small).
 class Dict {
  public:
@@ -70,6 +82,9 @@ using FunctionPtr = std::shared_ptr<const Function>;
 struct Value {
   std::variant<Undefined, None, bool, int64_t, double, std::string, ListPtr, DictPtr, NamespacePtr, FunctionPtr> data;
   bool tuple = false;  // a list that Python would hold as a tuple: prints as (a, b), never equals a list
+  bool holds_namespace = false;  // a namespace, or a list / dict with one inside
+  uint16_t depth = 0;            // lists and dicts nested in it (0 for a scalar), <= kMaxValueNesting
+  uint64_t bytes = 0;            // its string bytes (dict keys included), <= kMaxStringBytes
 
   Value() = default;
   Value(Undefined u) : data(std::move(u)) {}
@@ -78,11 +93,11 @@ struct Value {
   Value(int64_t i) : data(i) {}
   Value(int i) : data(static_cast<int64_t>(i)) {}
   Value(double f) : data(f) {}
-  Value(std::string s) : data(std::move(s)) {}
-  Value(const char* s) : data(std::string(s)) {}
-  Value(List l) : data(std::make_shared<const List>(std::move(l))) {}
-  Value(Dict d) : data(std::make_shared<const Dict>(std::move(d))) {}
-  Value(NamespacePtr n) : data(std::move(n)) {}
+  Value(std::string s) : data(std::move(s)) { set_bytes(); }  // sft::Error past kMaxStringBytes
+  Value(const char* s) : data(std::string(s)) { set_bytes(); }
+  Value(List l);  // sft::Error past kMaxValueNesting
+  Value(Dict d);
+  Value(NamespacePtr n) : data(std::move(n)), holds_namespace(true) {}
   Value(FunctionPtr f) : data(std::move(f)) {}
 
   bool is_undefined() const { return std::holds_alternative<Undefined>(data); }
@@ -115,6 +130,7 @@ struct Value {
   std::string repr() const;
 
   static Value from_json(const nlohmann::ordered_json& j);
+  void set_bytes();
   static Value make_tuple(List items) {
     Value v(std::move(items));
     v.tuple = true;

@@ -132,12 +132,16 @@ TokenizerConfig read_config_files(const std::string& dir) {
       if (s->content) specials.push_back(*s->content);
     for (const auto& [content, id] : j.items()) {
       if (!id.is_number_integer()) fail("tokenizer", "{}: id of '{}' is not an integer", added_path.string(), content);
+      const int64_t id64 = id.get<int64_t>();
+      if (id64 < 0 || id64 > INT32_MAX)
+        fail("tokenizer", "{}: id of '{}' is {}, expected 0 ... {}", added_path.string(), content, id64, INT32_MAX);
+      const int32_t tid = static_cast<int32_t>(id64);  // a copy: clang 14 cannot capture a structured binding
       bool known = std::any_of(cfg.added_tokens.begin(), cfg.added_tokens.end(),
-                               [&](const AddedToken& t) { return t.id == id.get<int32_t>(); });
+                               [&](const AddedToken& t) { return t.id == tid; });
       if (known) continue;
       AddedToken t;
       t.content = content;
-      t.id = id.get<int32_t>();
+      t.id = tid;
       t.special = std::find(specials.begin(), specials.end(), content) != specials.end();
       t.normalized = !t.special;
       cfg.added_tokens.push_back(t);
