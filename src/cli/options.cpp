@@ -102,6 +102,7 @@ const std::vector<Option> kOptions = {
   {"gradient_checkpointing",&C::gradient_checkpointing,"recompute each decoder layer's activations in backward"},
   {"device",               &C::device,               "compute device", {"cpu", "cuda"}},
   {"threads",              &C::threads,              "CPU threads (0: all cores)", {}, nullptr, at_least(0)},
+  {"ddp_timeout",          &C::ddp_timeout,          "seconds a rank waits in a collective for the others before it ends the job (HF; more than the slowest save or evaluation); no effect in one process", {}, nullptr, Range{0, HUGE_VAL, true, false}},
   {"seed",                 &C::seed,                 "seed for data order and anything random", {}, nullptr, any_number()},
   // accepted for compatibility
   {"fsdp",                 &C::fsdp,                 "FSDP sharding (FastChat scripts pass \"full_shard auto_wrap\")", {},

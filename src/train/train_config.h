@@ -91,6 +91,7 @@ struct TrainConfig {
   bool gradient_checkpointing = false;
   std::string device = "cpu";
   int64_t threads = 0;  // 0 = all cores
+  double ddp_timeout = 1800;  // seconds a collective may wait for the other ranks (HF); no effect in one process
   int64_t seed = 42;
   // accepted for compatibility (see cli/options.cpp for what each does)
   std::string fsdp;
