@@ -19,4 +19,8 @@ if grep -q '^\[  SKIPPED \]' Testing/Temporary/LastTest.log 2>/dev/null; then
     Testing/Temporary/LastTest.log | sort -u
 fi
 grep -E '^[0-9]+% tests passed' ctest.out || true
+# The fuzz targets (clang, ASan + UBSan, build-fuzz/): every seed and regression input replayed and
+# a fixed-seed smoke per target (scripts/fuzz.sh --ci, its own summary line; skipped, saying so,
+# where clang is not installed). Bounded: ctest TIMEOUT per check, and this whole step.
+timeout 1800 bash "$root/scripts/fuzz.sh" --ci || { fuzz_status=$?; echo "fuzz: FAILED (exit $fuzz_status)"; status=1; }
 exit "$status"
