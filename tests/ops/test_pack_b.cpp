@@ -1,6 +1,6 @@
-// Weight packing into oneDNN's AMX B layout (backend/cpu/pack_b.h): the AVX-512 kernel bit-exact
-// against the plain reference on ragged shapes, both forms, with NaN, infinities, denormals and
-// ties; and the reference layout byte-identical to what oneDNN's own reorder writes wherever its
+// Weight packing into oneDNN's AMX B layout (backend/cpu/pack_b.h): the AVX-512 kernels (one form,
+// both forms in one pass) bit-exact against the plain reference on ragged shapes, with NaN,
+// infinities, denormals and ties; and the reference layout byte-identical to what oneDNN's own reorder writes wherever its
 // AMX matmul asks for that layout (is_blocked_b; skipped where it never does: no AMX).
 #include <gtest/gtest.h>
 
@@ -48,6 +48,22 @@ TEST(PackB, Avx512MatchesReferenceOnRaggedShapes) {
         ASSERT_EQ(fast[size_t(i)], ref[size_t(i)]) << "w (" << OC << ", " << IC << ") " << (wT ? "B = wT" : "B = w")
                                                    << " element " << i;
     }
+}
+
+TEST(PackB, BothFormsInOnePassMatchTheReference) {
+  for (auto [OC, IC] : kShapes) {
+    const std::vector<float> w = weight(OC, IC, uint32_t(OC * 31 + IC));
+    const cpu::BlockedB bf{IC, OC}, bd{OC, IC};
+    AlignedVector<uint16_t> fwd(size_t(bf.size()), 0xdead), dx(size_t(bd.size()), 0xdead);
+    std::vector<uint16_t> ref_fwd(size_t(bf.size())), ref_dx(size_t(bd.size()));
+    cpu::pack_b_bf16_both(w.data(), OC, IC, fwd.data(), dx.data());
+    cpu::pack_b_bf16_reference(w.data(), OC, IC, true, ref_fwd.data());
+    cpu::pack_b_bf16_reference(w.data(), OC, IC, false, ref_dx.data());
+    for (int64_t i = 0; i < bf.size(); ++i)
+      ASSERT_EQ(fwd[size_t(i)], ref_fwd[size_t(i)]) << "w (" << OC << ", " << IC << ") B = wT element " << i;
+    for (int64_t i = 0; i < bd.size(); ++i)
+      ASSERT_EQ(dx[size_t(i)], ref_dx[size_t(i)]) << "w (" << OC << ", " << IC << ") B = w element " << i;
+  }
 }
 
 TEST(PackB, ReferenceIsTheLayoutOneDnnsAmxMatmulAsksFor) {

@@ -228,10 +228,27 @@ struct CpuBackend::Gemm {
         }
         q.valid = true;
       };
-      fill(p, g, layout);
       Packed& other = c.packed[1 - form];
-      if (sibling && !other.valid && !other.data.empty())
-        fill(other, *sibling, onednn().prim(*sibling, memory::data_type::bf16, true).packed_b);
+      if (sibling && !other.valid && !other.data.empty()) {
+        const memory::desc& other_layout = onednn().prim(*sibling, memory::data_type::bf16, true).packed_b;
+        if (w.dtype == DType::f32 && g.trans_b != sibling->trans_b && cpu::is_blocked_b(layout.data, g.K, g.N) &&
+            cpu::is_blocked_b(other_layout.data, sibling->K, sibling->N)) {  // both forms from one read of w
+          for (auto [q, lay] : {std::pair{&p, &layout}, std::pair{&other, &other_layout}}) {
+            q->layout = *lay;
+            q->data.resize(lay->get_size());
+            q->valid = true;
+          }
+          Packed& fwd = g.trans_b ? p : other;  // the forward form is the one whose B is wᵀ
+          Packed& dx = g.trans_b ? other : p;
+          cpu::pack_b_bf16_both(w.f32(), w.dim(0), w.dim(1), reinterpret_cast<uint16_t*>(fwd.data.data()),
+                                reinterpret_cast<uint16_t*>(dx.data.data()));
+          return p.data.data();
+        }
+        fill(p, g, layout);
+        fill(other, *sibling, other_layout);
+      } else {
+        fill(p, g, layout);
+      }
     }
     return p.data.data();
   }

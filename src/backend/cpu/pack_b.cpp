@@ -34,4 +34,14 @@ void pack_b_bf16(const float* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t*
   for (int64_t nb = 0; nb < n_blocks; ++nb) detail::pack_b_bf16_avx512(w, OC, IC, b_is_wT, dst, nb, nb + 1);
 }
 
+void pack_b_bf16_both(const float* w, int64_t OC, int64_t IC, uint16_t* fwd, uint16_t* dx) {
+  if (!cpu_features().avx512) {
+    pack_b_bf16_reference(w, OC, IC, true, fwd);
+    return pack_b_bf16_reference(w, OC, IC, false, dx);
+  }
+  const int64_t o_tiles = (OC + BlockedB::kN - 1) / BlockedB::kN;
+#pragma omp parallel for schedule(static) if (OC * IC > (1 << 16))
+  for (int64_t t = 0; t < o_tiles; ++t) detail::pack_b_bf16_both_avx512(w, OC, IC, fwd, dx, t, t + 1);
+}
+
 }  // namespace sft::cpu

@@ -1,5 +1,5 @@
-// AVX-512 kernel of pack_b.h: fp32 weight rows loaded once, rounded to bf16 and laid into the
-// blocked AMX layout with 64-byte stores. Forward form (B = wᵀ): 16 weight rows of 32 k give
+// AVX-512 kernels of pack_b.h: fp32 weight rows loaded, rounded to bf16 and laid into the blocked
+// AMX layout with aligned 64-byte stores. Forward form (B = wᵀ): 16 weight rows of 32 k give
 // 16 x 16 k-pairs, transposed in registers so each store holds 16 n of one k-pair row. dx form
 // (B = w): two weight rows interleaved into (k, k+1) pairs. Compiled with AVX-512 flags.
 #include <immintrin.h>
@@ -9,46 +9,64 @@
 #include "core/bf16_avx512.h"
 
 namespace sft::cpu::detail {
+namespace {
+
+constexpr int64_t kK = BlockedB::kK, kN = BlockedB::kN;
+
+// Forward form, the block of weight rows [o0, o0 + 64) x columns [i0, i0 + 32): B(k, n) = w[n][k].
+void fwd_block(const float* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, uint16_t* blk) {
+  const __mmask16 m0 = tail_mask(IC - i0), m1 = tail_mask(IC - i0 - 16);
+  for (int64_t g = 0; g < kN; g += 16) {
+    __m512i r[16];
+    for (int i = 0; i < 16; ++i) {
+      const int64_t o = o0 + g + i;
+      const float* src = w + o * IC + i0;
+      r[i] = o < OC ? simd::bf16_pack32(_mm512_maskz_loadu_ps(m0, src), _mm512_maskz_loadu_ps(m1, src + 16))
+                    : _mm512_setzero_si512();
+    }
+    simd::transpose16(r);  // r[p] = k-pair p of the 16 rows
+    for (int p = 0; p < 16; ++p) _mm512_store_si512(blk + p * 2 * kN + 2 * g, r[p]);
+  }
+}
+
+// dx form, the block of weight rows [o0, o0 + 32) x columns [i0, i0 + 64): B(k, n) = w[k][n].
+void dx_block(const float* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, uint16_t* blk) {
+  for (int p = 0; p < 16; ++p) {
+    const int64_t o = o0 + 2 * p;
+    const float* r0 = w + o * IC + i0;
+    for (int64_t q = 0; q < kN; q += 16) {
+      const __mmask16 m = tail_mask(IC - i0 - q);
+      const __m512 lo = o < OC ? _mm512_maskz_loadu_ps(m, r0 + q) : _mm512_setzero_ps();
+      const __m512 hi = o + 1 < OC ? _mm512_maskz_loadu_ps(m, r0 + IC + q) : _mm512_setzero_ps();
+      _mm512_store_si512(blk + p * 2 * kN + 2 * q, simd::bf16_pairs(lo, hi));
+    }
+  }
+}
+
+}  // namespace
 
 void pack_b_bf16_avx512(const float* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst, int64_t n_blk0,
                         int64_t n_blk1) {
-  constexpr int64_t kK = BlockedB::kK, kN = BlockedB::kN;
   const BlockedB b{b_is_wT ? IC : OC, b_is_wT ? OC : IC};
   const int64_t Kp = b.Kp();
-  for (int64_t nb = n_blk0; nb < n_blk1; ++nb) {
-    const int64_t n0 = nb * kN;
+  for (int64_t nb = n_blk0; nb < n_blk1; ++nb)
     for (int64_t k0 = 0; k0 < Kp; k0 += kK) {
       uint16_t* blk = dst + nb * Kp * kN + k0 * kN;  // (16 pairs, 64 n, 2)
-      if (b_is_wT) {  // B(k, n) = w[n][k]: weight rows n, 32 consecutive k each
-        const __mmask16 m0 = tail_mask(IC - k0), m1 = tail_mask(IC - k0 - 16);
-        for (int64_t g = 0; g < kN; g += 16) {
-          __m512i r[16];
-          for (int i = 0; i < 16; ++i) {
-            const int64_t n = n0 + g + i;
-            if (n >= OC) {
-              r[i] = _mm512_setzero_si512();
-              continue;
-            }
-            const float* src = w + n * IC + k0;
-            r[i] = simd::bf16_pack32(_mm512_maskz_loadu_ps(m0, src), _mm512_maskz_loadu_ps(m1, src + 16));
-          }
-          simd::transpose16(r);  // r[p] = pair p of the 16 rows
-          for (int p = 0; p < 16; ++p) _mm512_store_si512(blk + p * 2 * kN + 2 * g, r[p]);
-        }
-      } else {  // B(k, n) = w[k][n]: weight rows k, k + 1 interleaved over 64 consecutive n
-        for (int p = 0; p < 16; ++p) {
-          const int64_t k = k0 + 2 * p;
-          const float* r0 = w + k * IC + n0;
-          const float* r1 = r0 + IC;
-          for (int64_t q = 0; q < kN; q += 16) {
-            const __mmask16 m = tail_mask(IC - n0 - q);
-            const __m512 lo = k < OC ? _mm512_maskz_loadu_ps(m, r0 + q) : _mm512_setzero_ps();
-            const __m512 hi = k + 1 < OC ? _mm512_maskz_loadu_ps(m, r1 + q) : _mm512_setzero_ps();
-            _mm512_store_si512(blk + p * 2 * kN + 2 * q, simd::bf16_pairs(lo, hi));
-          }
-        }
-      }
+      if (b_is_wT) fwd_block(w, OC, IC, nb * kN, k0, blk);
+      else dx_block(w, OC, IC, k0, nb * kN, blk);
     }
+}
+
+void pack_b_bf16_both_avx512(const float* w, int64_t OC, int64_t IC, uint16_t* fwd, uint16_t* dx, int64_t o_tile0,
+                             int64_t o_tile1) {
+  const BlockedB bf{IC, OC}, bd{OC, IC};  // forward: K = IC, N = OC; dx: K = OC, N = IC
+  for (int64_t ot = o_tile0; ot < o_tile1; ++ot) {
+    const int64_t o0 = ot * kN;
+    for (int64_t i0 = 0; i0 < IC; i0 += kN)  // the 64 x 64 tile of w at (o0, i0), twice from cache
+      for (int64_t h = 0; h < kN; h += kK) {
+        if (i0 + h < bf.Kp()) fwd_block(w, OC, IC, o0, i0 + h, fwd + o0 / kN * bf.Kp() * kN + (i0 + h) * kN);
+        if (o0 + h < bd.Kp()) dx_block(w, OC, IC, o0 + h, i0, dx + i0 / kN * bd.Kp() * kN + (o0 + h) * kN);
+      }
   }
 }
 
