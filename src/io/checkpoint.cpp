@@ -68,7 +68,7 @@ std::string CheckpointVerification::describe() const {
   return out;
 }
 
-CheckpointVerification verify_checkpoint(const std::string& dir) {
+CheckpointVerification verify_checkpoint(const std::string& dir, VerifyDepth depth) {
   CheckpointVerification v;
   const fs::path manifest_path = fs::path(dir) / kCheckpointManifest;
   std::error_code ec;
@@ -134,7 +134,7 @@ CheckpointVerification verify_checkpoint(const std::string& dir) {
                                        size < want_size ? "truncated" : "grown"));
       continue;
     }
-    if (!v.checksums) continue;
+    if (!v.checksums || depth == VerifyDepth::sizes) continue;
     const FileDigest d = digest_file(path.string());
     if (d.size != want_size)
       v.problems.push_back(fmt::format("{}: read {} bytes, the manifest says {} (changed while reading)", name, d.size, want_size));
@@ -270,19 +270,48 @@ nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, Optimi
   return *state;
 }
 
-void rotate_checkpoints(const std::string& output_dir, int64_t keep, const std::string& protect) {
+RotationReport rotate_checkpoints(const std::string& output_dir, int64_t keep, const std::string& protect,
+                                  RotationMemory* memory) {
+  RotationReport report;
   std::error_code ec;
   for (const auto& e : fs::directory_iterator(output_dir, ec))
     if (e.path().filename().string().starts_with(".tmp-checkpoint-")) fs::remove_all(e.path());
-  if (keep <= 0) return;
+  if (keep <= 0) return report;
+  RotationMemory own;
+  RotationMemory& mem = memory ? *memory : own;
+  // protect first, then the others newest step first
   auto all = complete_checkpoints(output_dir);
-  int64_t excess = int64_t(all.size()) - keep;
+  std::stable_partition(all.rbegin(), all.rend(), [&](const auto& c) { return fs::equivalent(c.second, protect, ec); });
+  std::reverse(all.begin(), all.end());
+  int64_t good = 0;
   for (const auto& [step, path] : all) {
-    if (excess <= 0) break;
-    if (fs::equivalent(path, protect, ec)) continue;
-    fs::remove_all(path);
-    --excess;
+    const std::string name = path.filename().string();
+    if (good >= keep) {  // beyond the limit: deleted whether it verifies or not
+      fs::remove_all(path);
+      report.deleted.push_back(path.string());
+      mem.hashed.erase(name);
+      if (mem.reported.erase(name) > 0)
+        report.notes.push_back(fmt::format("deleted the damaged checkpoint {}: older than the {} newest checkpoint(s) "
+                                           "that verify (--save_total_limit {})", path.string(), keep, keep));
+      continue;
+    }
+    const bool is_protected = fs::equivalent(path, protect, ec);
+    CheckpointVerification v;
+    if (!is_protected) v = verify_checkpoint(path.string(), mem.hashed.contains(name) ? VerifyDepth::sizes : VerifyDepth::checksums);
+    if (v.ok()) {
+      mem.hashed.insert(name);
+      mem.reported.erase(name);  // saved again since
+      ++good;
+      continue;
+    }
+    mem.hashed.erase(name);
+    if (mem.reported.insert(name).second)
+      report.notes.push_back(fmt::format("WARNING: checkpoint {} does not verify ({}): it does not count toward "
+                                         "--save_total_limit {}, is kept for inspection (auto-resume skips it) and "
+                                         "deleted once {} newer checkpoint(s) verify",
+                                         path.string(), v.describe(), keep, keep));
   }
+  return report;
 }
 
 }  // namespace sft

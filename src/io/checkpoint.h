@@ -8,6 +8,7 @@
 #pragma once
 #include <cstdint>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -56,10 +57,14 @@ struct CheckpointVerification {
   std::string describe() const;  // the problems on one line, "; " between them
 };
 
+// How far verify_checkpoint reads: every byte (XXH3 of each file), or the manifest and the file
+// sizes only (a stat per file: what rotation repeats at each save for checkpoints it has hashed).
+enum class VerifyDepth { checksums, sizes };
+
 // Reads the manifest and every file it lists (streamed): missing files, sizes (truncated or
 // grown), XXH3 checksums, the manifest's own checksum and step. Never throws for a damaged
 // checkpoint; an I/O error other than a missing file is an Error.
-CheckpointVerification verify_checkpoint(const std::string& dir);
+CheckpointVerification verify_checkpoint(const std::string& dir, VerifyDepth depth = VerifyDepth::checksums);
 
 // The step of a directory named checkpoint-<step>, else -1.
 int64_t checkpoint_step(const std::string& dir);
@@ -90,9 +95,32 @@ bool is_complete_checkpoint(const std::string& dir);
 // once (on rank 0, see train/resume_choice.h) before any rank loads.
 nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, OptimizerState& optimizer);
 
-// Deletes the oldest complete checkpoints beyond keep (0 = keep all), never `protect`; also
-// removes leftover .tmp-checkpoint-* directories of crashed saves.
-void rotate_checkpoints(const std::string& output_dir, int64_t keep, const std::string& protect);
+// What rotation remembers across the saves of one run: the checkpoints it has hashed (or that the
+// run wrote: their manifest was computed from their files as read back), so each one is hashed at
+// most once per run and checked by manifest and sizes at later saves; the damaged ones it reported.
+struct RotationMemory {
+  std::set<std::string> hashed;    // directory names (checkpoint-<step>)
+  std::set<std::string> reported;  // damaged ones already named in a note
+};
+
+// What a rotation did: the checkpoints it deleted, and one line per damaged checkpoint it kept or
+// deleted, naming it, its problems and why (for the log).
+struct RotationReport {
+  std::vector<std::string> deleted;
+  std::vector<std::string> notes;
+};
+
+// --save_total_limit: keeps the `keep` newest complete checkpoints that verify (0 = keep all),
+// `protect` (the one just saved) counted first, then the others newest step first, and deletes
+// the older ones. A checkpoint that does not verify never counts toward keep: one newer than the
+// keep-th good checkpoint is left in place (auto-resume skips it; kept for inspection), an older
+// one is deleted with the rest. So a damaged checkpoint never pushes a good one out, and the
+// newest good checkpoint is never deleted. `protect` is trusted without a re-read (save_checkpoint
+// computed its manifest from its files as read back); with `memory`, each other checkpoint is
+// hashed once per run, otherwise at every call. Also removes leftover .tmp-checkpoint-*
+// directories of crashed saves.
+RotationReport rotate_checkpoints(const std::string& output_dir, int64_t keep, const std::string& protect,
+                                  RotationMemory* memory = nullptr);
 
 // fsync of a file or directory by path (Error on failure).
 void fsync_path(const std::string& path);

@@ -95,15 +95,17 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
                           {"train_batch_size", cfg.per_device_train_batch_size}};
   };
   int64_t last_saved = -1;
+  RotationMemory rotation;  // --save_total_limit counts checkpoints that verify, each hashed once per run
   // Rank 0 writes the checkpoint in the one-process layout (a sharded store's other ranks feed it
   // unit by unit) and the others wait for it to be complete.
   auto save = [&](int64_t step) {
     last_saved = step;
     write_on_rank0(model, comm, opt.state(), [&](const OptimizerState& full) {
       const std::string dir = save_checkpoint(cfg.output_dir, step, model, full, trainer_state(step), in.files);
-      rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir);
+      const RotationReport rotated = rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir, &rotation);
       sink.write_plot();
       sink.message("saved " + dir);
+      for (const std::string& note : rotated.notes) sink.message(note);
     });
     comm.barrier("checkpoint_saved");
   };
