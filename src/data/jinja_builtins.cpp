@@ -63,7 +63,7 @@ List as_items(Evaluator& ev, const Value& v, SourcePos pos) {
 }
 
 int64_t length_of(Evaluator& ev, const Value& v, SourcePos pos) {
-  if (v.is_string()) return static_cast<int64_t>(code_points(v.str_ref()).size());
+  if (v.is_string()) return static_cast<int64_t>(code_point_count(v.str_ref()));
   if (v.is_list()) return static_cast<int64_t>(v.list().size());
   if (v.is_dict()) return static_cast<int64_t>(v.dict().size());
   if (v.is_undefined()) return 0;
@@ -409,9 +409,9 @@ std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::str
       const std::string& sub = a.get(0)->str_ref();
       if (name == "find") {
         const size_t hit = s.find(sub);
-        return Value(hit == std::string::npos ? int64_t{-1} : static_cast<int64_t>(code_points(s.substr(0, hit)).size()));
+        return Value(hit == std::string::npos ? int64_t{-1} : static_cast<int64_t>(code_point_count(s.substr(0, hit))));
       }
-      if (sub.empty()) return Value(static_cast<int64_t>(code_points(s).size()) + 1);
+      if (sub.empty()) return Value(static_cast<int64_t>(code_point_count(s)) + 1);
       int64_t n = 0;
       for (size_t p = s.find(sub); p != std::string::npos; p = s.find(sub, p + sub.size())) ++n;
       return Value(n);

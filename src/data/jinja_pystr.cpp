@@ -67,6 +67,12 @@ std::vector<std::string> code_points(const std::string& s) {
   return out;
 }
 
+size_t code_point_count(const std::string& s) {
+  size_t n = 0;
+  for (size_t i = 0; i < s.size(); ++n) utf8::next(s, i);
+  return n;
+}
+
 // Python str.replace(old, new, count).
 std::string py_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
   std::string out;

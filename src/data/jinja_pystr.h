@@ -18,6 +18,8 @@ std::string jinja_title(const std::string& s);
 
 // The code points of valid UTF-8 `s`, each as its UTF-8 bytes.
 std::vector<std::string> code_points(const std::string& s);
+// code_points(s).size() without building them (len() of a 64 MiB string in O(n), no allocation).
+size_t code_point_count(const std::string& s);
 
 // Python str.replace(old, new, count) (count < 0: all), str.split(sep, maxsplit) (no sep:
 // runs of whitespace), str.strip/lstrip/rstrip(chars) (no chars: whitespace).
