@@ -171,6 +171,7 @@ TEST(ResourceLimits, ASampleTooLargeForTheBudgetIsRefusedBeforeItIsParsed) {
   const auto t0 = std::chrono::steady_clock::now();
   const std::string e = error_of([&] { sft::load_dataset(p.string(), llama2(), opt); });
   const double took = seconds_since(t0);
+  std::printf("[ refused ] in %.2f s: %s\n", took, e.c_str());
   EXPECT_NE(e.find(p.string() + ":sample 10 (line 11) is 64.0 MiB of JSON: reading, rendering and tokenizing it whole"),
             std::string::npos) << e;
   EXPECT_NE(e.find("only 256.0 MiB is available (a test's budget). Shorten, split or remove that sample"),
@@ -205,6 +206,7 @@ TEST(ResourceLimits, A200MBFileIsRefusedEarlyOverBudgetAndLoadsWithinItsEstimate
   auto t0 = std::chrono::steady_clock::now();
   const std::string e = error_of([&] { sft::load_dataset(p.string(), llama2(), opt); });
   const double refused_after = seconds_since(t0);
+  std::printf("[ refused ] in %.2f s: %s\n", refused_after, e.c_str());
   EXPECT_NE(e.find(p.string() + ": loading it needs about"), std::string::npos) << e;
   EXPECT_NE(e.find("and only 64.0 MiB is available (free memory)"), std::string::npos) << e;
   EXPECT_NE(e.find("tokens after truncation to 2048 (token ids and labels"), std::string::npos) << e;
