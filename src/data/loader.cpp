@@ -233,6 +233,8 @@ void DataLoader::load_state(const nlohmann::json& s) {
   try {
     const int64_t epoch = s.at("epoch").get<int64_t>(), row = s.at("row").get<int64_t>();
     SFT_CHECK(epoch >= 0 && row >= 0, "data", "loader state: negative epoch {} or row {}", epoch, row);
+    constexpr int64_t kFar = int64_t(1) << 40;  // no run gets there; epoch + 1 below cannot overflow
+    SFT_CHECK(epoch < kFar && row < kFar, "data", "loader state: epoch {} or row {} is out of range", epoch, row);
     std::vector<std::string> unchecked;
     const std::vector<std::string> changed =
         describe_changes(s, state_fingerprint(s), state_fingerprint(state()), data_.path(), unchecked);
