@@ -117,8 +117,16 @@ std::string template_identity(const ConversationRenderer& renderer, const DataOp
   return id;
 }
 
-// Before anything is parsed: the `threads` largest samples in flight at once must fit.
+// Before anything is parsed: no sample of 2 GiB or more (the tokenizers index a sample's symbols
+// with 32-bit positions), and the `threads` largest samples in flight at once must fit.
 void check_largest_samples(const SampleFile& file, const DataOptions& opt, int threads, TokenizerKind kind) {
+  constexpr size_t kMaxSample = (size_t(1) << 31) - 1;
+  for (int64_t i = 0; i < file.size(); ++i)
+    if (file.sample_bytes(i) > kMaxSample)
+      fail("data", "{}:sample {} (line {}) is {} of JSON: samples of 2 GiB or more cannot be tokenized (positions "
+                   "inside a sample are 32-bit; sft keeps only its first {} tokens anyway). Shorten, split or remove "
+                   "that sample",
+           file.path(), i, file.line(i), human_bytes(static_cast<int64_t>(file.sample_bytes(i))), opt.model_max_length);
   if (opt.memory_budget < 0 || file.size() == 0) return;
   std::priority_queue<std::pair<size_t, int64_t>, std::vector<std::pair<size_t, int64_t>>, std::greater<>> top;
   for (int64_t i = 0; i < file.size(); ++i) {

@@ -1,7 +1,7 @@
 // Resource limits checked up front, never an allocator abort: a config.json whose tensors cannot
 // be allocated is refused by the config parser and by `sft train`; a sample of a million tokens is
-// truncated, not fatal; a sample too large for the memory given is refused before it is parsed,
-// naming it; a generated ~200 MB file is refused after its first samples when its estimated
+// truncated, not fatal; a sample too large for the memory given, and a 2 GiB line whatever the
+// memory, are refused before they are parsed, naming them; a generated ~200 MB file is refused after its first samples when its estimated
 // memory exceeds the budget (in a fraction of the time a full load takes), and loads within its
 // estimate otherwise (anonymous memory, sampled while it loads). Files are generated in a temp
 // directory and deleted.
@@ -179,6 +179,32 @@ TEST(ResourceLimits, ASampleTooLargeForTheBudgetIsRefusedBeforeItIsParsed) {
   // Refused after splitting and hashing the file only: a parse and tokenization of 64 MiB takes
   // seconds (about 3 s on one core here), the split a fraction of one.
   EXPECT_LT(took, 2.0);
+  fs::remove_all(p.parent_path());
+}
+
+// A 2 GiB JSON line (a sparse file: no disk space, no generation time) is refused whatever the
+// memory, before it is parsed: it is split and hashed only.
+TEST(ResourceLimits, ALineOf2GiBIsRefusedBeforeItIsParsed) {
+  const fs::path p = temp_dir("2gib-line") / "data.jsonl";
+  const std::string head = sample("Hi", "Hello!") + "\n{\"conversations\": [{\"from\": \"human\", \"value\": \"";
+  {
+    std::ofstream out(p, std::ios::binary);
+    out << head;
+  }
+  const uintmax_t size = (uintmax_t(1) << 31) + 4096;  // the second line alone is over 2 GiB
+  fs::resize_file(p, size);  // zeros, unallocated
+  {
+    std::fstream out(p, std::ios::binary | std::ios::in | std::ios::out);
+    out.seekp(std::streamoff(size - 4));
+    out << "\"}]}";  // a line that ends like a sample (its middle is never looked at)
+  }
+  sft::DataOptions opt;  // no memory budget: the limit holds anyway
+  const auto t0 = std::chrono::steady_clock::now();
+  const std::string e = error_of([&] { sft::load_dataset(p.string(), llama2(), opt); });
+  std::printf("[ refused ] in %.2f s: %s\n", seconds_since(t0), e.c_str());
+  EXPECT_NE(e.find(p.string() + ":sample 1 (line 2) is 2.0 GiB of JSON: samples of 2 GiB or more cannot be tokenized"),
+            std::string::npos) << e;
+  EXPECT_LT(seconds_since(t0), 30.0);
   fs::remove_all(p.parent_path());
 }
 
