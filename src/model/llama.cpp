@@ -16,6 +16,10 @@
 
 namespace sft {
 
+// The training head's chunks have a multiple of this many rows (head_forward_backward).
+constexpr int64_t kHeadRows = 64;
+static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
+
 struct LlamaModel::Acts {
   int64_t capacity = 0;          // N the buffers hold
   std::vector<Tensor> res;       // (L+1) × (N, C) residual stream: res[l] is layer l's input
@@ -23,7 +27,7 @@ struct LlamaModel::Acts {
   Tensor proj;                   // (N, C)  o_proj output before the residual add (all layers share it)
   Tensor xf;                     // (N, C)  final norm output
   Tensor rstdf;                  // (N)
-  Tensor logits;                 // (head_chunk, V)
+  Tensor logits;                 // (head_chunk rounded up to kHeadRows, V)
   Tensor losses;                 // (N)  per-row losses of the head, read by the host once per pass
   Tensor xf_rows;                // (N, C)  rows of xf that have a target (training head)
   Tensor dxf_rows;               // (N, C)
@@ -99,7 +103,8 @@ template <class Alloc>
 void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc) {
   const int64_t C = cfg.hidden_size, V = cfg.vocab_size, FF = cfg.intermediate_size;
   const int64_t NH = cfg.num_attention_heads, QKV = cfg.qkv_dim(), AO = NH * cfg.head_dim;
-  const int64_t L = cfg.num_hidden_layers, chunk = std::min(opt.head_chunk, N);
+  const int64_t L = cfg.num_hidden_layers, chunk = round_up(std::min(opt.head_chunk, N), kHeadRows);
+  const int64_t NP = round_up(N, kHeadRows);  // target rows, padded (head_forward_backward)
   a.capacity = N;
   for (int64_t l = 0; l <= L; ++l) a.res.push_back(alloc({N, C}));
   a.layer.resize(opt.recompute ? 1 : size_t(L));
@@ -111,9 +116,9 @@ void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, i
   a.xf = alloc({N, C});
   a.rstdf = alloc({N});
   a.logits = alloc({chunk, V});
-  a.losses = alloc({N});
-  a.xf_rows = alloc({N, C});
-  a.dxf_rows = alloc({N, C});
+  a.losses = alloc({NP});
+  a.xf_rows = alloc({NP, C});
+  a.dxf_rows = alloc({NP, C});
   a.dres = alloc({N, C});
   a.dxn = alloc({N, C});
   a.dqkv = alloc({N, QKV});
@@ -291,8 +296,14 @@ double LlamaModel::head_forward_backward(const Batch& batch, float loss_scale) {
   const auto runs = index_runs(idx);
   for (const auto& [first, pos, len] : runs)
     be_.copy(a.xf_rows.f32() + pos * C, a.xf.f32() + first * C, size_t(len * C) * 4);
+  // Every chunk has a multiple of kHeadRows rows: the target count changes from batch to batch,
+  // and each new row count made oneDNN build (JIT) new GEMM kernels for the LM head, ~50 ms each
+  // on a 2-core Xeon. The padding rows have x = 0 and no target, so no loss and no gradient.
+  const int64_t MP = round_up(M, kHeadRows);
+  if (MP > M) be_.fill_zero(rows(a.xf_rows, M, MP - M));
+  tgt.resize(size_t(MP), -100);
   for (int64_t r0 = 0; r0 < M; r0 += chunk) {
-    const int64_t n = std::min(chunk, M - r0);
+    const int64_t n = std::min(chunk, MP - r0);
     const Tensor x = rows(a.xf_rows, r0, n), dx = rows(a.dxf_rows, r0, n), logits = rows(a.logits, n);
     be_.linear_forward(logits, x, store_->weights().lm_head, Tensor(), false);
     be_.cross_entropy_forward_backward(Tensor(a.losses.f32() + r0, DType::f32, {n}, a.losses.device), logits,
