@@ -290,9 +290,10 @@ RotationReport rotate_checkpoints(const std::string& output_dir, int64_t keep, c
       fs::remove_all(path);
       report.deleted.push_back(path.string());
       mem.hashed.erase(name);
-      if (mem.reported.erase(name) > 0)
-        report.notes.push_back(fmt::format("deleted the damaged checkpoint {}: older than the {} newest checkpoint(s) "
-                                           "that verify (--save_total_limit {})", path.string(), keep, keep));
+      report.notes.push_back(mem.reported.erase(name) > 0
+                                 ? fmt::format("deleted the damaged checkpoint {}: older than the {} newest "
+                                               "checkpoint(s) that verify (--save_total_limit {})", path.string(), keep, keep)
+                                 : fmt::format("deleted checkpoint {} (--save_total_limit {})", path.string(), keep));
       continue;
     }
     const bool is_protected = fs::equivalent(path, protect, ec);

@@ -103,8 +103,8 @@ struct RotationMemory {
   std::set<std::string> reported;  // damaged ones already named in a note
 };
 
-// What a rotation did: the checkpoints it deleted, and one line per damaged checkpoint it kept or
-// deleted, naming it, its problems and why (for the log).
+// What a rotation did: the checkpoints it deleted, and a line for the log for each one deleted and
+// each damaged one kept (named once per RotationMemory), naming it and why.
 struct RotationReport {
   std::vector<std::string> deleted;
   std::vector<std::string> notes;

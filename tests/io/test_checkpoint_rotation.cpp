@@ -1,7 +1,7 @@
 // --save_total_limit with damaged checkpoints (rotate_checkpoints): a checkpoint that does not
 // verify never counts toward the limit, so it never pushes a good one out and the newest good one
 // is never deleted; a damaged one newer than the kept good ones stays (named once in a note), an
-// older one is deleted with the rest (named in a note); with a RotationMemory each checkpoint is
+// older one is deleted with the rest; every deletion is named; with a RotationMemory each checkpoint is
 // hashed once and later checked by size, so a truncation is still found at the next save.
 #include <gtest/gtest.h>
 
@@ -65,10 +65,12 @@ TEST(CheckpointRotation, ADamagedCheckpointDoesNotCountTowardTheLimit) {
   // 400 saved: 400 and 200 are the two good ones; the damaged 300 between them stays, 100 goes.
   RotationReport r = rotate_checkpoints(t.path.string(), 2, save_at(t.path, 400), &memory);
   EXPECT_EQ(steps_in(t.path), (std::set<int64_t>{200, 300, 400}));
-  ASSERT_EQ(r.notes.size(), 1u) << all_notes(r);
-  EXPECT_TRUE(has(r.notes[0], "checkpoint-300") && has(r.notes[0], "model.safetensors") &&
-              has(r.notes[0], "a changed byte") && has(r.notes[0], "does not count toward --save_total_limit 2"))
+  ASSERT_EQ(r.notes.size(), 2u) << all_notes(r);
+  EXPECT_TRUE(has(r.notes[0], "WARNING: checkpoint " + (t.path / "checkpoint-300").string()) &&
+              has(r.notes[0], "model.safetensors") && has(r.notes[0], "a changed byte") &&
+              has(r.notes[0], "does not count toward --save_total_limit 2"))
       << r.notes[0];
+  EXPECT_EQ(r.notes[1], "deleted checkpoint " + (t.path / "checkpoint-100").string() + " (--save_total_limit 2)");
   ASSERT_EQ(r.deleted.size(), 1u);
   EXPECT_EQ(fs::path(r.deleted[0]).filename(), "checkpoint-100");
 
@@ -76,8 +78,9 @@ TEST(CheckpointRotation, ADamagedCheckpointDoesNotCountTowardTheLimit) {
   // one named; the note about keeping 300 is not repeated.
   r = rotate_checkpoints(t.path.string(), 2, save_at(t.path, 500), &memory);
   EXPECT_EQ(steps_in(t.path), (std::set<int64_t>{400, 500}));
-  ASSERT_EQ(r.notes.size(), 1u) << all_notes(r);
-  EXPECT_TRUE(has(r.notes[0], "deleted the damaged checkpoint") && has(r.notes[0], "checkpoint-300")) << r.notes[0];
+  ASSERT_EQ(r.notes.size(), 2u) << all_notes(r);
+  EXPECT_TRUE(has(r.notes[0], "deleted the damaged checkpoint " + (t.path / "checkpoint-300").string())) << r.notes[0];
+  EXPECT_EQ(r.notes[1], "deleted checkpoint " + (t.path / "checkpoint-200").string() + " (--save_total_limit 2)");
   EXPECT_EQ(r.deleted.size(), 2u);
 }
 
@@ -98,6 +101,7 @@ TEST(CheckpointRotation, TheNewestGoodCheckpointIsNeverDeleted) {
   const RotationReport r2 = rotate_checkpoints(t.path.string(), 1, save_at(t.path, 400));
   EXPECT_EQ(steps_in(t.path), (std::set<int64_t>{400}));
   EXPECT_EQ(r2.deleted.size(), 3u);
+  EXPECT_EQ(r2.notes.size(), 3u);  // each deletion named
 }
 
 TEST(CheckpointRotation, EachCheckpointIsHashedOnceAndLaterCheckedBySize) {

@@ -5,7 +5,8 @@
 // rusage. Peak RSS after the warm-up step and at the end differ by < 2%, the descriptor count does
 // not grow, at most 3 checkpoints exist at any time (the new one before rotation), and the
 // output_dir ends holding exactly the final model, its logs and the last two checkpoints.
-// CI runs 1,000 steps; SFT_SOAK_STEPS=10000 runs the full soak (the curve is printed either way).
+// CI runs 1,000 steps; SFT_SOAK_STEPS=10000 runs the full soak (the curve is printed either way);
+// SFT_SOAK_BF16=False soaks the fp32 GEMM route instead of the bf16 one.
 #include <gtest/gtest.h>
 
 #include <fcntl.h>
@@ -40,8 +41,9 @@ const char* kSoakConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type
   "vocab_size": 32000, "tie_word_embeddings": true, "bos_token_id": 1, "eos_token_id": 2,
   "initializer_range": 0.02, "torch_dtype": "float32"})";
 
-// ShareGPT conversations of 1 to 3 turns, each message 1 to 40 words: samples from a few tokens to
-// longer than a row, so packing fills rows from varied lengths (and truncates some).
+// ShareGPT conversations of 1 to 3 turns, questions of 1 to 10 words, answers of 1 to 30: samples
+// from a few tokens to longer than a row, so packing fills rows from varied lengths (and truncates
+// some).
 void write_conversations(const fs::path& path, int count, uint32_t seed) {
   static const char* words[] = {"the", "model", "learns", "to", "answer", "short", "questions", "about",
                                 "llamas", "and", "tokens", "with", "care", "while", "packing", "rows"};
@@ -57,8 +59,8 @@ void write_conversations(const fs::path& path, int count, uint32_t seed) {
     nlohmann::json conv = nlohmann::json::array();
     const int turns = 1 + int(rng() % 3);
     for (int t = 0; t < turns; ++t) {
-      conv.push_back({{"from", "human"}, {"value", text(40)}});
-      conv.push_back({{"from", "gpt"}, {"value", text(40)}});
+      conv.push_back({{"from", "human"}, {"value", text(10)}});
+      conv.push_back({{"from", "gpt"}, {"value", text(30)}});
     }
     all.push_back({{"id", "soak_" + std::to_string(i)}, {"conversations", conv}});
   }
@@ -135,7 +137,7 @@ TEST(Soak, MemoryAndDescriptorsStayFlatAndRotationKeepsTwoCheckpoints) {
       "--gradient_accumulation_steps", "1", "--max_steps", std::to_string(steps), "--learning_rate", "1e-3",
       "--lr_scheduler_type", "cosine", "--warmup_ratio", "0.03", "--logging_steps", "10",
       "--evaluation_strategy", "steps", "--eval_steps", "50", "--save_strategy", "steps", "--save_steps", "100",
-      "--save_total_limit", "2", "--bf16", "True", "--threads", "1", "--seed", "5"};
+      "--save_total_limit", "2", "--bf16", std::getenv("SFT_SOAK_BF16") ? std::getenv("SFT_SOAK_BF16") : "True", "--threads", "1", "--seed", "5"};
   const fs::path log = root / "train.log";
   const pid_t pid = fork();
   ASSERT_GE(pid, 0);
