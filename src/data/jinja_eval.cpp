@@ -500,6 +500,7 @@ Value Evaluator::eval_binary(const Expr& e) {
       if (n > 0 && seq.str_ref().size() > kMaxOutputBytes / static_cast<size_t>(n))  // no overflow
         fail(e.pos, "string repetition too large");
       std::string out;
+      out.reserve(seq.str_ref().size() * static_cast<size_t>(n));
       for (int64_t i = 0; i < n; ++i) out += seq.str_ref();
       return Value(std::move(out));
     }

@@ -74,6 +74,10 @@ Value::Value(Dict d) : data(std::make_shared<const Dict>(std::move(d))) {
       "the strings of a dict");
 }
 
+void Value::not_an_int() const {
+  throw Error(fmt::format("[jinja] an integer was expected here, got a '{}'", type_name()));
+}
+
 void Value::set_bytes() {
   bytes = str_ref().size();
   check_string_size(bytes, "a string");

@@ -117,7 +117,13 @@ struct Value {
   const Dict& dict() const { return *std::get<DictPtr>(data); }
   Namespace& ns() const { return *std::get<NamespacePtr>(data); }
   const Function& function() const { return *std::get<FunctionPtr>(data); }
-  int64_t as_int() const { return is_bool() ? std::get<bool>(data) : std::get<int64_t>(data); }  // bool or int
+  // bool or int; sft::Error for any other type (a float width, a string count)
+  int64_t as_int() const {
+    if (is_bool()) return std::get<bool>(data);
+    if (!is_int()) not_an_int();
+    return std::get<int64_t>(data);
+  }
+  [[noreturn]] void not_an_int() const;
   double as_double() const { return is_float() ? std::get<double>(data) : static_cast<double>(as_int()); }
 
   // Python bool(): empty str/list/dict, 0, None and undefined are false.
