@@ -132,6 +132,7 @@ TEST(InputBounds, JinjaRegressionTemplatesEndInClearErrors) {
       {"macro_too_many_args_long_name", "macro 'a_very_long_macro_name_beyond_sso' takes 0 arguments"},
       {"range_bounds_overflow", "range() of more than 2^63 items"},
       {"indent_width_2_63", "indent's width would be 9223372036854775807 bytes"},
+      {"indent_width_a_float", "an integer was expected here, got a 'float'"},
   };
   for (const auto& [name, fragment] : cases) {
     SCOPED_TRACE(name);
