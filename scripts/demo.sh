@@ -21,10 +21,11 @@ rm -rf "$out"
   --logging_steps 5 --save_strategy epoch --save_total_limit 2 \
   --model_max_length 512 --gradient_checkpointing True --lazy_preprocess True
 # The loss summary from metrics.jsonl with the shell alone (no Python at run time): the first and
-# last training-loss lines, one number per key.
+# last training-loss lines, one number per key. `sed -n 1p`, not `head -n 1`: head exits after the
+# first line, and under pipefail the grep still writing to it (SIGPIPE, status 141) ended the demo.
 metrics="$out/vicuna-tiny/metrics.jsonl"
 field() { sed -E "s/.*\"$1\": ?(-?[0-9.eE+-]+).*/\1/"; }
-first=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | head -n 1)
+first=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | sed -n 1p)
 last=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | tail -n 1)
 LC_ALL=C printf 'logged loss (mean over each logging window): step %s %.3f -> step %s %.3f (%.0f tokens/s); plot: %s\n' \
   "$(field step <<<"$first")" "$(field loss <<<"$first")" "$(field step <<<"$last")" \
