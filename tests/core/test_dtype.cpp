@@ -58,7 +58,7 @@ TEST(DType, BulkBf16MatchesScalar) {
 TEST(DType, TransposedBf16MatchesScalar) {
   std::mt19937 rng(11);
   std::normal_distribution<float> n(0.0f, 3.0f);
-  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {16, 16}, {17, 33}, {5, 100}, {100, 5},
+  for (auto [rows, cols] : {std::pair<int64_t, int64_t>{1, 1}, {16, 16}, {17, 33}, {5, 100}, {100, 5}, {40, 4100},
                             {64, 64}, {333, 257}, {1024, 96}}) {
     std::vector<float> x(size_t(rows * cols));
     for (auto& v : x) v = n(rng);

@@ -12,10 +12,12 @@
 
 #include <oneapi/dnnl/dnnl.hpp>
 
+#include "backend/backend.h"
 #include "backend/cpu/cpu_features.h"
 #include "backend/cpu/pack_b.h"
 #include "core/aligned_vector.h"
 #include "core/dtype.h"
+#include "ops_test_util.h"
 
 namespace sft {
 namespace {
@@ -105,6 +107,50 @@ TEST(PackB, ReferenceIsTheLayoutOneDnnsAmxMatmulAsksFor) {
   if (checked == 0) GTEST_SKIP() << "oneDNN chose " << chosen << " here, not its AMX kernel's blocked layout";
   // where AMX is usable, the model-sized shapes get the blocked layout (else packing falls back to reorders)
   if (cpu::cpu_features().amx_usable()) EXPECT_GE(checked, 4);
+}
+
+// CpuBackend's bf16 linear layers through many row counts (as batches padded to their longest
+// row give), the weight rewritten between steps so both packed forms are refreshed each time:
+// more GEMM shapes than the backend keeps primitives for, so its cache is cleared while weights
+// are being packed (a layout kept by reference across that clear was once read after it was
+// freed). Results against double sums of the bf16-rounded operands.
+TEST(PackB, LinearLayersStayRightAcrossManyRowCounts) {
+  auto be = create_backend("cpu");
+  be->set_matmul_dtype(DType::bf16);
+  be->invalidate_weight_copies(nullptr, 0);  // the parameter store's contract: copies kept until written
+  const int64_t OC = 192, IC = 96;
+  std::vector<float> w = test::randn(size_t(OC * IC), 7);
+  auto r = [](float v) { return double(bf16_to_f32(f32_to_bf16(v))); };
+  for (int64_t N = 1; N <= 90; ++N) {
+    for (float& v : w) v *= 0.999f;  // an optimizer step: the weight changes, its copies are stale
+    be->invalidate_weight_copies(w.data(), w.size() * 4);
+    const std::vector<float> x = test::randn(size_t(N * IC), uint32_t(N)), d = test::randn(size_t(N * OC), uint32_t(N + 500));
+    std::vector<float> out(size_t(N * OC)), dx(size_t(N * IC)), dw(size_t(OC * IC), 0.0f);
+    const Tensor tw(w.data(), DType::f32, {OC, IC});
+    be->linear_forward(Tensor(out.data(), DType::f32, {N, OC}), Tensor(const_cast<float*>(x.data()), DType::f32, {N, IC}),
+                       tw, Tensor(), false);
+    be->linear_backward(Tensor(dx.data(), DType::f32, {N, IC}), Tensor(dw.data(), DType::f32, {OC, IC}), Tensor(),
+                        Tensor(const_cast<float*>(d.data()), DType::f32, {N, OC}),
+                        Tensor(const_cast<float*>(x.data()), DType::f32, {N, IC}), tw, false);
+    for (int64_t n = 0; n < N; n += 7)
+      for (int64_t o = 0; o < OC; o += 5) {
+        double ref = 0;
+        for (int64_t i = 0; i < IC; ++i) ref += r(x[size_t(n * IC + i)]) * r(w[size_t(o * IC + i)]);
+        ASSERT_NEAR(out[size_t(n * OC + o)], ref, 1e-3 * (1 + std::fabs(ref))) << "forward N " << N;
+      }
+    for (int64_t n = 0; n < N; n += 7)
+      for (int64_t i = 0; i < IC; i += 5) {
+        double ref = 0;
+        for (int64_t o = 0; o < OC; ++o) ref += r(d[size_t(n * OC + o)]) * r(w[size_t(o * IC + i)]);
+        ASSERT_NEAR(dx[size_t(n * IC + i)], ref, 1e-3 * (1 + std::fabs(ref))) << "dx N " << N;
+      }
+    for (int64_t o = 0; o < OC; o += 11)
+      for (int64_t i = 0; i < IC; i += 5) {
+        double ref = 0;
+        for (int64_t n = 0; n < N; ++n) ref += r(d[size_t(n * OC + o)]) * r(x[size_t(n * IC + i)]);
+        ASSERT_NEAR(dw[size_t(o * IC + i)], ref, 1e-3 * (1 + std::fabs(ref))) << "dw N " << N;
+      }
+  }
 }
 
 }  // namespace

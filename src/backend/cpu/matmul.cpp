@@ -214,7 +214,8 @@ struct CpuBackend::Gemm {
       for (Packed& p : c.packed) p.valid = false;
     }
     Packed& p = c.packed[form];
-    const memory::desc& layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
+    // layouts by value: prim() may clear its cache (and the descs in it) when it builds another
+    const memory::desc layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
     if (!p.valid || p.layout != layout) {
       const uint16_t* src16 = nullptr;  // w's bf16 rounding, when a oneDNN reorder needs it
       auto fill = [&](Packed& q, const cpu::GemmArgs& h, const memory::desc& lay) {
@@ -230,7 +231,7 @@ struct CpuBackend::Gemm {
       };
       Packed& other = c.packed[1 - form];
       if (sibling && !other.valid && !other.data.empty()) {
-        const memory::desc& other_layout = onednn().prim(*sibling, memory::data_type::bf16, true).packed_b;
+        const memory::desc other_layout = onednn().prim(*sibling, memory::data_type::bf16, true).packed_b;
         if (w.dtype == DType::f32 && g.trans_b != sibling->trans_b && cpu::is_blocked_b(layout.data, g.K, g.N) &&
             cpu::is_blocked_b(other_layout.data, sibling->K, sibling->N)) {  // both forms from one read of w
           for (auto [q, lay] : {std::pair{&p, &layout}, std::pair{&other, &other_layout}}) {
