@@ -243,6 +243,7 @@ int run_train(int argc, char** argv) {
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
   backend->set_tf32(cfg.tf32);
   const std::unique_ptr<Comm> comm = make_world_comm(*backend, launch);
+  comm->set_timeout(cfg.ddp_timeout);  // the collective watchdog (dist/watchdog.h)
   if (comm->size() > 1)
     std::printf("data parallel: %d ranks (%s), %d threads each; --fsdp %s; global batch %ld rows\n", comm->size(),
                 launch.launcher.c_str(), omp_get_max_threads(),

@@ -45,6 +45,10 @@ class Comm {
   virtual void all_gather_host(const double* in, int n, double* out, const char* what) = 0;
   virtual void barrier(const char* what) = 0;
 
+  // How long a collective may wait for the other ranks before this rank ends the job (HF's
+  // --ddp_timeout, seconds > 0; dist/watchdog.h). A world of one has no one to wait for.
+  virtual void set_timeout(double seconds) { (void)seconds; }
+
   // Conveniences over all_reduce_host.
   double sum(double x, const char* what) { all_reduce_host(&x, 1, ReduceOp::sum, what); return x; }
   bool any(bool x, const char* what) {

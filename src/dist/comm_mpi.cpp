@@ -1,11 +1,15 @@
 // MpiComm: Comm over MPI (OpenMPI from Debian), for CPU ranks launched by mpirun or srun. Tensor
 // collectives are MPI's non-blocking ones (MPI_Iallreduce, MPI_Iallgather,
 // MPI_Ireduce_scatter_block, MPI_Ibcast) on fp32 host memory, completed by wait(); the step's
-// scalars go through MPI_Allreduce in double. Built only when CMake finds MPI (SFT_HAVE_MPI).
+// scalars go through MPI_Allreduce in double. Every blocking wait is watched (dist/watchdog.h):
+// past --ddp_timeout the rank ends the job. Built only when CMake finds MPI (SFT_HAVE_MPI).
 #include <mpi.h>
 
+#include <exception>
+#include <string>
 #include <unordered_map>
 
+#include "dist/watchdog.h"
 #include "dist/world.h"
 
 namespace sft {
@@ -31,17 +35,27 @@ class MpiComm final : public Comm {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    if (size_ > 1) dog_.start(dog_.timeout());  // HF's default (1800 s) until set_timeout
   }
   ~MpiComm() override {
-    for (auto& [id, req] : pending_) MPI_Wait(&req, MPI_STATUS_IGNORE);
+    // Unwinding an error on this rank alone: the others may be blocked in a collective, so
+    // MPI_Finalize (which waits for every rank) would hang before main prints the error. Leave
+    // without it; mpirun ends the job when this process exits without finalizing.
+    if (std::uncaught_exceptions() > 0) return;
+    for (auto& [id, p] : pending_) {
+      const auto watch = dog_.watch(p.op, p.what.c_str());
+      MPI_Wait(&p.request, MPI_STATUS_IGNORE);
+    }
+    const auto watch = dog_.watch("finalize", "MPI_Finalize");  // waits for every rank
     MPI_Finalize();
   }
+  void set_timeout(double seconds) override { dog_.set_timeout(seconds); }
   int rank() const override { return rank_; }
   int size() const override { return size_; }
 
   CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) override {
     host_f32(buf, what);
-    return issue(what, "MPI_Iallreduce", [&](MPI_Request* r) {
+    return issue("all_reduce", what, "MPI_Iallreduce", [&](MPI_Request* r) {
       return MPI_Iallreduce(MPI_IN_PLACE, buf.data, int(buf.numel()), MPI_FLOAT, mpi_op(op), MPI_COMM_WORLD, r);
     });
   }
@@ -50,7 +64,7 @@ class MpiComm final : public Comm {
     host_f32(in, what);
     SFT_CHECK(out.numel() == in.numel() * size_, "comm", "{}: all_gather of {} into {} over {} ranks", what,
               in.numel(), out.numel(), size_);
-    return issue(what, "MPI_Iallgather", [&](MPI_Request* r) {
+    return issue("all_gather", what, "MPI_Iallgather", [&](MPI_Request* r) {
       return MPI_Iallgather(in.data, int(in.numel()), MPI_FLOAT, out.data, int(in.numel()), MPI_FLOAT,
                             MPI_COMM_WORLD, r);
     });
@@ -60,29 +74,37 @@ class MpiComm final : public Comm {
     host_f32(in, what);
     SFT_CHECK(in.numel() == out.numel() * size_, "comm", "{}: reduce_scatter of {} into {} over {} ranks", what,
               in.numel(), out.numel(), size_);
-    return issue(what, "MPI_Ireduce_scatter_block", [&](MPI_Request* r) {
+    return issue("reduce_scatter", what, "MPI_Ireduce_scatter_block", [&](MPI_Request* r) {
       return MPI_Ireduce_scatter_block(in.data, out.data, int(out.numel()), MPI_FLOAT, mpi_op(op), MPI_COMM_WORLD, r);
     });
   }
   CommRequest broadcast(Tensor buf, int root, const char* what) override {
     host_f32(buf, what);
-    return issue(what, "MPI_Ibcast", [&](MPI_Request* r) {
+    return issue("broadcast", what, "MPI_Ibcast", [&](MPI_Request* r) {
       return MPI_Ibcast(buf.data, int(buf.numel()), MPI_FLOAT, root, MPI_COMM_WORLD, r);
     });
   }
   void wait(CommRequest request) override {
     auto it = pending_.find(request.id);
     if (it == pending_.end()) return;
-    check_mpi(MPI_Wait(&it->second, MPI_STATUS_IGNORE), "MPI_Wait", "collective");
+    {
+      const auto watch = dog_.watch(it->second.op, it->second.what.c_str());
+      check_mpi(MPI_Wait(&it->second.request, MPI_STATUS_IGNORE), "MPI_Wait", it->second.what.c_str());
+    }
     pending_.erase(it);
   }
   void all_reduce_host(double* v, int n, ReduceOp op, const char* what) override {
+    const auto watch = dog_.watch("all_reduce", what);
     check_mpi(MPI_Allreduce(MPI_IN_PLACE, v, n, MPI_DOUBLE, mpi_op(op), MPI_COMM_WORLD), "MPI_Allreduce", what);
   }
   void all_gather_host(const double* in, int n, double* out, const char* what) override {
+    const auto watch = dog_.watch("all_gather", what);
     check_mpi(MPI_Allgather(in, n, MPI_DOUBLE, out, n, MPI_DOUBLE, MPI_COMM_WORLD), "MPI_Allgather", what);
   }
-  void barrier(const char* what) override { check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", what); }
+  void barrier(const char* what) override {
+    const auto watch = dog_.watch("barrier", what);
+    check_mpi(MPI_Barrier(MPI_COMM_WORLD), "MPI_Barrier", what);
+  }
 
  private:
   static void host_f32(const Tensor& t, const char* what) {
@@ -91,16 +113,22 @@ class MpiComm final : public Comm {
               t.device == Device::cpu ? "cpu" : "cuda");
   }
   template <class Start>
-  CommRequest issue(const char* what, const char* call, Start&& start) {
+  CommRequest issue(const char* op, const char* what, const char* call, Start&& start) {
     MPI_Request r;
     check_mpi(start(&r), call, what);
     const int64_t id = next_id_++;
-    pending_.emplace(id, r);
+    pending_.emplace(id, Pending{r, op, what});
     return {id};
   }
+  struct Pending {
+    MPI_Request request;
+    const char* op;    // a literal
+    std::string what;  // the caller's name may not outlive the call
+  };
   int rank_ = 0, size_ = 1;
   int64_t next_id_ = 0;
-  std::unordered_map<int64_t, MPI_Request> pending_;
+  std::unordered_map<int64_t, Pending> pending_;
+  CollectiveWatchdog dog_;
 };
 
 }  // namespace

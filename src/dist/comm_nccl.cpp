@@ -3,13 +3,30 @@
 // so they overlap the backend's compute: each waits for the compute work issued before it (an
 // event on the backend's stream) and wait() makes later compute wait for it (stream order, no
 // host sync). The step's host scalars and the bootstrap (ncclUniqueId from rank 0, MPI_Bcast)
-// go through MPI, which launched the ranks. Built only with CUDA, MPI and NCCL (SFT_HAVE_NCCL).
+// go through MPI, which launched the ranks. A watchdog thread follows every collective's completion
+// event and polls ncclCommGetAsyncError about once a second: a NCCL error, or a collective not
+// complete --ddp_timeout seconds after it was issued, aborts the communicator (ncclCommAbort) and
+// ends the process so the launcher ends the job. Built only with CUDA, MPI and NCCL (SFT_HAVE_NCCL).
 #include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
 
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdio>
+#include <cstdlib>
+#include <deque>
+#include <mutex>
+#include <string>
+#include <thread>
 #include <unordered_map>
 
+#include <fmt/format.h>
+
+#include "core/log.h"
+#include "dist/watchdog.h"
 #include "dist/world.h"
 
 namespace sft {
@@ -41,8 +58,17 @@ class NcclComm final : public Comm {
               "MPI_Bcast of the NCCL unique id from rank 0 failed");
     check_nccl(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "ncclCommInitRank", "start");
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", "start");
+    check_cuda(cudaGetDevice(&device_), "cudaGetDevice", "start");
+    if (host_->size() > 1) watchdog_ = std::thread([this] { watch(); });
   }
   ~NcclComm() override {  // nothing here may throw
+    {
+      std::lock_guard<std::mutex> lock(wd_mu_);
+      wd_stop_ = true;
+    }
+    wd_cv_.notify_all();
+    if (watchdog_.joinable()) watchdog_.join();
+    for (Inflight& f : inflight_) cudaEventDestroy(f.done);
     for (auto& [id, e] : pending_) cudaEventDestroy(e);
     cudaStreamSynchronize(stream_);
     ncclCommDestroy(comm_);
@@ -50,9 +76,13 @@ class NcclComm final : public Comm {
   }
   int rank() const override { return host_->rank(); }
   int size() const override { return host_->size(); }
+  void set_timeout(double seconds) override {
+    host_->set_timeout(seconds);  // the host scalars' MPI collectives
+    timeout_s_.store(seconds);
+  }
 
   CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) override {
-    return issue(what, "ncclAllReduce", [&] {
+    return issue("all_reduce", what, "ncclAllReduce", [&] {
       return ncclAllReduce(buf.data, buf.data, size_t(buf.numel()), dtype(buf, what), nccl_op(op), comm_, stream_);
     });
   }
@@ -60,7 +90,7 @@ class NcclComm final : public Comm {
     SFT_CHECK(out.numel() == in.numel() * size() && out.dtype == in.dtype, "comm",
               "{}: all_gather of {} {} into {} {} over {} ranks", what, in.numel(), dtype_name(in.dtype), out.numel(),
               dtype_name(out.dtype), size());
-    return issue(what, "ncclAllGather", [&] {
+    return issue("all_gather", what, "ncclAllGather", [&] {
       return ncclAllGather(in.data, out.data, size_t(in.numel()), dtype(in, what), comm_, stream_);
     });
   }
@@ -68,12 +98,12 @@ class NcclComm final : public Comm {
     SFT_CHECK(in.numel() == out.numel() * size() && out.dtype == in.dtype, "comm",
               "{}: reduce_scatter of {} {} into {} {} over {} ranks", what, in.numel(), dtype_name(in.dtype),
               out.numel(), dtype_name(out.dtype), size());
-    return issue(what, "ncclReduceScatter", [&] {
+    return issue("reduce_scatter", what, "ncclReduceScatter", [&] {
       return ncclReduceScatter(in.data, out.data, size_t(out.numel()), dtype(in, what), nccl_op(op), comm_, stream_);
     });
   }
   CommRequest broadcast(Tensor buf, int root, const char* what) override {
-    return issue(what, "ncclBroadcast", [&] {
+    return issue("broadcast", what, "ncclBroadcast", [&] {
       return ncclBroadcast(buf.data, buf.data, size_t(buf.numel()), dtype(buf, what), root, comm_, stream_);
     });
   }
@@ -106,7 +136,7 @@ class NcclComm final : public Comm {
   // The collective starts after the compute issued so far (its inputs are written) and records
   // an event for wait().
   template <class Start>
-  CommRequest issue(const char* what, const char* call, Start&& start) {
+  CommRequest issue(const char* op, const char* what, const char* call, Start&& start) {
     cudaEvent_t ready = nullptr, done = nullptr;
     check_cuda(cudaEventCreateWithFlags(&ready, cudaEventDisableTiming), "cudaEventCreate", what);
     check_cuda(cudaEventRecord(ready, compute_), "cudaEventRecord", what);
@@ -117,7 +147,50 @@ class NcclComm final : public Comm {
     check_cuda(cudaEventRecord(done, stream_), "cudaEventRecord", what);
     const int64_t id = next_id_++;
     pending_.emplace(id, done);
+    if (watchdog_.joinable()) {  // the watchdog's own event: wait() destroys `done` before it completes
+      cudaEvent_t watched = nullptr;
+      check_cuda(cudaEventCreateWithFlags(&watched, cudaEventDisableTiming), "cudaEventCreate", what);
+      check_cuda(cudaEventRecord(watched, stream_), "cudaEventRecord", what);
+      std::lock_guard<std::mutex> lock(wd_mu_);
+      inflight_.push_back({watched, std::chrono::steady_clock::now(), op, what});
+    }
     return {id};
+  }
+
+  // The watchdog thread: collectives complete in stream order, so the oldest incomplete one is
+  // the front of inflight_. A NCCL error or one older than the timeout aborts the communicator
+  // (which unblocks the kernels waiting on a dead peer) and ends the process.
+  void watch() {
+    cudaSetDevice(device_);
+    std::unique_lock<std::mutex> lock(wd_mu_);
+    for (;;) {
+      const double timeout = timeout_s_.load();
+      const auto period = std::chrono::duration<double>(std::min(1.0, std::max(0.01, timeout / 4)));
+      if (wd_cv_.wait_for(lock, period, [this] { return wd_stop_; })) return;
+      while (!inflight_.empty() && cudaEventQuery(inflight_.front().done) == cudaSuccess) {
+        cudaEventDestroy(inflight_.front().done);
+        inflight_.pop_front();
+      }
+      ncclResult_t async = ncclSuccess;
+      const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
+      std::string why;
+      if (rc != ncclSuccess) why = fmt::format("[dist] ncclCommGetAsyncError failed: {}", ncclGetErrorString(rc));
+      else if (async != ncclSuccess && async != ncclInProgress)
+        why = fmt::format("[dist] NCCL reports an error: {} (a rank may have died; see its error above); ending "
+                          "this job", ncclGetErrorString(async));
+      else if (!inflight_.empty()) {
+        const double waited =
+            std::chrono::duration<double>(std::chrono::steady_clock::now() - inflight_.front().issued).count();
+        if (waited > timeout)
+          why = CollectiveWatchdog::message(inflight_.front().op, inflight_.front().what, waited, timeout);
+      }
+      if (why.empty()) continue;
+      std::fflush(stdout);
+      std::fprintf(stderr, "%serror: %s\n", rank_prefix().c_str(), why.c_str());
+      std::fflush(stderr);
+      ncclCommAbort(comm_);
+      std::_Exit(1);  // no destructors: they would wait on the aborted work
+    }
   }
 
   Backend& be_;
@@ -126,6 +199,20 @@ class NcclComm final : public Comm {
   ncclComm_t comm_ = nullptr;
   int64_t next_id_ = 0;
   std::unordered_map<int64_t, cudaEvent_t> pending_;
+  // The watchdog (started when there are several ranks).
+  struct Inflight {
+    cudaEvent_t done;
+    std::chrono::steady_clock::time_point issued;
+    const char* op;    // a literal
+    std::string what;  // the caller's name may not outlive the call
+  };
+  int device_ = 0;
+  std::atomic<double> timeout_s_{1800.0};
+  std::mutex wd_mu_;
+  std::condition_variable wd_cv_;
+  bool wd_stop_ = false;
+  std::deque<Inflight> inflight_;
+  std::thread watchdog_;
 };
 
 }  // namespace

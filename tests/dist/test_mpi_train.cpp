@@ -5,8 +5,10 @@
 // different options refuse with the option's name; a rank that fails alone (bad input seen only
 // by it) ends the whole job with its rank named; --fsdp full_shard trains like one process and
 // checkpoints in the one-process layout (resumable by the same command and by one process); the
-// modes not built yet are refused, not ignored. Every job is bounded by mpirun --timeout.
-// Skips visibly where this build has no MPI or mpirun is missing.
+// modes not built yet are refused, not ignored. Faults: a rank killed (SIGKILL) ends the job naming
+// it and the same command resumes bit for bit; a rank stopped (SIGSTOP) is caught by the other
+// rank's collective watchdog after --ddp_timeout (dist/watchdog.h, also tested in-process). Every
+// job is bounded by mpirun --timeout. Skips visibly where this build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -14,6 +16,7 @@
 
 #include <chrono>
 #include <cmath>
+#include <cstdio>
 #include <map>
 #include <sstream>
 #include <thread>
@@ -21,6 +24,7 @@
 #include <nlohmann/json.hpp>
 
 #include "../cli/cli_test_util.h"
+#include "dist/watchdog.h"
 #include "dist/world.h"
 #include "io/safetensors.h"
 
@@ -75,6 +79,62 @@ double max_weight_diff(const fs::path& a, const fs::path& b) {
     for (int64_t i = 0; i < std::min(t.numel(), u.numel()); ++i) max_diff = std::max(max_diff, double(std::fabs(x[i] - y[i])));
   }
   return max_diff;
+}
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) { return std::chrono::duration<double>(Clock::now() - t).count(); }
+
+// Starts `cmd` (an mpirun line) in the background with its output in `log`; returns mpirun's pid.
+pid_t start_job(const std::string& cmd, const fs::path& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd + " > " + log.string() + " 2>&1").c_str(), (char*)nullptr);
+    _exit(127);
+  }
+  return pid;
+}
+
+// Waits up to `seconds` for the job to end; returns its wait status, or -1 after killing it.
+int wait_job(pid_t pid, double seconds) {
+  const Clock::time_point start = Clock::now();
+  int status = 0;
+  while (waitpid(pid, &status, WNOHANG) == 0) {
+    if (seconds_since(start) > seconds) {
+      kill(pid, SIGKILL);
+      waitpid(pid, &status, 0);
+      return -1;
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return status;
+}
+
+bool wait_for_file(const fs::path& f, double seconds) {
+  const Clock::time_point start = Clock::now();
+  while (!fs::exists(f) && seconds_since(start) < seconds) std::this_thread::sleep_for(std::chrono::milliseconds(5));
+  return fs::exists(f);
+}
+
+// The pid of the sft process that is rank `rank` of the job writing to `out` (its command line
+// names out; mpirun's environment has no OMPI_COMM_WORLD_RANK), or -1.
+pid_t rank_pid(const fs::path& out, int rank) {
+  const std::string want = "OMPI_COMM_WORLD_RANK=" + std::to_string(rank);
+  for (const auto& e : fs::directory_iterator("/proc")) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) continue;
+    std::string cmdline, environ;
+    try {
+      cmdline = read_file(e.path() / "cmdline");
+      environ = read_file(e.path() / "environ");
+    } catch (...) {
+      continue;  // gone, or not ours
+    }
+    if (cmdline.find(out.string()) == std::string::npos || cmdline.find("train") == std::string::npos) continue;
+    const std::string nul(1, '\0');
+    if ((nul + environ + nul).find(nul + want + nul) != std::string::npos) return pid_t(std::stol(name));
+  }
+  return -1;
 }
 
 class MpiTrain : public ::testing::Test {
@@ -247,4 +307,121 @@ TEST_F(MpiTrain, Sigusr1ToMpirunSavesOnEveryRankAndTheSameCommandResumesExactly)
   ASSERT_EQ(a.size(), 12u);
   EXPECT_EQ(a, b);  // bit for bit: the same ranks reduce in the same order
   EXPECT_TRUE(read_file(straight / "model.safetensors") == read_file(out / "model.safetensors"));
+}
+
+// A rank killed mid-run (after the first checkpoint, possibly in the middle of a save): mpirun
+// notices at once and ends the job naming the rank; the newest complete checkpoint is intact
+// (saves go to .tmp-checkpoint-<step>/ and are renamed when complete) and the same command
+// resumes to the straight run's losses and weights bit for bit.
+TEST_F(MpiTrain, SigkillOfOneRankEndsTheJobNamingItAndTheSameCommandResumesExactly) {
+  const std::string flags =
+      "--per_device_train_batch_size 2 --max_steps 12 --save_strategy steps --save_steps 2 --ddp_timeout 20";
+  const fs::path straight = root_ / "kill_straight", out = root_ / "kill", log = root_ / "kill.log";
+  auto cmd = [&](const fs::path& dir) { return mpirun(2) + train(dir, flags); };
+  CmdResult r = run(cmd(straight));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const pid_t job = start_job(cmd(out), log);
+  const bool saved = wait_for_file(out / "checkpoint-2" / "checkpoint_complete.json", 240);
+  pid_t victim = -1;
+  for (const Clock::time_point t = Clock::now(); victim < 0 && seconds_since(t) < 10;) victim = rank_pid(out, 1);
+  if (!saved || victim < 0) kill(job, SIGKILL);
+  ASSERT_TRUE(saved) << read_file(log);
+  ASSERT_GT(victim, 0) << "rank 1's process not found";
+  const Clock::time_point killed = Clock::now();
+  kill(victim, SIGKILL);
+  const int status = wait_job(job, 60);
+  const double took = seconds_since(killed);
+  const std::string text = read_file(log);
+  std::printf("SIGKILL of rank 1: the job ended %.2f s later\n", took);
+  ASSERT_NE(status, -1) << "the job did not end within 60 s of the kill:\n" << text;
+  ASSERT_TRUE(WIFEXITED(status)) << text;
+  EXPECT_NE(WEXITSTATUS(status), 0) << text;
+  EXPECT_LT(took, 20.0) << text;  // mpirun's teardown, well before --ddp_timeout
+  EXPECT_FALSE(fs::exists(out / "model.safetensors")) << "the job finished before the kill:\n" << text;
+  // OpenMPI 4.1: "mpirun noticed that process rank 1 with PID 0 on node <host> exited on signal 9 (Killed)."
+  // (the PID it prints is 0 here).
+  const size_t named = text.find("mpirun noticed that process rank 1 with PID ");
+  ASSERT_NE(named, std::string::npos) << text;
+  EXPECT_NE(text.find("exited on signal 9", named), std::string::npos) << text;
+
+  r = run(cmd(out));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("resumed from " + (out / "checkpoint-").string()), std::string::npos) << r.out;
+  const std::map<int64_t, double> a = step_losses(straight), b = step_losses(out);
+  ASSERT_EQ(a.size(), 12u);
+  EXPECT_EQ(a, b);
+  EXPECT_TRUE(read_file(straight / "model.safetensors") == read_file(out / "model.safetensors"));
+}
+
+// A rank that hangs (SIGSTOP: alive, silent): MPI notices nothing, so the other rank's watchdog
+// ends it --ddp_timeout seconds into its wait, naming the collective and the reason, and mpirun
+// tears the job down.
+TEST_F(MpiTrain, AStoppedRankIsCaughtByTheWatchdogAfterDdpTimeout) {
+  constexpr double kTimeout = 10;
+  const fs::path out = root_ / "stop", log = root_ / "stop.log";
+  const pid_t job = start_job(mpirun(2) + train(out, "--per_device_train_batch_size 2 --max_steps 400 "
+                                                     "--save_strategy steps --save_steps 2 --ddp_timeout 10"),
+                              log);
+  const bool saved = wait_for_file(out / "checkpoint-2" / "checkpoint_complete.json", 240);
+  pid_t victim = -1;
+  for (const Clock::time_point t = Clock::now(); victim < 0 && seconds_since(t) < 10;) victim = rank_pid(out, 1);
+  if (!saved || victim < 0) kill(job, SIGKILL);
+  ASSERT_TRUE(saved) << read_file(log);
+  ASSERT_GT(victim, 0) << "rank 1's process not found";
+  const Clock::time_point stopped = Clock::now();
+  kill(victim, SIGSTOP);
+  const int status = wait_job(job, kTimeout + 60);
+  const double took = seconds_since(stopped);
+  kill(victim, SIGKILL);  // nothing left behind, whatever happened (a stopped process takes SIGKILL)
+  kill(victim, SIGCONT);
+  const std::string text = read_file(log);
+  std::printf("SIGSTOP of rank 1: the job ended %.2f s later (--ddp_timeout %.0f)\n", took, kTimeout);
+  ASSERT_NE(status, -1) << "the job did not end within --ddp_timeout + 60 s:\n" << text;
+  ASSERT_TRUE(WIFEXITED(status)) << text;
+  EXPECT_NE(WEXITSTATUS(status), 0) << text;
+  const size_t at = text.find("[rank 0/2] error: [dist] collective ");
+  ASSERT_NE(at, std::string::npos) << text;
+  std::printf("%s\n", text.substr(at, text.find('\n', at) - at).c_str());
+  EXPECT_NE(text.find("more than --ddp_timeout 10: another rank stopped responding (killed, stopped or stuck); "
+                      "ending this job"),
+            std::string::npos)
+      << text;
+  // Rank 0 may have been waiting already when rank 1 stopped; the watchdog looks once a second.
+  EXPECT_GT(took, kTimeout - 2) << text;
+  EXPECT_LT(took, kTimeout + 10) << text;
+  EXPECT_TRUE(fs::exists(out / "checkpoint-2" / "checkpoint_complete.json"));
+}
+
+TEST_F(MpiTrain, DdpTimeoutMustBePositive) {
+  CmdResult r = run(train(root_ / "timeout0", "--ddp_timeout 0"));
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("--ddp_timeout must be > 0, got 0"), std::string::npos) << r.out;
+}
+
+// The watchdog in-process (death tests: it ends the process): a wait past the timeout ends it
+// with status 1 and the collective named; many short waits that add up to more do not.
+TEST(CollectiveWatchdog, AWaitPastTheTimeoutEndsTheProcessNamingTheCollective) {
+  GTEST_FLAG_SET(death_test_style, "threadsafe");
+  EXPECT_EXIT(
+      {
+        sft::CollectiveWatchdog dog;
+        dog.start(0.3);
+        const auto w = dog.watch("all_reduce", "loss");
+        std::this_thread::sleep_for(std::chrono::seconds(10));
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(1),
+      "error: \\[dist\\] collective all_reduce 'loss' has waited [0-9]+ s, more than --ddp_timeout 0.3: another rank");
+  EXPECT_EXIT(
+      {
+        sft::CollectiveWatchdog dog;
+        dog.start(0.3);
+        for (int i = 0; i < 10; ++i) {
+          const auto w = dog.watch("barrier", "step");
+          std::this_thread::sleep_for(std::chrono::milliseconds(100));
+        }
+        std::fprintf(stderr, "all waits done\n");
+        std::_Exit(0);
+      },
+      ::testing::ExitedWithCode(0), "all waits done");
 }
