@@ -392,6 +392,26 @@ TEST_F(MpiTrain, AStoppedRankIsCaughtByTheWatchdogAfterDdpTimeout) {
   EXPECT_TRUE(fs::exists(out / "checkpoint-2" / "checkpoint_complete.json"));
 }
 
+// An error on one rank mid-run: rank 0's first checkpoint write fails (a file-size limit set on the
+// ranks only; mpirun's PMIx segments need more). The job ends at once with rank 0's error, long
+// before --ddp_timeout, and the partial save is never renamed into a checkpoint.
+TEST_F(MpiTrain, AnErrorOnOneRankMidRunEndsTheJobAtOnceNamingIt) {
+  const fs::path out = root_ / "efbig";
+  const Clock::time_point start = Clock::now();
+  // 16000 blocks: 8 MB (dash, 512-byte blocks) or 16 MB (bash), below model.safetensors' 17 MB.
+  CmdResult r = run(mpirun(2) + "sh -c 'ulimit -f 16000; exec " +
+                    train(out, "--per_device_train_batch_size 2 --save_strategy steps --save_steps 2 --ddp_timeout 60") +
+                    "'");
+  const double took = seconds_since(start);
+  std::printf("rank 0 failing alone mid-run: the job (start included) ended after %.2f s\n", took);
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("[rank 0/2] error: [safetensors] "), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("File too large"), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find("error: [dist] collective"), std::string::npos) << r.out;  // not the watchdog
+  EXPECT_LT(took, 40.0) << r.out;
+  EXPECT_FALSE(fs::exists(out / "checkpoint-2")) << r.out;
+}
+
 TEST_F(MpiTrain, DdpTimeoutMustBePositive) {
   CmdResult r = run(train(root_ / "timeout0", "--ddp_timeout 0"));
   EXPECT_NE(r.code, 0) << r.out;
