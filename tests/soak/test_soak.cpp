@@ -202,6 +202,8 @@ TEST(Soak, MemoryAndDescriptorsStayFlatAndRotationKeepsTwoCheckpoints) {
   auto warm_it = std::find_if(samples.begin(), samples.end(), [&](const Sample& s) { return s.step >= warm; });
   ASSERT_NE(warm_it, samples.end()) << "no sample at step " << warm;
   const double hwm_warm = double(warm_it->hwm_kb), hwm_end = double(usage.ru_maxrss);
+  std::printf("soak: peak RSS at step %lld: %.0f KiB; at the end: %.0f KiB (%+.2f%%)\n", (long long)warm_it->step,
+              hwm_warm, hwm_end, 100.0 * (hwm_end - hwm_warm) / hwm_warm);
   EXPECT_LT(std::abs(hwm_end - hwm_warm) / hwm_warm, 0.02)
       << "peak RSS " << hwm_warm << " KiB at step " << warm_it->step << ", " << hwm_end << " KiB at the end";
 
