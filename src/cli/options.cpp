@@ -227,7 +227,6 @@ std::string value_string(const TrainConfig& cfg, const Option& o) {
       o.member);
 }
 
-void apply_config_file(const std::string& path, ParsedOptions& out, std::vector<const Option*>& given) {
 // The file is a flat mapping of option names to values: sizes and nesting far beyond that are
 // refused before yaml-cpp (a recursive parser) sees the text.
 void check_config_bounds(const std::string& path, const std::string& text) {
@@ -250,9 +249,10 @@ void check_config_bounds(const std::string& path, const std::string& text) {
   }
 }
 
-  YAML::Node root;
+void apply_config_file(const std::string& path, ParsedOptions& out, std::vector<const Option*>& given) {
   const std::string text = read_text_file(path, "config");
   check_config_bounds(path, text);
+  YAML::Node root;
   try {
     root = YAML::Load(text);  // JSON is YAML, so one reader serves both
   } catch (const YAML::Exception& e) {
@@ -260,9 +260,9 @@ void check_config_bounds(const std::string& path, const std::string& text) {
   }
   SFT_CHECK(root.IsMap(), "config", "{}: expected a mapping of option names to values", path);
   for (const auto& kv : root) {
-    const std::string key = kv.first.as<std::string>();
     SFT_CHECK(kv.first.IsScalar(), "config", "{}: an option name must be a plain name, got a {}", path,
               kv.first.IsSequence() ? "list" : kv.first.IsMap() ? "mapping" : "null");
+    const std::string key = kv.first.as<std::string>();
     const Option& o = find_option(key, "config " + path);
     SFT_CHECK(kv.second.IsScalar(), "config", "{}: '{}' must be a single value", path, key);
     std::string v = kv.second.as<std::string>();
