@@ -23,6 +23,7 @@
 #include "cli/options.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/fsdp_mode.h"
 #include "dist/replicated_store.h"
 #include "dist/sharded_store.h"
 #include "dist/world.h"
@@ -133,30 +134,6 @@ int64_t max_batch_tokens(const Dataset& data, const DataLoader& loader, const Tr
   return rows * std::max<int64_t>(1, std::min(cfg.model_max_length, longest));
 }
 
-// --fsdp's words (HF: "full_shard auto_wrap", "shard_grad_op", "hybrid_shard", "offload", ...).
-// Across ranks: no_shard (DDP, also for no words), full_shard (ZeRO-3) and shard_grad_op (ZeRO-2);
-// the modes not built yet are refused, not ignored. A world of one holds everything whatever the
-// words (nothing to shard).
-std::optional<ShardMode> check_fsdp_mode(const std::string& fsdp, int world) {
-  if (world <= 1) return std::nullopt;
-  std::optional<ShardMode> mode;
-  std::istringstream words(fsdp);
-  for (std::string w; words >> w;) {
-    if (w == "full_shard") mode = ShardMode::full_shard;
-    else if (w == "shard_grad_op") mode = ShardMode::shard_grad_op;
-    else if (w == "no_shard" || w == "auto_wrap") continue;
-    else if (w == "hybrid_shard" || w == "hybrid_shard_zero2" || w == "_hybrid_shard_zero2" || w == "offload")
-      fail("train", "--fsdp '{}' across {} ranks: '{}' is not built yet; built: full_shard (ZeRO-3), shard_grad_op "
-                    "(ZeRO-2) and no_shard (DDP, the whole model on every rank)",
-           fsdp, world, w);
-    else
-      fail("train", "--fsdp '{}': unknown word '{}', expected full_shard, shard_grad_op, no_shard, hybrid_shard, "
-                    "offload or auto_wrap (HF's words)",
-           fsdp, w);
-  }
-  return mode;
-}
-
 // One rank's memory under a sharded mode: 1/N of the fp32 master weights, gradients and AdamW
 // moments (units padded to a multiple of N), plus the full-size buffers of the units in flight:
 // full_shard gathers 2 units (3 with tied embeddings, whose embedding stays gathered for the pass)
@@ -237,7 +214,7 @@ int run_train(int argc, char** argv) {
   const OutputDirLock output_lock(cfg.output_dir, launch.rank == 0);
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
   else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
-  const std::optional<ShardMode> shard = check_fsdp_mode(cfg.fsdp, launch.size);
+  const std::optional<ShardMode> shard = parse_fsdp_mode(cfg.fsdp, launch.size);
 
   auto backend = create_backend(cfg.device, launch.size > 1 ? launch.local_rank : -1);  // a GPU per local rank
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
