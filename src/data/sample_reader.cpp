@@ -15,6 +15,7 @@
 #include <nlohmann/json.hpp>
 
 #include "core/check.h"
+#include "core/file_util.h"
 #include "core/fingerprint.h"
 #include "data/chat_template.h"
 #include "tokenizer/utf8.h"
@@ -282,6 +283,9 @@ std::optional<SampleIssue> read_tool_calls(const json& v, size_t j, std::vector<
 // ShareGPT's function_call / tool_call value: JSON text of one call or a list of calls.
 std::optional<SampleIssue> parse_function_call(const std::string& text, size_t j, std::vector<ToolCall>& out) {
   json v;
+  if (json_nesting_depth(text) > kMaxJsonNesting)  // dump() of the arguments recurses per level
+    return bad_call(fmt::format("message {}: the function_call value nests arrays and objects more than {} levels deep",
+                                j, kMaxJsonNesting));
   try {
     v = json::parse(text);
   } catch (const json::exception& e) {
@@ -302,6 +306,8 @@ std::optional<SampleIssue> read_tools(const json& obj, std::string& tools) {
   if (it->is_string()) {
     const std::string& text = it->get_ref<const std::string&>();
     if (py_strip(text).empty()) return std::nullopt;
+    if (json_nesting_depth(text) > kMaxJsonNesting)
+      return schema(fmt::format("'tools' nests arrays and objects more than {} levels deep", kMaxJsonNesting));
     try {
       list = json::parse(text);
     } catch (const json::exception& e) {
@@ -441,6 +447,12 @@ SampleIssue json_issue(const std::string& what) {
 ParsedSample parse_sample(std::string_view text, DataFormat fmt, Conversation& out) {
   ParsedSample res;
   json obj;
+  // Deeper text is refused before it is parsed: dump() and copies of nested values recurse per level.
+  if (json_nesting_depth(text) > kMaxJsonNesting) {
+    res.issue = SampleIssue{-1, 0, IssueKind::invalid_json,
+                            fmt::format("arrays and objects nested more than {} levels deep", kMaxJsonNesting)};
+    return res;
+  }
   try {
     obj = json::parse(text);
   } catch (const json::exception& e) {
