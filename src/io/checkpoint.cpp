@@ -6,6 +6,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
@@ -262,7 +263,10 @@ nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, Optimi
   }
   auto it = f.metadata().find("step");
   SFT_CHECK(it != f.metadata().end(), "checkpoint", "{}: metadata has no 'step'", opt_path);
-  optimizer.steps = std::stoll(it->second);
+  const std::string& steps = it->second;
+  const auto [end, ec] = std::from_chars(steps.data(), steps.data() + steps.size(), optimizer.steps);
+  SFT_CHECK(ec == std::errc() && end == steps.data() + steps.size() && optimizer.steps >= 0, "checkpoint",
+            "{}: metadata 'step' is '{}', expected a count of optimizer steps", opt_path, steps);
   std::string error;
   const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
   auto state = parse_json_strict(read_text_file(state_path, "checkpoint"), &error);

@@ -76,9 +76,14 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
     OptimizerState st = opt.state();
     nlohmann::json state = load_checkpoint_any(in.resume_dir, model, st);  // a sharded store takes its slices
     opt.set_steps_taken(st.steps);
-    start_step = state.at("global_step").get<int64_t>();
+    const std::string state_file = (fs::path(in.resume_dir) / "trainer_state.json").string();
+    SFT_CHECK(state.is_object() && state.contains("global_step") && state["global_step"].is_number_integer() &&
+                  state.contains("data") && (!state.contains("tokens_seen") || state["tokens_seen"].is_number_integer()),
+              "checkpoint", "{}: expected an object with an integer 'global_step' (and 'tokens_seen') and the "
+              "data loader's 'data'", state_file);
+    start_step = state["global_step"].get<int64_t>();
     tokens_seen = state.value("tokens_seen", int64_t(0));
-    in.train->restore(state.at("data"));
+    in.train->restore(state["data"]);
     resumed_history = state.value("log_history", nlohmann::json::array());
   }
   const bool tensorboard = cfg.report_to != ReportTo::none;  // wandb and all: TensorBoard events

@@ -77,6 +77,40 @@ TEST(Checkpoint, RoundTripIsBitExact) {
   fs::remove_all(out);
 }
 
+// Values inside a checkpoint that do not parse are an sft::Error naming the file and the value,
+// not a bare std::invalid_argument or nlohmann exception.
+TEST(Checkpoint, ABadOptimizerStepCountIsANamedError) {
+  const fs::path out = fs::temp_directory_path() / ("sft_ckpt_step_" + std::to_string(::getpid()));
+  fs::remove_all(out);
+  fs::create_directories(out);
+  auto be = create_backend("cpu");
+  LlamaModel model(tiny_config(), *be);
+  init_weights(model, 1);
+  AdamW opt(model, {0.9f, 0.999f, 1e-8f, 0.1f});
+  const std::string dir = save_checkpoint(out.string(), 7, model, opt.state(), {{"global_step", 7}}, {});
+  const fs::path f = fs::path(dir) / "optimizer.safetensors";
+  std::string bytes;
+  {
+    std::ifstream in(f, std::ios::binary);
+    bytes.assign(std::istreambuf_iterator<char>(in), {});
+  }
+  const size_t key = bytes.find("\"step\"");
+  ASSERT_NE(key, std::string::npos);
+  const size_t digit = bytes.find_first_of("0123456789", key);
+  ASSERT_NE(digit, std::string::npos);
+  bytes[digit] = 'x';  // "step": "x" (header length unchanged)
+  std::ofstream(f, std::ios::binary | std::ios::trunc) << bytes;
+  OptimizerState st = opt.state();
+  try {
+    load_checkpoint(dir, model, st);
+    FAIL() << "a step count of 'x' was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("metadata 'step' is 'x'"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("optimizer.safetensors"), std::string::npos) << e.what();
+  }
+  fs::remove_all(out);
+}
+
 TEST(Checkpoint, IncompleteOnesAreIgnoredAndRotationKeepsNewest) {
   const fs::path out = fs::temp_directory_path() / ("sft_ckpt_rot_" + std::to_string(::getpid()));
   fs::remove_all(out);
