@@ -95,7 +95,7 @@ struct BadCase {
 };
 
 TEST(Reader, BadSamplesAreCountedWithIndexAndReason) {
-  const std::vector<BadCase> cases = {
+  std::vector<BadCase> cases = {
       {"no conversations", R"({"id": "x"})", sft::IssueKind::bad_schema, "no 'conversations' list"},
       {"not an object", R"([1, 2])", sft::IssueKind::bad_schema, "not a JSON object"},
       {"unknown role function_response",
@@ -127,6 +127,18 @@ TEST(Reader, BadSamplesAreCountedWithIndexAndReason) {
        sft::IssueKind::invalid_utf8, "UTF-8"},
       {"broken JSON", R"({"conversations": [{"from": "human" "value": "a"}]})", sft::IssueKind::invalid_json, "parse"},
   };
+  // Nesting far deeper than any sample (copies and dump() of nlohmann values recurse per level):
+  // the sample itself, a 'tools' string and a function_call string, each 30,000 levels.
+  const std::string deep = std::string(30000, '[') + std::string(30000, ']');
+  const std::string turns = R"([{"from": "human", "value": "a"}, {"from": "gpt", "value": "b"}])";
+  cases.push_back({"sample nested 30,000 levels", R"({"conversations": )" + turns + R"(, "x": )" + deep + "}",
+                   sft::IssueKind::invalid_json, "nested more than 512 levels deep"});
+  cases.push_back({"tools nested 30,000 levels", R"({"tools": ")" + deep + R"(", "conversations": )" + turns + "}",
+                   sft::IssueKind::bad_schema, "'tools' nests arrays and objects more than 512 levels deep"});
+  cases.push_back({"function_call nested 30,000 levels",
+                   R"({"conversations": [{"from": "human", "value": "a"}, {"from": "function_call", "value": ")" + deep +
+                       R"("}]})",
+                   sft::IssueKind::bad_tool_call, "nests arrays and objects more than 512 levels deep"});
   std::string file = "[\n" + kGood;
   for (const BadCase& c : cases) file += ",\n" + c.sample;
   file += ",\n" + kGood + "\n]\n";
