@@ -17,7 +17,7 @@
 #include "data/chat_template.h"
 #include "data/dataset.h"
 #include "data/loader.h"
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 #include "tokenizer/tokenizer.h"
 #include "train/memory_check.h"
 

@@ -2,7 +2,7 @@
 // XXH3-64 checksum, the chat template), compared with one vocabulary in both places that must
 // agree: a resume against the copy saved in the checkpoint (data/loader.cpp) and the ranks of a
 // job against rank 0 (dist/world.cpp). Also the streaming XXH3-64 that data files are hashed with
-// while they are read (the value io/file_hash.h's digest_file gives for the same bytes).
+// while they are read (the value core/file_hash.h's digest_file gives for the same bytes).
 #pragma once
 #include <cstddef>
 #include <cstdint>

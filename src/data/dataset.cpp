@@ -16,7 +16,7 @@
 
 #include "core/check.h"
 #include "core/log.h"
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 #include "data/chat_template.h"
 #include "data/jinja_chat.h"
 #include "data/sample_encoder.h"

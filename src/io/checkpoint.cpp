@@ -14,7 +14,7 @@
 #include <fmt/format.h>
 
 #include "backend/host_access.h"
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 #include "io/hf_model.h"
 #include "io/safetensors.h"
 

@@ -83,7 +83,7 @@ VerifiedChoice find_verified_checkpoint(const std::string& output_dir, int64_t m
 
 // The HF model files save_hf_model wrote in dir (config.json, model*.safetensors and the index,
 // generation_config.json) and the extra files, each read back from the storage after dropping
-// its cached pages and compared with what was written (io/file_hash.h): Error naming the file.
+// its cached pages and compared with what was written (core/file_hash.h): Error naming the file.
 void verify_saved_model_files(const std::string& dir, const std::vector<std::string>& extra_files);
 
 // The complete checkpoint with the highest step in output_dir, if any (not verified).

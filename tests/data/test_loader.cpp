@@ -14,7 +14,7 @@
 #include "data/dataset.h"
 #include "data/loader.h"
 #include "data_test_util.h"
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 #include "tokenizer/tokenizer.h"
 
 using namespace data_test;

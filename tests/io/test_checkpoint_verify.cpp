@@ -15,7 +15,7 @@
 
 #include "backend/backend.h"
 #include "io/checkpoint.h"
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 #include "io/hf_model.h"
 #include "io_test_util.h"
 #include "model/init.h"

@@ -1,7 +1,7 @@
 // `sft train` resuming against changed data, as a user meets it: after a run saved checkpoints,
 // the same command on a data file with other content of the same size, on a data file of another
 // size, or with another template is refused, naming the file with its old and new size and XXH3
-// (computed here by io/file_hash, a separate read) or both templates, before any step; with
+// (computed here by core/file_hash, a separate read) or both templates, before any step; with
 // --ignore_data_skip True it goes on from the first row of the saved epoch (the checkpoint it
 // writes next holds that position), saying what it would have refused. Under mpirun, a rank whose
 // data file differs from rank 0's is refused by the same fingerprint items.
@@ -11,7 +11,7 @@
 
 #include "../cli/cli_test_util.h"
 #include "dist/world.h"
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 
 using namespace cli_test;
 

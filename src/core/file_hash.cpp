@@ -1,5 +1,5 @@
 // XXH3-64 file digests read in 4 MiB blocks, and the write-then-reread check (see file_hash.h).
-#include "io/file_hash.h"
+#include "core/file_hash.h"
 
 #include <fcntl.h>
 #include <unistd.h>
