@@ -78,6 +78,11 @@ class Backend {
   // weight packed in the two layouts of its forward and dx GEMMs. The memory plan of sft train
   // counts it.
   virtual int bf16_weight_copy_bytes() const = 0;
+  // Whether the bf16 GEMM operands may be stored in bf16 by the ops that produce them (rms_norm
+  // and residual_rms_norm out, swiglu out and dgu) and passed to linear_forward / linear_backward
+  // as x or dout: bit-identical to fp32 storage (the GEMM rounds them to bf16 anyway, and those
+  // tensors feed nothing else), half the memory traffic. Only under the bf16 matmul dtype.
+  virtual bool bf16_activations() const { return false; }
   // Derived copies of weights (bf16 roundings, packed layouts) are keyed by the weight's address.
   // The parameter store (model/param_store.h) calls this for a unit's memory whenever it may hold
   // new values that did not come through this backend's own ops: after every optimizer update,

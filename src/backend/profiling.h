@@ -31,6 +31,7 @@ class ProfilingBackend final : public Backend {
   DType matmul_dtype() const override { return inner_->matmul_dtype(); }
   void begin_pass() override { inner_->begin_pass(); }
   int bf16_weight_copy_bytes() const override { return inner_->bf16_weight_copy_bytes(); }
+  bool bf16_activations() const override { return inner_->bf16_activations(); }
   void invalidate_weight_copies(const void* p, size_t bytes) override { inner_->invalidate_weight_copies(p, bytes); }
   void* native_stream() override { return inner_->native_stream(); }
   void* record_event() override { return inner_->record_event(); }

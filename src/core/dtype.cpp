@@ -52,6 +52,8 @@ uint16_t f32_to_f16(float f) {
 
 namespace detail {
 void convert_f32_to_bf16_avx512(const float* src, uint16_t* dst, size_t n);
+void transpose_bf16_avx512(const uint16_t* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1, int64_t c0,
+                           int64_t c1, uint16_t* dst);
 void transpose_f32_to_bf16_avx512(const float* src, int64_t rows, int64_t cols, int64_t r0, int64_t r1,
                                   int64_t c0, int64_t c1, uint16_t* dst);
 }
@@ -99,6 +101,27 @@ void convert_f32_to_bf16_transposed(const float* src, int64_t rows, int64_t cols
             dst[c * rows + r] = v;
             if (plain) plain[r * cols + c] = v;
           }
+      }
+    }
+  }
+}
+
+void transpose_bf16(const uint16_t* src, int64_t rows, int64_t cols, uint16_t* dst) {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  // The blocking of convert_f32_to_bf16_transposed: strips of 32 source rows per thread, walked
+  // in blocks of 2048 columns.
+  constexpr int64_t kRows = 32, kCols = 2048;
+  const int64_t strips = (rows + kRows - 1) / kRows;
+#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
+  for (int64_t b = 0; b < strips; ++b) {
+    const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
+    for (int64_t c0 = 0; c0 < cols; c0 += kCols) {
+      const int64_t c1 = std::min(cols, c0 + kCols);
+      if (has_avx512) {
+        detail::transpose_bf16_avx512(src, rows, cols, r0, r1, c0, c1, dst);
+      } else {
+        for (int64_t r = r0; r < r1; ++r)
+          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
       }
     }
   }

@@ -54,6 +54,9 @@ void convert_bf16_to_f32(const uint16_t* src, float* dst, size_t n);
 // given, receives the untransposed rounding (rows, cols) in the same pass (dout for dx as well).
 void convert_f32_to_bf16_transposed(const float* src, int64_t rows, int64_t cols, uint16_t* dst,
                                     uint16_t* plain = nullptr);
+// dst (cols, rows) = src (rows, cols)ᵀ for bf16 values, both row-major and dense: the transposed
+// GEMM operand of a weight gradient when the activation or gradient is already stored in bf16.
+void transpose_bf16(const uint16_t* src, int64_t rows, int64_t cols, uint16_t* dst);
 // Any supported dtype -> f32 / f32 -> any supported dtype.
 void convert_to_f32(const void* src, DType src_dtype, float* dst, size_t n);
 void convert_from_f32(const float* src, void* dst, DType dst_dtype, size_t n);

@@ -22,6 +22,7 @@ static int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
 struct LlamaModel::Acts {
   int64_t capacity = 0;          // N the buffers hold
+  bool bf16 = false;             // xn1, xn2, h and dgu stored in bf16 (Backend::bf16_activations)
   std::vector<Tensor> res;       // (L+1) × (N, C) residual stream: res[l] is layer l's input
   std::vector<LayerActs> layer;  // (L) without recompute, (1) with
   Tensor proj;                   // (N, C)  o_proj output before the residual add (all layers share it)
@@ -85,55 +86,62 @@ void LlamaModel::ensure_capacity(const Batch& batch) {
   if (N == 0) return;  // a rank's empty share of an epoch's end: no ops, no buffers
   Acts& a = *acts_;
   const bool layers_match = a.layer.size() == (opt_.recompute ? 1u : size_t(cfg_.num_hidden_layers));
-  if (N <= a.capacity && layers_match) return;
+  const bool bf16 = be_.bf16_activations();
+  if (N <= a.capacity && layers_match && bf16 == a.bf16) return;
   for (void* p : a.owned) be_.dealloc(p);
   a = Acts{};
-  lay_out_acts(cfg_, opt_, N, a, [&](std::initializer_list<int64_t> dims) {
+  lay_out_acts(cfg_, opt_, N, bf16, a, [&](std::initializer_list<int64_t> dims, DType dt) {
     int64_t n = 1;
     for (int64_t d : dims) n *= d;
-    void* p = be_.alloc(size_t(n) * 4);
+    void* p = be_.alloc(size_t(n) * dtype_size(dt));
     a.owned.push_back(p);
-    return Tensor(p, DType::f32, dims, be_.device());
+    return Tensor(p, dt, dims, be_.device());
   });
 }
 
-// Every activation buffer for N tokens, each obtained from alloc(dims): ensure_capacity()
+// Every activation buffer for N tokens, each obtained from alloc(dims, dtype): ensure_capacity()
 // allocates through it and activation_bytes() counts through it, so the two never disagree.
+// bf16: the GEMM-only operands xn1, xn2, h (forward) and dgu (backward) in bf16.
 template <class Alloc>
-void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc) {
+void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, bool bf16, Acts& a,
+                              Alloc&& alloc) {
   const int64_t C = cfg.hidden_size, V = cfg.vocab_size, FF = cfg.intermediate_size;
   const int64_t NH = cfg.num_attention_heads, QKV = cfg.qkv_dim(), AO = NH * cfg.head_dim;
   const int64_t L = cfg.num_hidden_layers, chunk = round_up(std::min(opt.head_chunk, N), kHeadRows);
   const int64_t NP = round_up(N, kHeadRows);  // target rows, padded (head_forward_backward)
+  const DType f32 = DType::f32, g16 = bf16 ? DType::bf16 : DType::f32;  // g16: GEMM-only operands
   a.capacity = N;
-  for (int64_t l = 0; l <= L; ++l) a.res.push_back(alloc({N, C}));
+  a.bf16 = bf16;
+  for (int64_t l = 0; l <= L; ++l) a.res.push_back(alloc({N, C}, f32));
   a.layer.resize(opt.recompute ? 1 : size_t(L));
   for (LayerActs& la : a.layer) {
-    la = {alloc({N, C}), alloc({N}), alloc({N, QKV}), alloc({N, AO}), alloc({N, NH}),
-          alloc({N, C}), alloc({N, C}), alloc({N}), alloc({N, 2 * FF}), alloc({N, FF})};
+    la = {alloc({N, C}, g16), alloc({N}, f32),     alloc({N, QKV}, f32), alloc({N, AO}, f32),
+          alloc({N, NH}, f32), alloc({N, C}, f32), alloc({N, C}, g16),   alloc({N}, f32),
+          alloc({N, 2 * FF}, f32), alloc({N, FF}, g16)};
   }
-  a.proj = alloc({N, C});
-  a.xf = alloc({N, C});
-  a.rstdf = alloc({N});
-  a.logits = alloc({chunk, V});
-  a.losses = alloc({NP});
-  a.xf_rows = alloc({NP, C});
-  a.dxf_rows = alloc({NP, C});
-  a.dres = alloc({N, C});
-  a.dxn = alloc({N, C});
-  a.dqkv = alloc({N, QKV});
-  a.datt = alloc({N, AO});
-  a.dgu = alloc({N, 2 * FF});
-  a.dh = alloc({N, FF});
+  a.proj = alloc({N, C}, f32);
+  a.xf = alloc({N, C}, f32);
+  a.rstdf = alloc({N}, f32);
+  a.logits = alloc({chunk, V}, f32);
+  a.losses = alloc({NP}, f32);
+  a.xf_rows = alloc({NP, C}, f32);
+  a.dxf_rows = alloc({NP, C}, f32);
+  a.dres = alloc({N, C}, f32);
+  a.dxn = alloc({N, C}, f32);
+  a.dqkv = alloc({N, QKV}, f32);
+  a.datt = alloc({N, AO}, f32);
+  a.dgu = alloc({N, 2 * FF}, g16);
+  a.dh = alloc({N, FF}, f32);
 }
 
+// The fp32 layout: an upper bound of what a backend with bf16_activations() allocates.
 int64_t LlamaModel::activation_bytes(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N) {
   Acts a;
   int64_t bytes = 0;
-  lay_out_acts(cfg, opt, N, a, [&](std::initializer_list<int64_t> dims) {
+  lay_out_acts(cfg, opt, N, false, a, [&](std::initializer_list<int64_t> dims, DType dt) {
     int64_t n = 1;
     for (int64_t d : dims) n *= d;
-    bytes += n * 4;
+    bytes += n * int64_t(dtype_size(dt));
     return Tensor();
   });
   return bytes;

@@ -27,16 +27,16 @@ struct ModelOptions {
 // Activations of one decoder layer (kept per layer, or one set reused when recomputing or
 // generating).
 struct LayerActs {
-  Tensor xn1;      // (N, C)       input_layernorm output
+  Tensor xn1;      // (N, C)       input_layernorm output (bf16 in training under bf16_activations)
   Tensor rstd1;    // (N)
   Tensor qkv;      // (N, QKV)     q | k | v after RoPE
   Tensor att;      // (N, NH*HS)   attention output
   Tensor lse;      // (N, NH)      attention logsumexp
   Tensor res_mid;  // (N, C)       residual after attention
-  Tensor xn2;      // (N, C)       post_attention_layernorm output
+  Tensor xn2;      // (N, C)       post_attention_layernorm output (as xn1)
   Tensor rstd2;    // (N)
   Tensor gu;       // (N, 2*FF)    gate | up
-  Tensor h;        // (N, FF)      silu(gate) * up
+  Tensor h;        // (N, FF)      silu(gate) * up (as xn1)
 };
 
 struct RopeTables {
@@ -114,7 +114,8 @@ class LlamaModel {
   };
   void ensure_capacity(const Batch& batch);
   template <class Alloc>
-  static void lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, Acts& a, Alloc&& alloc);
+  static void lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N, bool bf16, Acts& a,
+                           Alloc&& alloc);
   void prepare_rope(const Batch& batch);
   SeqLayout forward_to_head(const Batch& batch, bool save);
   void fill_rope(RopeTables& rope, int64_t P, int64_t seq_len);

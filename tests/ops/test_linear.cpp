@@ -261,6 +261,34 @@ TEST(Linear, WithoutTheContractCopiesLastOnePass) {
   }
 }
 
+// bf16 x / dout (bf16 activations, Backend::bf16_activations) are taken only where that is on, and
+// a bias gradient needs the fp32 dout: anything else is an error naming the operands and the route.
+TEST(Linear, Bf16ActivationOperandsOnlyWhereAllowed) {
+  auto be = create_backend("cpu");
+  be->set_matmul_dtype(DType::f32);  // fp32 GEMMs: never bf16 activations
+  ASSERT_FALSE(be->bf16_activations());
+  std::vector<uint16_t> x16(4 * 8, 0x3f80);
+  std::vector<float> w(6 * 8, 1.0f), out(4 * 6), dx(4 * 8), dw(6 * 8), db(6);
+  try {
+    be->linear_forward(Tensor(out.data(), DType::f32, {4, 6}), Tensor(x16.data(), DType::bf16, {4, 8}),
+                       Tensor(w.data(), DType::f32, {6, 8}), Tensor(), false);
+    FAIL() << "bf16 x accepted under fp32 GEMMs";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("x is bf16, but bf16 activations are off"), std::string::npos) << e.what();
+  }
+  be->set_matmul_dtype(DType::bf16);
+  if (!be->bf16_activations()) GTEST_SKIP() << "no oneDNN bf16 route on this CPU: " << be->route_report();
+  std::vector<uint16_t> dout16(4 * 6, 0x3f80);
+  try {
+    be->linear_backward(Tensor(dx.data(), DType::f32, {4, 8}), Tensor(dw.data(), DType::f32, {6, 8}),
+                        Tensor(db.data(), DType::f32, {6}), Tensor(dout16.data(), DType::bf16, {4, 6}),
+                        Tensor(x16.data(), DType::bf16, {4, 8}), Tensor(w.data(), DType::f32, {6, 8}), false);
+    FAIL() << "bf16 dout accepted with a bias gradient";
+  } catch (const std::exception& e) {
+    EXPECT_NE(std::string(e.what()).find("a bias gradient needs an fp32 dout"), std::string::npos) << e.what();
+  }
+}
+
 TEST(Linear, Fp32) { check_linear(DType::f32, 37, 48, 80); }
 TEST(Linear, Fp32Larger) { check_linear(DType::f32, 130, 288, 96); }
 TEST(Linear, Bf16OperandsFp32Accumulate) { check_linear(DType::bf16, 37, 48, 80); }

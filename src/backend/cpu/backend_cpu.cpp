@@ -7,11 +7,38 @@
 #include <cstdlib>
 #include <cstring>
 
+#include <omp.h>
 #include <sys/mman.h>
 
 #include "backend/cpu/kernels.h"
+#include "core/aligned_vector.h"
 
 namespace sft {
+
+namespace {
+
+// out16 (N, W) = a row-wise op's fp32 rows rounded to bf16 (f32_to_bf16): row_op(dst, r0, n)
+// writes rows [r0, r0 + n) in fp32 to dst, here a per-thread scratch of ~64 KB that stays in L2,
+// so only the bf16 rows reach memory. Bit-identical to running the op into an fp32 buffer and
+// rounding that. The op's own parallel loop runs inside one thread here (nested regions are off).
+template <class RowOp>
+void rows_to_bf16(uint16_t* out16, int64_t N, int64_t W, RowOp&& row_op) {
+  const int64_t block = std::max<int64_t>(1, (int64_t(64) << 10) / (W * 4));
+#pragma omp parallel if (N * W > (1 << 14))
+  {
+    thread_local AlignedVector<float> scratch;
+    const int64_t nt = omp_get_num_threads(), t = omp_get_thread_num();
+    const int64_t per = (N + nt - 1) / nt, lo = std::min(N, t * per), hi = std::min(N, lo + per);
+    if (scratch.size() < size_t(block * W)) scratch.resize(size_t(block * W));
+    for (int64_t r0 = lo; r0 < hi; r0 += block) {
+      const int64_t n = std::min(block, hi - r0);
+      row_op(scratch.data(), r0, n);
+      convert_f32_to_bf16(scratch.data(), out16 + r0 * W, size_t(n * W));
+    }
+  }
+}
+
+}  // namespace
 
 void* CpuBackend::alloc(size_t bytes) {
   // Buffers of 2 MB and more start on a 2 MB boundary and ask for transparent huge pages
@@ -52,9 +79,17 @@ void CpuBackend::embedding_backward(Tensor dwte, Tensor dout, const int32_t* tok
   cpu::embedding_backward(dwte.f32(), dout.f32(), tokens, dout.numel() / dwte.dim(1), dwte.dim(1));
 }
 
+// out may be bf16 (bf16_activations(): the rounding of the fp32 result, made in cache)
 void CpuBackend::rms_norm_forward(Tensor out, Tensor rstd, Tensor x, Tensor w, float eps) {
   const int64_t C = w.numel(), N = x.numel() / C;
   SFT_ASSERT(out.numel() == N * C && rstd.numel() >= N);
+  if (out.dtype == DType::bf16) {
+    const float *xs = x.f32(), *ws = w.f32();
+    float* rs = rstd.f32();
+    return rows_to_bf16(out.bf16(), N, C, [&](float* o, int64_t r0, int64_t n) {
+      cpu::rms_norm_forward(o, rs + r0, xs + r0 * C, ws, n, C, eps);
+    });
+  }
   cpu::rms_norm_forward(out.f32(), rstd.f32(), x.f32(), w.f32(), N, C, eps);
 }
 void CpuBackend::residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, Tensor x, Tensor y,
@@ -64,6 +99,13 @@ void CpuBackend::residual_rms_norm_forward(Tensor res, Tensor out, Tensor rstd, 
             "cpu", "residual_rms_norm_forward: res {}, out {}, y {} elements and rstd {}, expected "
             "N*C = {}*{} = {} and rstd >= {}", res.numel(), out.numel(), y.numel(), rstd.numel(), N, C,
             N * C, N);
+  if (out.dtype == DType::bf16) {
+    float *rr = res.f32(), *rs = rstd.f32();
+    const float *xs = x.f32(), *ys = y.f32(), *ws = w.f32();
+    return rows_to_bf16(out.bf16(), N, C, [&](float* o, int64_t r0, int64_t n) {
+      cpu::residual_rms_norm_forward(rr + r0 * C, o, rs + r0, xs + r0 * C, ys + r0 * C, ws, n, C, eps);
+    });
+  }
   cpu::residual_rms_norm_forward(res.f32(), out.f32(), rstd.f32(), x.f32(), y.f32(), w.f32(), N, C,
                                  eps);
 }
@@ -102,12 +144,25 @@ void CpuBackend::attention_backward(Tensor dqkv, Tensor dout, Tensor qkv, Tensor
                             HS);
 }
 
+// out (forward) and dgu (backward) may be bf16, as rms_norm_forward's out
 void CpuBackend::swiglu_forward(Tensor out, Tensor gu) {
   const int64_t FF = gu.dim(-1) / 2, N = gu.numel() / (2 * FF);
+  if (out.dtype == DType::bf16) {
+    const float* g = gu.f32();
+    return rows_to_bf16(out.bf16(), N, FF, [&](float* o, int64_t r0, int64_t n) {
+      cpu::swiglu_forward(o, g + r0 * 2 * FF, n, FF);
+    });
+  }
   cpu::swiglu_forward(out.f32(), gu.f32(), N, FF);
 }
 void CpuBackend::swiglu_backward(Tensor dgu, Tensor dout, Tensor gu) {
   const int64_t FF = gu.dim(-1) / 2, N = gu.numel() / (2 * FF);
+  if (dgu.dtype == DType::bf16) {
+    const float *d = dout.f32(), *g = gu.f32();
+    return rows_to_bf16(dgu.bf16(), N, 2 * FF, [&](float* o, int64_t r0, int64_t n) {
+      cpu::swiglu_backward(o, d + r0 * FF, g + r0 * 2 * FF, n, FF);
+    });
+  }
   cpu::swiglu_backward(dgu.f32(), dout.f32(), gu.f32(), N, FF);
 }
 

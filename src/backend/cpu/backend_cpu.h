@@ -23,6 +23,7 @@ class CpuBackend final : public Backend {
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
+  bool bf16_activations() const override;  // on the oneDNN bf16 routes under the bf16 matmul dtype
   int bf16_weight_copy_bytes() const override;  // 4 on the oneDNN bf16 routes (two packed forms), else 0
   void invalidate_weight_copies(const void* ptr, size_t bytes) override;
 

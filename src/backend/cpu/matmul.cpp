@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <string_view>
 #include <tuple>
 #include <unordered_map>
 #include <vector>
@@ -167,6 +168,11 @@ void gemm_onednn_bf16(const GemmArgs& g, const uint16_t* A_bf16, const uint16_t*
 // invalidate_weight_copies once (the parameter store's contract), begin_pass drops them too.
 struct CpuBackend::Gemm {
   cpu::GemmRoutes routes = cpu::gemm_routes();
+  // SFT_BF16_ACTIVATIONS=0 keeps every activation in fp32 (A/B runs and the tests' comparison)
+  bool bf16_activations_allowed = [] {
+    const char* e = std::getenv("SFT_BF16_ACTIVATIONS");
+    return !(e && std::string_view(e) == "0");
+  }();
   bool contract_seen = false;  // the caller invalidates after its own writes: keep copies across passes
   AlignedVector<uint16_t> act16[2];  // bf16 activations of one call (per-call scratch)
   AlignedVector<float> act32[2];     // fp32-rounded activations / widened weights (onednn-fp32 route)
@@ -323,6 +329,10 @@ void CpuBackend::weights_written(const void* ptr, size_t bytes, bool freed) {
   gemm_->written(ptr, bytes, freed);
 }
 
+bool CpuBackend::bf16_activations() const {
+  return gemm_->bf16_activations_allowed && matmul_dtype_ == DType::bf16 && Gemm::onednn_bf16(gemm_->routes.bf16.route);
+}
+
 int CpuBackend::bf16_weight_copy_bytes() const { return Gemm::onednn_bf16(gemm_->routes.bf16.route) ? 4 : 0; }
 
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
@@ -331,16 +341,20 @@ void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, boo
                 (w.dtype == DType::f32 || w.dtype == DType::bf16),
             "cpu", "linear_forward: x (N {}, IC {}), w ({}, {}) {}, out {} elements, bias {}: expected w (OC, IC) "
             "f32/bf16, out N*OC, bias OC", N, IC, w.dim(0), w.dim(1), dtype_name(w.dtype), out.numel(), bias.numel());
+  const bool x16 = x.dtype == DType::bf16;
+  SFT_CHECK(!x16 || bf16_activations(), "cpu",
+            "linear_forward: x is bf16, but bf16 activations are off here (matmul dtype {}, bf16 GEMM route {})",
+            dtype_name(matmul_dtype_), cpu::gemm_route_name(gemm_->routes.bf16.route));
   const bool w16 = w.dtype == DType::bf16;
   // out (N, OC) = / += x (N, IC) · wᵀ (+ bias)
-  const cpu::GemmArgs g{.trans_a = false, .trans_b = true, .M = N, .N = OC, .K = IC, .A = x.f32(),
+  const cpu::GemmArgs g{.trans_a = false, .trans_b = true, .M = N, .N = OC, .K = IC, .A = x16 ? nullptr : x.f32(),
                         .lda = IC, .B = w16 ? nullptr : w.f32(), .ldb = IC, .C = out.f32(), .ldc = OC,
                         .bias = bias.empty() ? nullptr : bias.f32(), .accumulate = accumulate,
                         .B16 = w16 ? w.bf16() : nullptr};
   // the backward's dx GEMM (B = w), whose packed copy is refreshed from the same rounding
   const cpu::GemmArgs dx{.trans_a = false, .trans_b = false, .M = N, .N = IC, .K = OC, .A = nullptr, .lda = OC,
                          .B = nullptr, .ldb = IC, .C = nullptr, .ldc = IC, .bias = nullptr, .accumulate = false};
-  gemm_->run(g, matmul_dtype_, &w, 0, nullptr, &dx);
+  gemm_->run(g, matmul_dtype_, &w, 0, x16 ? x.bf16() : nullptr, &dx);
 }
 
 void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout, Tensor x,
@@ -351,7 +365,11 @@ void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout
             "cpu", "linear_backward: x (N {}, IC {}), w ({}, {}) {}, dout {} / dw {} elements: expected w (OC, IC) "
             "f32/bf16, dout N*OC, dw OC*IC", N, IC, w.dim(0), w.dim(1), dtype_name(w.dtype), dout.numel(), dw.numel());
   const DType dt = matmul_dtype_;
-  const bool w16 = w.dtype == DType::bf16;
+  const bool w16 = w.dtype == DType::bf16, x16 = x.dtype == DType::bf16, dout16_in = dout.dtype == DType::bf16;
+  SFT_CHECK(!(x16 || dout16_in) || (bf16_activations() && !(dout16_in && !dbias.empty())), "cpu",
+            "linear_backward: x {} / dout {}: bf16 operands need bf16 activations on (matmul dtype {}, bf16 GEMM "
+            "route {}), and a bias gradient needs an fp32 dout", dtype_name(x.dtype), dtype_name(dout.dtype),
+            dtype_name(matmul_dtype_), cpu::gemm_route_name(gemm_->routes.bf16.route));
   // On the oneDNN bf16 routes the operands are rounded here, each once: dout for dx as is, and
   // doutᵀ and xᵀ for dw, so that the dw GEMM reads plain A and a (N, K) B, the layouts its AMX
   // kernel runs fastest on (1.5 vs 0.8 TFLOP/s for a transposed A on a 2-core Xeon, base gate/up).
@@ -360,18 +378,24 @@ void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout
   uint16_t* doutT = nullptr;   // doutᵀ (OC, N) rounded, for dw
   if (rounded_here) {          // both from one read of dout
     doutT = grow(gemm_->act16[1], size_t(dout.numel()));
-    if (!dx.empty()) dout16 = grow(gemm_->act16[0], size_t(dout.numel()));
-    convert_f32_to_bf16_transposed(dout.f32(), N, OC, doutT, dout16);
+    if (dout16_in) {  // stored in bf16 by the op that produced it: only the transpose is made
+      dout16 = const_cast<uint16_t*>(dout.bf16());
+      transpose_bf16(dout16, N, OC, doutT);
+    } else {
+      if (!dx.empty()) dout16 = grow(gemm_->act16[0], size_t(dout.numel()));
+      convert_f32_to_bf16_transposed(dout.f32(), N, OC, doutT, dout16);
+    }
   }
   if (!dx.empty()) {  // dx (N, IC) = / += dout (N, OC) · w (OC, IC)
-    const cpu::GemmArgs g{.trans_a = false, .trans_b = false, .M = N, .N = IC, .K = OC, .A = dout.f32(),
-                          .lda = OC, .B = w16 ? nullptr : w.f32(), .ldb = IC, .C = dx.f32(), .ldc = IC,
+    const cpu::GemmArgs g{.trans_a = false, .trans_b = false, .M = N, .N = IC, .K = OC,
+                          .A = dout16_in ? nullptr : dout.f32(), .lda = OC, .B = w16 ? nullptr : w.f32(), .ldb = IC, .C = dx.f32(), .ldc = IC,
                           .bias = nullptr, .accumulate = accumulate_dx, .B16 = w16 ? w.bf16() : nullptr};
     gemm_->run(g, dt, &w, 1, dout16);
   }
   if (rounded_here) {  // dw (OC, IC) += doutᵀ (OC, N) · (xᵀ (IC, N))ᵀ
     uint16_t* xT = grow(gemm_->act16[0], size_t(x.numel()));  // dout16 is no longer needed
-    convert_f32_to_bf16_transposed(x.f32(), N, IC, xT);
+    if (x16) transpose_bf16(x.bf16(), N, IC, xT);
+    else convert_f32_to_bf16_transposed(x.f32(), N, IC, xT);
     const cpu::GemmArgs g{.trans_a = false, .trans_b = true, .M = OC, .N = IC, .K = N, .A = nullptr,
                           .lda = N, .B = nullptr, .ldb = N, .C = dw.f32(), .ldc = IC, .bias = nullptr,
                           .accumulate = true, .B16 = xT};
