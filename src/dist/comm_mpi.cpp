@@ -1,10 +1,13 @@
 // MpiComm: Comm over MPI (OpenMPI from Debian), for CPU ranks launched by mpirun or srun. Tensor
 // collectives are MPI's non-blocking ones (MPI_Iallreduce, MPI_Iallgather,
-// MPI_Ireduce_scatter_block, MPI_Ibcast) on fp32 host memory, completed by wait(); the step's
+// MPI_Ireduce_scatter_block, MPI_Ibcast) on fp32 or bf16 host memory (bf16 moves as 16-bit words;
+// its reductions are user-defined ops that add in fp32 and round each partial result to bf16, as
+// NCCL's bf16 reductions do), completed by wait(); the step's
 // scalars go through MPI_Allreduce in double. Every blocking wait is watched (dist/watchdog.h):
 // past --ddp_timeout the rank ends the job. Built only when CMake finds MPI (SFT_HAVE_MPI).
 #include <mpi.h>
 
+#include <algorithm>
 #include <exception>
 #include <string>
 #include <unordered_map>
@@ -26,6 +29,18 @@ void check_mpi(int rc, const char* call, const char* what) {
 
 MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::sum ? MPI_SUM : MPI_MAX; }
 
+// MPI user ops over bf16 words: inout[i] = bf16(in[i] op inout[i]), the operation in fp32.
+void bf16_sum(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = f32_to_bf16(bf16_to_f32(a[i]) + bf16_to_f32(b[i]));
+}
+void bf16_max(void* in, void* inout, int* len, MPI_Datatype*) {
+  const auto* a = static_cast<const uint16_t*>(in);
+  auto* b = static_cast<uint16_t*>(inout);
+  for (int i = 0; i < *len; ++i) b[i] = f32_to_bf16(std::max(bf16_to_f32(a[i]), bf16_to_f32(b[i])));
+}
+
 class MpiComm final : public Comm {
  public:
   MpiComm() {
@@ -35,6 +50,8 @@ class MpiComm final : public Comm {
     MPI_Comm_set_errhandler(MPI_COMM_WORLD, MPI_ERRORS_RETURN);
     MPI_Comm_rank(MPI_COMM_WORLD, &rank_);
     MPI_Comm_size(MPI_COMM_WORLD, &size_);
+    check_mpi(MPI_Op_create(bf16_sum, 1, &bf16_sum_), "MPI_Op_create", "bf16 sum");
+    check_mpi(MPI_Op_create(bf16_max, 1, &bf16_max_), "MPI_Op_create", "bf16 max");
     if (size_ > 1) dog_.start(dog_.timeout());  // HF's default (1800 s) until set_timeout
   }
   ~MpiComm() override {
@@ -46,6 +63,8 @@ class MpiComm final : public Comm {
       const auto watch = dog_.watch(p.op, p.what.c_str());
       MPI_Wait(&p.request, MPI_STATUS_IGNORE);
     }
+    MPI_Op_free(&bf16_sum_);
+    MPI_Op_free(&bf16_max_);
     const auto watch = dog_.watch("finalize", "MPI_Finalize");  // waits for every rank
     MPI_Finalize();
   }
@@ -54,34 +73,36 @@ class MpiComm final : public Comm {
   int size() const override { return size_; }
 
   CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) override {
-    host_f32(buf, what);
+    const MPI_Datatype type = host_type(buf, what);
     return issue("all_reduce", what, "MPI_Iallreduce", [&](MPI_Request* r) {
-      return MPI_Iallreduce(MPI_IN_PLACE, buf.data, int(buf.numel()), MPI_FLOAT, mpi_op(op), MPI_COMM_WORLD, r);
+      return MPI_Iallreduce(MPI_IN_PLACE, buf.data, int(buf.numel()), type, reduce_op(op, buf.dtype), MPI_COMM_WORLD, r);
     });
   }
   CommRequest all_gather(Tensor out, Tensor in, const char* what) override {
-    host_f32(out, what);
-    host_f32(in, what);
-    SFT_CHECK(out.numel() == in.numel() * size_, "comm", "{}: all_gather of {} into {} over {} ranks", what,
-              in.numel(), out.numel(), size_);
+    const MPI_Datatype type = host_type(in, what);
+    host_type(out, what);
+    SFT_CHECK(out.numel() == in.numel() * size_ && out.dtype == in.dtype, "comm",
+              "{}: all_gather of {} {} into {} {} over {} ranks", what, in.numel(), dtype_name(in.dtype), out.numel(),
+              dtype_name(out.dtype), size_);
     return issue("all_gather", what, "MPI_Iallgather", [&](MPI_Request* r) {
-      return MPI_Iallgather(in.data, int(in.numel()), MPI_FLOAT, out.data, int(in.numel()), MPI_FLOAT,
-                            MPI_COMM_WORLD, r);
+      return MPI_Iallgather(in.data, int(in.numel()), type, out.data, int(in.numel()), type, MPI_COMM_WORLD, r);
     });
   }
   CommRequest reduce_scatter(Tensor out, Tensor in, ReduceOp op, const char* what) override {
-    host_f32(out, what);
-    host_f32(in, what);
-    SFT_CHECK(in.numel() == out.numel() * size_, "comm", "{}: reduce_scatter of {} into {} over {} ranks", what,
-              in.numel(), out.numel(), size_);
+    const MPI_Datatype type = host_type(in, what);
+    host_type(out, what);
+    SFT_CHECK(in.numel() == out.numel() * size_ && out.dtype == in.dtype, "comm",
+              "{}: reduce_scatter of {} {} into {} {} over {} ranks", what, in.numel(), dtype_name(in.dtype),
+              out.numel(), dtype_name(out.dtype), size_);
     return issue("reduce_scatter", what, "MPI_Ireduce_scatter_block", [&](MPI_Request* r) {
-      return MPI_Ireduce_scatter_block(in.data, out.data, int(out.numel()), MPI_FLOAT, mpi_op(op), MPI_COMM_WORLD, r);
+      return MPI_Ireduce_scatter_block(in.data, out.data, int(out.numel()), type, reduce_op(op, in.dtype),
+                                       MPI_COMM_WORLD, r);
     });
   }
   CommRequest broadcast(Tensor buf, int root, const char* what) override {
-    host_f32(buf, what);
+    const MPI_Datatype type = host_type(buf, what);
     return issue("broadcast", what, "MPI_Ibcast", [&](MPI_Request* r) {
-      return MPI_Ibcast(buf.data, int(buf.numel()), MPI_FLOAT, root, MPI_COMM_WORLD, r);
+      return MPI_Ibcast(buf.data, int(buf.numel()), type, root, MPI_COMM_WORLD, r);
     });
   }
   void wait(CommRequest request) override {
@@ -107,10 +128,16 @@ class MpiComm final : public Comm {
   }
 
  private:
-  static void host_f32(const Tensor& t, const char* what) {
-    SFT_CHECK(t.device == Device::cpu && t.dtype == DType::f32, "comm",
-              "{}: MPI carries fp32 host tensors (CPU ranks); got {} on {}", what, dtype_name(t.dtype),
+  // The MPI type of a host tensor's elements: fp32, or bf16 as 16-bit words.
+  static MPI_Datatype host_type(const Tensor& t, const char* what) {
+    SFT_CHECK(t.device == Device::cpu && (t.dtype == DType::f32 || t.dtype == DType::bf16), "comm",
+              "{}: MPI carries fp32 or bf16 host tensors (CPU ranks); got {} on {}", what, dtype_name(t.dtype),
               t.device == Device::cpu ? "cpu" : "cuda");
+    return t.dtype == DType::f32 ? MPI_FLOAT : MPI_UINT16_T;
+  }
+  MPI_Op reduce_op(ReduceOp op, DType dt) const {
+    if (dt == DType::f32) return mpi_op(op);
+    return op == ReduceOp::sum ? bf16_sum_ : bf16_max_;
   }
   template <class Start>
   CommRequest issue(const char* op, const char* what, const char* call, Start&& start) {
@@ -126,6 +153,7 @@ class MpiComm final : public Comm {
     std::string what;  // the caller's name may not outlive the call
   };
   int rank_ = 0, size_ = 1;
+  MPI_Op bf16_sum_ = MPI_OP_NULL, bf16_max_ = MPI_OP_NULL;
   int64_t next_id_ = 0;
   std::unordered_map<int64_t, Pending> pending_;
   CollectiveWatchdog dog_;

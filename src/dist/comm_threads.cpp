@@ -1,8 +1,10 @@
 // ThreadWorld: N ranks as threads of one process, meeting at a generation-counted barrier for
 // every collective. Each rank publishes its input, all check they called the same collective,
 // each computes its own result from every rank's input, and a second barrier keeps inputs alive
-// until everyone has read them. Host fp32 / double data only: it exists to test collective order.
+// until everyone has read them. Host fp32 / bf16 / double data only: it exists to test collective
+// order and the sharded stores' arithmetic.
 #include <algorithm>
+#include <cstring>
 #include <condition_variable>
 #include <mutex>
 
@@ -45,40 +47,34 @@ class ThreadComm final : public Comm {
 
   CommRequest all_reduce(Tensor buf, ReduceOp op, const char* what) override {
     const int64_t n = buf.numel();
-    run("all_reduce", what, buf.f32(), [&] {
-      std::vector<float> r(static_cast<size_t>(n));
-      reduce_into(r.data(), 0, n, op);
-      return r;
-    }, buf.f32());
+    run("all_reduce", what, buf, [&] { return reduce(buf.dtype, 0, n, op); }, buf);
     return {};
   }
   CommRequest all_gather(Tensor out, Tensor in, const char* what) override {
     const int64_t n = in.numel();
-    SFT_CHECK(out.numel() == n * size(), "comm", "{}: all_gather of {} into {}", what, n, out.numel());
-    run("all_gather", what, in.f32(), [&] {
-      std::vector<float> r(static_cast<size_t>(n * size()));
+    SFT_CHECK(out.numel() == n * size() && out.dtype == in.dtype, "comm", "{}: all_gather of {} {} into {} {}", what, n,
+              dtype_name(in.dtype), out.numel(), dtype_name(out.dtype));
+    run("all_gather", what, in, [&] {
+      const size_t bytes = in.nbytes();
+      std::vector<unsigned char> r(bytes * size_t(size()));
       for (int q = 0; q < size(); ++q)
-        std::copy_n(static_cast<const float*>(s_.input[size_t(q)]), n, r.begin() + q * n);
+        std::copy_n(static_cast<const unsigned char*>(s_.input[size_t(q)]), bytes, r.begin() + q * int64_t(bytes));
       return r;
-    }, out.f32());
+    }, out);
     return {};
   }
   CommRequest reduce_scatter(Tensor out, Tensor in, ReduceOp op, const char* what) override {
     const int64_t n = out.numel();
-    SFT_CHECK(in.numel() == n * size(), "comm", "{}: reduce_scatter of {} into {}", what, in.numel(), n);
-    run("reduce_scatter", what, in.f32(), [&] {
-      std::vector<float> r(static_cast<size_t>(n));
-      reduce_into(r.data(), rank_ * n, n, op);
-      return r;
-    }, out.f32());
+    SFT_CHECK(in.numel() == n * size() && out.dtype == in.dtype, "comm", "{}: reduce_scatter of {} {} into {} {}",
+              what, in.numel(), dtype_name(in.dtype), n, dtype_name(out.dtype));
+    run("reduce_scatter", what, in, [&] { return reduce(in.dtype, rank_ * n, n, op); }, out);
     return {};
   }
   CommRequest broadcast(Tensor buf, int root, const char* what) override {
-    const int64_t n = buf.numel();
-    run("broadcast", what, buf.f32(), [&] {
-      const float* src = static_cast<const float*>(s_.input[size_t(root)]);
-      return std::vector<float>(src, src + n);
-    }, buf.f32());
+    run("broadcast", what, buf, [&] {
+      const auto* src = static_cast<const unsigned char*>(s_.input[size_t(root)]);
+      return std::vector<unsigned char>(src, src + buf.nbytes());
+    }, buf);
     return {};
   }
   void wait(CommRequest) override {}
@@ -123,22 +119,35 @@ class ThreadComm final : public Comm {
       SFT_CHECK(s_.op[size_t(q)] == name, "comm", "rank {} called {} while rank {} called {}", rank_, name, q,
                 s_.op[size_t(q)]);
   }
+  // Host fp32 or bf16 tensors; the result is computed as bytes of out's dtype.
   template <class Compute>
-  void run(const char* op, const char* what, const float* input, Compute&& compute, float* out) {
-    publish(op, what, input);
-    const std::vector<float> r = compute();
+  void run(const char* op, const char* what, const Tensor& input, Compute&& compute, const Tensor& out) {
+    SFT_CHECK(input.dtype == DType::f32 || input.dtype == DType::bf16, "comm", "{}: ThreadWorld carries fp32 or bf16, got {}",
+              what, dtype_name(input.dtype));
+    publish(op, what, input.data);
+    const std::vector<unsigned char> r = compute();
     s_.barrier();  // every rank has read every input
-    std::copy(r.begin(), r.end(), out);
+    SFT_CHECK(r.size() == out.nbytes(), "comm", "{}: {} bytes of result for {}", what, r.size(), out.nbytes());
+    std::copy(r.begin(), r.end(), static_cast<unsigned char*>(out.data));
   }
-  void reduce_into(float* r, int64_t offset, int64_t n, ReduceOp op) {
+  // Elements [offset, offset + n) of op over the ranks' inputs in rank order; bf16 adds in fp32
+  // and rounds each partial result to bf16 (as MPI's and NCCL's bf16 reductions do).
+  std::vector<unsigned char> reduce(DType dt, int64_t offset, int64_t n, ReduceOp op) {
+    auto combine = [op](float a, float b) { return op == ReduceOp::sum ? a + b : std::max(a, b); };
+    std::vector<unsigned char> r(size_t(n) * dtype_size(dt));
     for (int64_t i = 0; i < n; ++i) {
-      float acc = static_cast<const float*>(s_.input[0])[offset + i];
-      for (int q = 1; q < size(); ++q) {
-        const float x = static_cast<const float*>(s_.input[size_t(q)])[offset + i];
-        acc = op == ReduceOp::sum ? acc + x : std::max(acc, x);
+      if (dt == DType::f32) {
+        float acc = static_cast<const float*>(s_.input[0])[offset + i];
+        for (int q = 1; q < size(); ++q) acc = combine(acc, static_cast<const float*>(s_.input[size_t(q)])[offset + i]);
+        std::memcpy(r.data() + i * 4, &acc, 4);
+      } else {
+        uint16_t acc = static_cast<const uint16_t*>(s_.input[0])[offset + i];
+        for (int q = 1; q < size(); ++q)
+          acc = f32_to_bf16(combine(bf16_to_f32(acc), bf16_to_f32(static_cast<const uint16_t*>(s_.input[size_t(q)])[offset + i])));
+        std::memcpy(r.data() + i * 2, &acc, 2);
       }
-      r[i] = acc;
     }
+    return r;
   }
   ThreadWorld::Shared& s_;
   int rank_;

@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "backend/host_access.h"
+#include "core/dtype.h"
 
 namespace sft {
 
@@ -19,6 +20,17 @@ namespace {
 float* shifted(float* base, int64_t elements) {
   return reinterpret_cast<float*>(reinterpret_cast<uintptr_t>(base) - uintptr_t(elements) * sizeof(float));
 }
+
+float* stand_in_base() { return reinterpret_cast<float*>(uintptr_t(1) << 20); }
+
+// dst (n) = src (n) rounded to bf16 (core/dtype.h's rounding, the backend's), in chunks over the threads.
+void round_to_bf16(const float* src, uint16_t* dst, int64_t n) {
+  constexpr int64_t kChunk = int64_t(1) << 16;
+#pragma omp parallel for schedule(static) if (n > 4 * kChunk)
+  for (int64_t i = 0; i < n; i += kChunk) convert_f32_to_bf16(src + i, dst + i, size_t(std::min(kChunk, n - i)));
+}
+
+Tensor as_bf16(void* data, int64_t n, Device dev) { return Tensor(data, DType::bf16, {n}, dev); }
 
 }  // namespace
 
@@ -48,10 +60,27 @@ ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, C
   shard_ = alloc_f32(local);
   grad_shard_ = alloc_f32(local);
   // Offsets and units of the HF table from a layout over a stand-in base (no memory behind it).
-  float* const stand_in = reinterpret_cast<float*>(uintptr_t(1) << 20);
+  float* const stand_in = stand_in_base();
   Weights layout;
   lay_out_weights(cfg_, stand_in, layout, be_.device(), nullptr);
   index_table(layout, stand_in);
+  // The norm weights and biases of the units a bf16 gather moves as bf16: kept exact in exact_.
+  int64_t exact_total = 0;
+  auto keep_exact = [&](int unit, const Tensor& t) {
+    if (t.empty()) return;
+    const int64_t at = static_cast<const float*>(t.data) - stand_in - units_[size_t(unit)].offset;
+    exact_ranges_.push_back({unit, at, t.numel(), exact_total});
+    exact_total += t.numel();
+  };
+  for (int u = 0; u < U; ++u) {
+    if (!gathers_bf16(u)) continue;
+    if (u == unit_head()) {
+      keep_exact(u, layout.final_norm);
+      continue;
+    }
+    const LayerWeights& lw = layout.layers[size_t(u - 1)];
+    for (const Tensor* t : {&lw.attn_norm, &lw.bqkv, &lw.bo, &lw.mlp_norm}) keep_exact(u, *t);
+  }
   lay_out_weights(cfg_, nullptr, w_, be_.device(), nullptr);
   lay_out_weights(cfg_, nullptr, g_, be_.device(), nullptr);
   for (ParamRef& p : table_) p.view.data = nullptr;
@@ -75,8 +104,8 @@ ShardedParamStore::~ShardedParamStore() {
   }
   for (GradBuf& g : grad_bufs_) {
     if (g.rs_unit >= 0) comm_.wait(g.req);
-    if (g.buf.data) be_.dealloc(g.buf.data);
-    if (g.out.data) be_.dealloc(g.out.data);
+    for (void* p : {g.buf.data, g.out.data, g.buf16.data})
+      if (p) be_.dealloc(p);
   }
 }
 
@@ -118,6 +147,90 @@ void ShardedParamStore::bind(Weights& views, int unit, float* base) {
     if (p.unit == unit) p.view.data = base ? base + (p.offset - pu.offset) : nullptr;
 }
 
+bool ShardedParamStore::gathers_bf16(int unit) const {
+  // Not the embedding (a lookup; tied, also the LM head) nor a tied head (only the final norm).
+  return unit != unit_embed() && (unit != unit_head() || !cfg_.tie_word_embeddings);
+}
+
+// A unit gathered in bf16 at base: its matrices bf16 views of the buffer (the same element
+// offsets as the fp32 layout), its norm weights and biases fp32 views of exact_. No fp32 values of
+// the unit exist meanwhile: its param_table() views are null.
+void ShardedParamStore::bind16(int unit, uint16_t* base) {
+  float* const stand_in = stand_in_base();
+  Weights at;
+  lay_out_weights(cfg_, shifted(stand_in, units_[size_t(unit)].offset), at, be_.device(), nullptr);
+  auto view = [&](Tensor t) {
+    if (t.empty()) return t;
+    const int64_t e = static_cast<const float*>(t.data) - stand_in;  // element within the unit
+    if (t.ndim == 2) {
+      t.data = base + e;
+      t.dtype = DType::bf16;
+      return t;
+    }
+    for (const ExactRange& r : exact_ranges_)
+      if (r.unit == unit && r.at == e) {
+        t.data = exact_.f32() + r.off;
+        return t;
+      }
+    fail("sharded_store", "unit {} ({}): no fp32 copy of its 1-D tensor at element {}", unit,
+         units_[size_t(unit)].name, e);
+  };
+  if (unit == unit_head()) {
+    w_.final_norm = view(at.final_norm);
+    w_.lm_head = view(at.lm_head);
+  } else {
+    const LayerWeights& src = at.layers[size_t(unit - 1)];
+    LayerWeights& dst = w_.layers[size_t(unit - 1)];
+    dst = {view(src.attn_norm), view(src.wqkv), view(src.bqkv), view(src.wo),
+           view(src.bo),        view(src.mlp_norm), view(src.wgu), view(src.wdown)};
+  }
+  for (ParamRef& p : table_)
+    if (p.unit == unit) p.view.data = nullptr;
+}
+
+void ShardedParamStore::set_gather_dtype(DType dt) {
+  SFT_CHECK(dt == DType::f32 || dt == DType::bf16, "sharded_store", "gather dtype {}, expected f32 or bf16",
+            dtype_name(dt));
+  gather_dtype_ = dt;
+}
+
+void ShardedParamStore::set_reduce_dtype(DType dt) {
+  SFT_CHECK(dt == DType::f32 || dt == DType::bf16, "sharded_store", "reduce dtype {}, expected f32 or bf16",
+            dtype_name(dt));
+  reduce_dtype_ = dt;
+}
+
+// Once per optimizer step, before the first bf16 gather: this rank's shard rounded to bf16, and
+// exact_ = every bf16-gathered unit's norm weights and biases, each rank filling in the elements
+// it owns (zeros elsewhere) and an all-reduce summing them (x + 0 + ... = x exactly).
+void ShardedParamStore::refresh_bf16_copies() {
+  const int64_t n = shard_.numel();
+  if (!shard16_.data) {
+    shard16_ = as_bf16(alloc_f32((n + 1) / 2).data, n, be_.device());
+    int64_t total = 0;
+    for (const ExactRange& r : exact_ranges_) total = r.off + r.n;
+    if (total > 0) exact_ = alloc_f32(total);
+  }
+  {
+    HostTensor master(be_, shard_, true), rounded(be_, shard16_, false);
+    round_to_bf16(master.f32(), rounded.host_view().bf16(), n);
+    rounded.store();
+    if (exact_.data) {
+      HostTensor ex(be_, exact_, false);
+      float* e = ex.f32();
+      std::fill(e, e + exact_.numel(), 0.0f);
+      for (const ExactRange& r : exact_ranges_) {
+        const int64_t len = shard_len_[size_t(r.unit)], own = rank_ * len;  // this rank's block in the unit
+        const int64_t lo = std::max(r.at, own), hi = std::min(r.at + r.n, own + len);
+        for (int64_t x = lo; x < hi; ++x) e[r.off + x - r.at] = master.f32()[shard_off_[size_t(r.unit)] + x - own];
+      }
+      ex.store();
+    }
+  }
+  if (exact_.data) comm_.wait(comm_.all_reduce(exact_, ReduceOp::sum, "weights norms and biases fp32"));
+  copies_stale_ = false;
+}
+
 int ShardedParamStore::resident_units() const {
   return int(std::count_if(slots_.begin(), slots_.end(), [](const Slot& s) { return s.unit >= 0; }));
 }
@@ -125,7 +238,8 @@ int ShardedParamStore::resident_units() const {
 void ShardedParamStore::count_resident() { peak_resident_ = std::max(peak_resident_, resident_units()); }
 
 int64_t ShardedParamStore::persistent_bytes() const {
-  return (shard_.numel() * int64_t(2 + states_.size()) + full_.numel()) * int64_t(sizeof(float));
+  return (shard_.numel() * int64_t(2 + states_.size()) + full_.numel() + exact_.numel()) * int64_t(sizeof(float)) +
+         int64_t(shard16_.nbytes());
 }
 
 int ShardedParamStore::gather(int unit) {
@@ -134,10 +248,20 @@ int ShardedParamStore::gather(int unit) {
   for (size_t i = 0; i < slots_.size(); ++i)
     if (slots_[i].unit < 0 && (s == slots_.size() || (slots_[i].buf.data && !slots_[s].buf.data))) s = i;
   if (s == slots_.size()) slots_.emplace_back();
+  // In bf16 (set_gather_dtype) while training; loading, initialising and rank 0's reads take fp32.
+  const bool b16 = gather_dtype_ == DType::bf16 && mode_ == ShardMode::full_shard && !root_access_ && gathers_bf16(unit);
+  if (b16 && copies_stale_) refresh_bf16_copies();
   Slot& slot = slots_[s];
   if (!slot.buf.data) slot.buf = Tensor(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
   slot.unit = unit;
-  slot.req = comm_.all_gather(padded_unit(slot.buf.f32(), unit), shard_of(shard_, unit), gather_names_[size_t(unit)].c_str());
+  slot.dtype = b16 ? DType::bf16 : DType::f32;
+  const int64_t P = padded_[size_t(unit)], len = shard_len_[size_t(unit)];
+  slot.req = b16 ? comm_.all_gather(as_bf16(slot.buf.data, P, be_.device()),
+                                    as_bf16(shard16_.bf16() + shard_off_[size_t(unit)], len, be_.device()),
+                                    gather_names_[size_t(unit)].c_str())
+                 : comm_.all_gather(padded_unit(slot.buf.f32(), unit), shard_of(shard_, unit),
+                                    gather_names_[size_t(unit)].c_str());
+  gathered_bytes_ += P * (b16 ? 2 : 4);
   slot.pending = true;
   slot_of_[size_t(unit)] = int(s);
   count_resident();
@@ -168,8 +292,10 @@ void ShardedParamStore::acquire(int unit) {
   if (mode_ == ShardMode::full_shard) {
     int s = slot_of_[size_t(unit)];
     if (s < 0) s = gather(unit);
-    wait_slot(slots_[size_t(s)]);
-    bind(w_, unit, slots_[size_t(s)].buf.f32());
+    Slot& slot = slots_[size_t(s)];
+    wait_slot(slot);
+    if (slot.dtype == DType::bf16) bind16(unit, static_cast<uint16_t*>(slot.buf.data));
+    else bind(w_, unit, slot.buf.f32());
   }
   if (!root_access_) {
     const int g = take_grad_buf(unit);
@@ -190,9 +316,9 @@ void ShardedParamStore::release(int unit) {
     const size_t allocated =
         size_t(std::count_if(grad_bufs_.begin(), grad_bufs_.end(), [](const GradBuf& x) { return x.buf.data; }));
     if (g.rs_unit < 0 && allocated > size_t(keep_)) {
-      be_.dealloc(g.buf.data);
-      be_.dealloc(g.out.data);
-      g.buf = g.out = Tensor();
+      for (void* p : {g.buf.data, g.out.data, g.buf16.data})
+        if (p) be_.dealloc(p);
+      g.buf = g.out = g.buf16 = Tensor();
     }
   }
   if (mode_ != ShardMode::full_shard) return;
@@ -212,6 +338,10 @@ void ShardedParamStore::release(int unit) {
 void ShardedParamStore::written(int unit) {
   SFT_CHECK(refs_[size_t(unit)] > 0, "sharded_store", "written on unit {} ({}) that is not acquired", unit,
             units_[size_t(unit)].name);
+  SFT_CHECK(mode_ != ShardMode::full_shard || slots_[size_t(slot_of_[size_t(unit)])].dtype == DType::f32,
+            "sharded_store", "written on unit {} ({}), which is gathered in bf16: its weights were read-only",
+            unit, units_[size_t(unit)].name);
+  copies_stale_ = true;
   // Every rank wrote the same full unit; each keeps its block. The gathered copy is current.
   float* mem = unit_memory(unit);
   be_.copy(shard_of(shard_, unit).data, mem + rank_ * shard_len_[size_t(unit)], size_t(shard_len_[size_t(unit)]) * 4);
@@ -260,8 +390,19 @@ void ShardedParamStore::grads_ready(int unit) {
   }
   GradBuf& g = grad_bufs_[size_t(gi)];
   // Sum over ranks (train_step's loss scale already divides by the step's global target count).
-  g.req = comm_.reduce_scatter(block(g.out, 0, shard_len_[size_t(unit)]), padded_unit(g.buf.f32(), unit),
-                               ReduceOp::sum, reduce_names_[size_t(unit)].c_str());
+  const int64_t P = padded_[size_t(unit)], n = shard_len_[size_t(unit)];
+  if (reduce_dtype_ == DType::bf16) {  // HF's bf16 reduce: rounded, summed in bf16, widened in finish_reduce
+    if (!g.buf16.data) g.buf16 = as_bf16(be_.alloc(size_t(max_padded_) * 2), max_padded_, be_.device());
+    HostTensor full(be_, padded_unit(g.buf.f32(), unit), true), rounded(be_, as_bf16(g.buf16.data, P, be_.device()), false);
+    round_to_bf16(full.f32(), rounded.host_view().bf16(), P);
+    rounded.store();
+    g.req = comm_.reduce_scatter(as_bf16(g.out.data, n, be_.device()), as_bf16(g.buf16.data, P, be_.device()),
+                                 ReduceOp::sum, reduce_names_[size_t(unit)].c_str());
+  } else {
+    g.req = comm_.reduce_scatter(block(g.out, 0, n), padded_unit(g.buf.f32(), unit), ReduceOp::sum,
+                                 reduce_names_[size_t(unit)].c_str());
+  }
+  g.rs_dtype = reduce_dtype_;
   g.rs_unit = unit;
   reduce_issued_[size_t(gi)] = reduce_seq_++;
   if (unit == unit_embed()) {  // the pass's last unit: every gradient is in the shards on return
@@ -275,11 +416,19 @@ void ShardedParamStore::finish_reduce(GradBuf& g) {
   comm_.wait(g.req);
   const int64_t n = shard_len_[size_t(g.rs_unit)];
   // grad shard += this micro-batch's reduced block (host math: the Comm carries host memory)
-  HostTensor acc(be_, shard_of(grad_shard_, g.rs_unit), true), add(be_, block(g.out, 0, n), true);
+  HostTensor acc(be_, shard_of(grad_shard_, g.rs_unit), true);
   float* a = acc.f32();
-  const float* b = add.f32();
+  if (g.rs_dtype == DType::bf16) {
+    HostTensor add(be_, as_bf16(g.out.data, n, be_.device()), true);
+    const uint16_t* b = add.host_view().bf16();
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
-  for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+    for (int64_t i = 0; i < n; ++i) a[i] += bf16_to_f32(b[i]);
+  } else {
+    HostTensor add(be_, block(g.out, 0, n), true);
+    const float* b = add.f32();
+#pragma omp parallel for schedule(static) if (n > (1 << 16))
+    for (int64_t i = 0; i < n; ++i) a[i] += b[i];
+  }
   acc.store();
   g.rs_unit = -1;
 }
@@ -294,6 +443,7 @@ void ShardedParamStore::finish_all_reduces() {
 
 void ShardedParamStore::params_updated() {
   finish_all_reduces();
+  copies_stale_ = true;
   if (mode_ != ShardMode::shard_grad_op) return;  // full_shard gathers the new shards on the next acquire
   std::vector<CommRequest> reqs;
   for (int u = 0; u < num_units(); ++u)

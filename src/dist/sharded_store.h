@@ -1,9 +1,11 @@
 // ShardedParamStore: FSDP's sharded modes over a Comm. Every unit's flat fp32 parameters are padded
 // to a multiple of the world size N and each rank owns one contiguous 1/N block of every unit: its
 // fp32 master shard, its gradient shard and the optimizer states (AdamW moments) exist only for
-// that block. `full_shard` (ZeRO-3) all-gathers a unit into a gather buffer on acquire (fp32),
-// prefetching the next unit in pass order, and frees it on release; `shard_grad_op` (ZeRO-2) keeps
-// the whole model gathered for the step and all-gathers the updated shards after the optimizer.
+// that block. `full_shard` (ZeRO-3) all-gathers a unit into a gather buffer on acquire (fp32, or
+// bf16 within a --bf16 step: set_gather_dtype), prefetching the next unit in pass order, and frees
+// it on release; `shard_grad_op` (ZeRO-2) keeps the whole model gathered for the step (fp32) and
+// all-gathers the updated shards after the optimizer. Gradients are reduce-scattered in fp32, or in
+// bf16 when asked (set_reduce_dtype, --fsdp_reduce_dtype bf16).
 #pragma once
 #include <cstdint>
 #include <string>
@@ -35,6 +37,27 @@ class ShardedParamStore final : public ParamStore {
   void params_updated() override;
   double grad_sum_squares() override;  // Σ g² over this rank's gradient shard
 
+  // The dtype full_shard all-gathers units in from now on: f32, or bf16 (the GEMM dtype under
+  // --bf16; train_step sets it for the step's passes, dist/step_collectives.h, and puts f32 back). In
+  // bf16 the decoder layers and the untied head move as bf16 (each rank rounds its shard once per
+  // optimizer step): their matrices are bf16 views of the gather buffer (the backend's linear
+  // layers take them as they are, bit-equal to rounding the fp32 weight) and their norm weights and
+  // biases fp32 views of a whole-model copy refreshed once per step (one all-reduce of those few
+  // values), so RMSNorm and the biases stay exact; the embedding (a lookup, and with tied embeddings
+  // also the LM head) and the tied head's final norm stay fp32. param_table() views of a unit
+  // gathered in bf16 are null, and written() on one is an error: loading, initialising and rank 0's
+  // checkpoint reads gather fp32 (root access always does). shard_grad_op ignores it (fp32).
+  void set_gather_dtype(DType dt);
+  DType gather_dtype() const { return gather_dtype_; }
+  // The dtype gradients are reduce-scattered in: f32 (one process's math up to summation order) or
+  // bf16 (HF Trainer's bf16 reduce: each unit's gradient rounded to bf16, summed over the ranks in
+  // bf16, then widened and added to the fp32 gradient shard).
+  void set_reduce_dtype(DType dt);
+  DType reduce_dtype() const { return reduce_dtype_; }
+  // Bytes this rank received or sent in weight all-gathers (its output buffers' sizes, summed):
+  // tests check that a bf16 gather moves half the bytes.
+  int64_t gathered_bytes() const { return gathered_bytes_; }
+
   ShardMode mode() const { return mode_; }
   Comm& comm() const { return comm_; }
   int64_t shard_len(int unit) const { return shard_len_[size_t(unit)]; }      // elements per rank
@@ -61,16 +84,19 @@ class ShardedParamStore final : public ParamStore {
 
  private:
   struct Slot {  // a gather buffer (full_shard) holding one unit, gathered or on its way
-    Tensor buf;  // (max padded unit) fp32
+    Tensor buf;  // (max padded unit) fp32, or its first half as bf16 (a unit gathered in bf16)
+    DType dtype = DType::f32;  // what the unit in it was gathered in
     int unit = -1;
     bool pending = false;
     CommRequest req;
   };
   struct GradBuf {  // one unit's full gradient while its backward runs, then its reduce-scatter
     Tensor buf;     // (max padded unit) fp32
-    Tensor out;     // (max shard) this rank's block of the sum
+    Tensor out;     // (max shard) this rank's block of the sum (fp32, or bf16 in its first half)
+    Tensor buf16;   // (max padded unit) bf16: buf rounded, the input of a bf16 reduce-scatter
     int unit = -1;  // bound to the unit's grads() views
     int rs_unit = -1;  // the unit whose reduce-scatter is in flight from buf into out, or -1
+    DType rs_dtype = DType::f32;  // that reduce-scatter's dtype
     CommRequest req;
   };
 
@@ -79,6 +105,9 @@ class ShardedParamStore final : public ParamStore {
   Tensor padded_unit(float* base, int unit) const { return Tensor(base, DType::f32, {padded_[size_t(unit)]}, be_.device()); }
   float* unit_memory(int unit) const;  // where the unit's gathered values are (acquired units)
   void bind(Weights& views, int unit, float* base);
+  void bind16(int unit, uint16_t* base);  // weights() of a unit gathered in bf16 (set_gather_dtype)
+  bool gathers_bf16(int unit) const;      // the unit goes as bf16 in a bf16 gather
+  void refresh_bf16_copies();             // shard16_ and exact_ from the master shard
   int gather(int unit);  // issues the unit's all-gather into a free slot; returns the slot
   void wait_slot(Slot& s);
   void prefetch_after(int unit);
@@ -106,6 +135,20 @@ class ShardedParamStore final : public ParamStore {
   bool backward_ = false;     // between the head's grads_ready and the embedding's
   bool root_access_ = false;  // rank 0 reads the model; gathers are announced, no prefetch
   int peak_resident_ = 0;
+  DType gather_dtype_ = DType::f32, reduce_dtype_ = DType::f32;
+  // bf16 gathers (allocated on the first one): this rank's master shard rounded to bf16, and every
+  // bf16-gathered unit's norm weights and biases in fp32, whole; both stale after each update.
+  Tensor shard16_;  // (Σ shard_len) bf16
+  Tensor exact_;    // (Σ exact sizes) fp32
+  struct ExactRange {
+    int unit = 0;
+    int64_t at = 0;  // first element within the unit
+    int64_t n = 0;
+    int64_t off = 0;  // in exact_
+  };
+  std::vector<ExactRange> exact_ranges_;
+  bool copies_stale_ = true;
+  int64_t gathered_bytes_ = 0;
   int64_t reduce_seq_ = 0;    // reduce-scatters issued, to finish the oldest first
   std::vector<int64_t> reduce_issued_;  // (grad bufs) the sequence number of the one in flight
 };

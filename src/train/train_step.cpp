@@ -7,6 +7,7 @@
 
 #include <fmt/format.h>
 
+#include "dist/step_collectives.h"
 #include "train/flops.h"
 
 namespace sft {
@@ -23,10 +24,15 @@ StepResult train_step(LlamaModel& model, AdamW& optimizer, Comm& comm, const std
     r.flops += train_flops(model.config(), b);
   }
   r.targets = int64_t(comm.sum(double(local_targets), kStepTargets));
+  // The step's collectives in their dtypes (fp32 again on return: loading and saving gather fp32).
+  StepCollectives collectives(model.store(), opt.gather_in_gemm_dtype ? model.backend().matmul_dtype() : DType::f32,
+                          opt.reduce_dtype);
 
   model.zero_grad();
   double loss = 0;
-  for (const Batch& b : micro) {
+  for (size_t i = 0; i < micro.size(); ++i) {
+    const Batch& b = micro[i];
+    collectives.sync_gradients(i + 1 == micro.size());  // DDP all-reduces after the last micro-batch
     const int64_t n = b.num_targets();
     // A micro-batch without targets still runs its pass (its gradient is zero): ranks stay in step.
     const float scale = n == 0      ? 0.0f
@@ -53,6 +59,7 @@ StepResult train_step(LlamaModel& model, AdamW& optimizer, Comm& comm, const std
 }
 
 EvalResult evaluate(LlamaModel& model, Comm& comm, const std::vector<Batch>& batches) {
+  const StepCollectives collectives(model.store(), model.backend().matmul_dtype(), DType::f32);  // units gathered in the GEMM dtype
   double loss = 0;
   int64_t targets = 0;
   for (const Batch& b : batches) {

@@ -20,6 +20,11 @@ namespace sft {
 struct StepOptions {
   LossNormalization loss_normalization = LossNormalization::global_token_mean;
   double max_grad_norm = 1.0;  // 0: no clipping
+  // Sharded (full_shard) units are all-gathered in the GEMM dtype (bf16 under --bf16; norm weights,
+  // biases and the embedding stay fp32: dist/sharded_store.h) unless false: fp32 always.
+  bool gather_in_gemm_dtype = true;
+  // The dtype gradients are reduced over the ranks in (--fsdp_reduce_dtype): f32 or bf16.
+  DType reduce_dtype = DType::f32;
 };
 
 struct StepResult {

@@ -11,6 +11,7 @@
 
 #include "core/file_util.h"
 #include "dist/sharded_checkpoint.h"
+#include "dist/step_collectives.h"
 #include "io/checkpoint.h"
 #include "io/hf_model.h"
 #include "train/interrupt.h"
@@ -64,7 +65,8 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
                             warmup_steps_for(total, cfg.warmup_steps, cfg.warmup_ratio), total};
   AdamW opt(model, AdamWConfig{float(cfg.adam_beta1), float(cfg.adam_beta2), float(cfg.adam_epsilon),
                                float(cfg.weight_decay)});
-  const StepOptions step_opt{cfg.loss_normalization, cfg.max_grad_norm};
+  const StepOptions step_opt{.loss_normalization = cfg.loss_normalization, .max_grad_norm = cfg.max_grad_norm,
+                             .reduce_dtype = reduce_dtype_from_name(cfg.fsdp_reduce_dtype)};
   const int64_t eval_every = cfg.eval_steps > 0 ? cfg.eval_steps : cfg.logging_steps;
   const bool has_eval = in.eval && !in.eval->empty() && cfg.evaluation_strategy != IntervalStrategy::no;
 
