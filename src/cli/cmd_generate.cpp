@@ -13,6 +13,7 @@
 #include "io/hf_model.h"
 #include "model/generate.h"
 #include "tokenizer/tokenizer.h"
+#include "train/memory_check.h"
 
 namespace sft {
 
@@ -39,7 +40,7 @@ int run_generate(int argc, char** argv) {
   SFT_CHECK(sp.temperature >= 0, "generate", "--temperature must be >= 0, got {}", sp.temperature);
   SFT_CHECK(sp.top_p > 0 && sp.top_p <= 1, "generate", "--top_p must be in (0, 1], got {}", sp.top_p);
   auto backend = create_backend(device);
-  auto model = load_hf_model(model_dir, *backend);
+  const LlamaConfig mc = load_llama_config((std::filesystem::path(model_dir) / "config.json").string());
   auto tok = load_tokenizer(model_dir, parse_tokenizer_kind(kind));
   const ConversationRenderer renderer(template_name, model_dir);
 
@@ -56,18 +57,29 @@ int run_generate(int argc, char** argv) {
   while (first < enc.train.size() && !enc.train[first]) ++first;
   const std::vector<int32_t> prompt_ids(enc.ids.begin(), enc.ids.begin() + int64_t(first));
   // Stop at the template's end-of-turn token and at the model's eos ids.
-  std::vector<int32_t> stop(model->config().eos_token_ids.begin(), model->config().eos_token_ids.end());
+  std::vector<int32_t> stop(mc.eos_token_ids.begin(), mc.eos_token_ids.end());
   if (!renderer.is_model_template())
     if (auto id = tok->token_to_id(find_template(template_name).eot)) stop.push_back(*id);
   if (tok->eos_id() >= 0) stop.push_back(tok->eos_id());
 
   // The context: max_position_embeddings, or a sliding window (sft runs no longer sequences).
-  const LlamaConfig& mc = model->config();
   const int64_t context = mc.sliding_window > 0 ? std::min(mc.sliding_window, mc.max_position_embeddings)
                                                 : mc.max_position_embeddings;
   const int64_t max_len = std::min<int64_t>(context, int64_t(prompt_ids.size()) + sp.max_new_tokens);
   SFT_CHECK(int64_t(prompt_ids.size()) < max_len, "generate", "the prompt has {} tokens, more than the model's context ({}{})",
             prompt_ids.size(), context, mc.sliding_window > 0 ? ", its sliding_window" : "");
+
+  // Will it fit? Stated (on stderr: stdout is the reply) and checked before the model is allocated
+  // (the config parser's bound lets through models of trillions of bytes). A GPU backend checks
+  // its own device memory.
+  if (backend->device() == Device::cpu) {
+    const MemoryPlan plan = plan_model_memory(mc, max_len);
+    const int64_t available = available_memory_bytes();
+    std::fflush(stdout);
+    std::fprintf(stderr, "memory: %s; %s\n", describe_model_memory(plan).c_str(), describe_available(available).c_str());
+    check_model_memory_fits("generate", "the model in " + model_dir, plan, available);
+  }
+  auto model = load_hf_model(model_dir, *backend);
   Generator gen(*model, max_len);
   std::vector<int32_t> out = gen.generate(prompt_ids, stop, sp);
   if (!out.empty() && std::find(stop.begin(), stop.end(), out.back()) != stop.end()) out.pop_back();

@@ -12,6 +12,7 @@
 #include "model/llama.h"
 #include "model/presets.h"
 #include "tokenizer/tokenizer.h"
+#include "train/memory_check.h"
 
 namespace sft {
 
@@ -43,6 +44,12 @@ int run_init(int argc, char** argv) {
   cfg.torch_dtype = dtype == "bf16" ? "bfloat16" : "float32";
   validate_llama_config(cfg, "--preset " + preset_arg);
 
+  // Will it fit? Stated and checked before a byte of the model is allocated (the config parser's
+  // bound lets through models of trillions of bytes).
+  const MemoryPlan plan = plan_model_memory(cfg, 0);
+  const int64_t available = available_memory_bytes();
+  std::printf("memory: %s; %s\n", describe_model_memory(plan).c_str(), describe_available(available).c_str());
+  check_model_memory_fits("init", "the model of --preset " + preset_arg, plan, available);
   auto backend = create_backend("cpu");
   LlamaModel model(cfg, *backend);
   init_weights(model, seed);

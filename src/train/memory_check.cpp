@@ -97,4 +97,42 @@ void check_memory_fits(const MemoryPlan& p, int64_t available, int64_t batch_siz
        describe(p), human(available), fix);
 }
 
+MemoryPlan plan_model_memory(const LlamaConfig& cfg, int64_t decode_len) {
+  MemoryPlan p;
+  p.params = LlamaModel::count_params(cfg);
+  p.weights = p.grads = 4 * p.params;  // LocalParamStore allocates both, trained or not
+  p.max_tokens = decode_len;
+  if (decode_len <= 0) return p;
+  // make_decode_state's f32 buffers, counted in double: layers x max_len x qkv can pass 2^63.
+  const double T = double(decode_len), C = double(cfg.hidden_size), FF = double(cfg.intermediate_size);
+  const double AO = double(cfg.num_attention_heads) * double(cfg.head_dim), V = double(cfg.vocab_size);
+  const double floats = double(cfg.num_hidden_layers) * T * double(cfg.qkv_dim())  // the KV cache (q|k|v rows)
+                        + T * (5 * C + AO + 3 * FF + 2)                          // one layer's activations, x, proj
+                        + T * double(cfg.head_dim)                               // RoPE cos and sin
+                        + C + 1 + V;                                             // the last row's norm, logits
+  const double bytes = 4 * floats + 20 * V;  // and the sampler's copy of the logits and its (p, id) pairs
+  constexpr int64_t kCap = int64_t(1) << 62;
+  p.activations = bytes >= double(kCap) ? kCap : int64_t(bytes);
+  return p;
+}
+
+std::string describe_model_memory(const MemoryPlan& p) {
+  std::string s = fmt::format("weights {}, gradient buffer {}", human(p.weights), human(p.grads));
+  if (p.max_tokens > 0)
+    s += fmt::format(", KV cache and decode buffers for {} tokens {}", p.max_tokens, human(p.activations));
+  return s + fmt::format(" = {}", human(p.total()));
+}
+
+std::string describe_available(int64_t available) {
+  return available < 0 ? "free memory unknown" : fmt::format("{:.1f} GiB available", double(available) / (1 << 30));
+}
+
+void check_model_memory_fits(const std::string& where, const std::string& what, const MemoryPlan& p,
+                             int64_t available) {
+  if (available < 0 || p.total() <= available) return;
+  fail(where, "not enough memory: {} ({:.2f} billion parameters) needs {}, but only {} is available: use a "
+       "smaller model or a machine with more memory",
+       what, double(p.params) / 1e9, describe_model_memory(p), human(available));
+}
+
 }  // namespace sft

@@ -44,4 +44,24 @@ std::string describe(const MemoryPlan& plan);
 void check_memory_fits(const MemoryPlan& plan, int64_t available, int64_t batch_size, int64_t seq_len,
                        bool recompute);
 
+// The memory of a model that is built but not trained (`sft init`, `sft generate`): its fp32
+// weights and the gradient buffer every LlamaModel allocates, and, for decode_len > 0, one decode
+// state of decode_len tokens (LlamaModel::make_decode_state: every layer's KV cache, one layer's
+// activations, RoPE tables) and the logits the sampler copies, as `activations`. Sizes past 2^62
+// bytes are capped there.
+MemoryPlan plan_model_memory(const LlamaConfig& cfg, int64_t decode_len);
+
+// One line, e.g. "weights 64.0 MiB, gradient buffer 64.0 MiB, KV cache and decode buffers for 512
+// tokens 2.0 MiB = 130.0 MiB".
+std::string describe_model_memory(const MemoryPlan& plan);
+
+// "21.3 GiB available", or "free memory unknown" for available < 0.
+std::string describe_available(int64_t available);
+
+// An sft::Error from `where` when plan.total() exceeds `available` (skipped when available < 0):
+// "[init] not enough memory: <what> (205.06 billion parameters) needs weights 763.9 GiB, gradient
+// buffer 763.9 GiB = 1.5 TiB, but only 21.3 GiB is available: ...".
+void check_model_memory_fits(const std::string& where, const std::string& what, const MemoryPlan& plan,
+                             int64_t available);
+
 }  // namespace sft
