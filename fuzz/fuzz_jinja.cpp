@@ -1,8 +1,9 @@
 // Fuzz target: the Jinja chat-template interpreter (data/jinja_lexer, jinja_parser, jinja_eval,
 // jinja_builtins): the input is a template source, parsed and rendered against a fixed HF-style
 // context (messages with a tool call, tools, special tokens, add_generation_prompt). Its own
-// bounds (kMaxNesting, kMaxSteps, kMaxOutputBytes, kMaxCallDepth, kMaxRange) must turn every
-// runaway template into an sft::Error; generation spans must lie inside the output.
+// bounds (kMaxNesting, kMaxSteps, kMaxOutputBytes, kMaxCallDepth, kMaxRange, the work budget
+// kWorkBase) must turn every runaway template into an sft::Error; generation spans must lie
+// inside the output.
 #include <nlohmann/json.hpp>
 
 #include "data/jinja_eval.h"

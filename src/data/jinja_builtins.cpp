@@ -183,6 +183,7 @@ Value sort_items(Evaluator& ev, const Value& seq, const CallArgs& args, SourcePo
 }  // namespace
 
 Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const CallArgs& args, SourcePos pos) {
+  ev.charge_scan(v, args);
   auto no_args = [&]() {
     if (!args.pos.empty() || !args.kw.empty()) ev.fail(pos, fmt::format("filter '{}' takes no arguments", name));
   };
@@ -310,6 +311,7 @@ Value apply_filter(Evaluator& ev, const std::string& name, const Value& v, const
 }
 
 bool apply_test(Evaluator& ev, const std::string& name, const Value& v, const CallArgs& args, SourcePos pos) {
+  ev.charge_scan(v, args);
   auto arg = [&]() -> const Value& {
     if (args.pos.size() != 1 || !args.kw.empty()) ev.fail(pos, fmt::format("test '{}' takes one argument", name));
     return args.pos[0];
@@ -367,6 +369,7 @@ bool apply_test(Evaluator& ev, const std::string& name, const Value& v, const Ca
 
 std::optional<Value> call_method(Evaluator& ev, const Value& obj, const std::string& name, const CallArgs& args,
                                  SourcePos pos) {
+  ev.charge_scan(obj, args);
   if (obj.is_string()) {
     const std::string& s = obj.str_ref();
     if (name == "strip" || name == "lstrip" || name == "rstrip") {

@@ -38,23 +38,47 @@ const Dict& shared_globals() {
 Evaluator::Evaluator(const Program& program, const Dict& context, const RenderOptions& opts)
     : program_(program), context_(context), opts_(opts), globals_(shared_globals()) {
   frames_.emplace_back();
+  uint64_t context_bytes = 0;
+  for (const auto& [k, v] : context_) context_bytes += k.size() + v.bytes;
+  meter_.limit = kWorkBase + kWorkPerContextByte * context_bytes;
+  meter_.template_name = program_.name;
+  meter_.limit_note = fmt::format("{} MiB + {} per byte of the context's {} bytes of strings", kWorkBase >> 20,
+                                  kWorkPerContextByte, context_bytes);
 }
 
 RenderResult Evaluator::run() {
+  // This thread's meter for the render (restored however it ends: renders may nest in a builtin).
+  struct Install {
+    WorkMeter* saved;
+    explicit Install(WorkMeter* m) : saved(WorkMeter::current) { WorkMeter::current = m; }
+    ~Install() { WorkMeter::current = saved; }
+  } install(&meter_);
   exec_body(program_.body);
-  return RenderResult{std::move(output_), std::move(generation_spans_)};
+  return RenderResult{std::move(output_), std::move(generation_spans_), meter_.used, meter_.limit};
 }
 
 void Evaluator::fail(SourcePos pos, const std::string& message) const { fail_at(program_.name, pos, message); }
 
 void Evaluator::step(SourcePos pos) {
   if (++steps_ > kMaxSteps) fail(pos, fmt::format("template ran more than {} loop iterations and calls", kMaxSteps));
+  meter_.pos = pos;
+  charge_work(kStepWork);
 }
 
 void Evaluator::write(std::string_view text, SourcePos pos) {
   if (out_->size() + text.size() > kMaxOutputBytes)
     fail(pos, fmt::format("template output exceeds {} bytes", kMaxOutputBytes));
+  meter_.pos = pos;
+  charge_work(text.size());
   out_->append(text);
+}
+
+void Evaluator::charge_scan(const Value& input, const CallArgs& args) {
+  auto items = [](const Value& v) -> uint64_t { return v.is_list() ? v.list().size() : v.is_dict() ? v.dict().size() : 0; };
+  uint64_t n = items(input);
+  for (const Value& v : args.pos) n += items(v);
+  for (const auto& [k, v] : args.kw) n += items(v);
+  charge_work(n);
 }
 
 // ---- statements ----
@@ -68,6 +92,7 @@ Evaluator::Flow Evaluator::exec_body(const Body& body) {
 }
 
 Evaluator::Flow Evaluator::exec(const Stmt& s) {
+  meter_.pos = s.pos;
   switch (s.kind) {
     case StmtKind::text: write(s.text, s.pos); break;
     case StmtKind::output: write(eval(*s.expr).str(), s.pos); break;
@@ -281,6 +306,7 @@ Value Evaluator::lookup(const std::string& name) const {
 // ---- expressions ----
 
 Value Evaluator::eval(const Expr& e) {
+  meter_.pos = e.pos;
   switch (e.kind) {
     case ExprKind::literal: return e.value;
     case ExprKind::name: return lookup(e.name);
@@ -353,6 +379,7 @@ Value Evaluator::eval_call(const Expr& e) {
 Value Evaluator::call(const Value& callee, const CallArgs& args, SourcePos pos) {
   if (callee.is_undefined()) fail(pos, fmt::format("'{}' is undefined (called as a function)", std::get<Undefined>(callee.data).name));
   if (!callee.is_function()) fail(pos, fmt::format("'{}' object is not callable", callee.type_name()));
+  charge_scan(Value(), args);
   return callee.function().call(*this, args, pos);
 }
 

@@ -27,6 +27,8 @@ struct RenderResult {
   std::string text;
   // [begin, end) byte ranges of `text` rendered inside {% generation %} blocks, in order.
   std::vector<std::pair<size_t, size_t>> generation_spans;
+  uint64_t work = 0;        // the work the render took (WorkMeter units) ...
+  uint64_t work_limit = 0;  // ... and its budget
 };
 
 // Bounds on one render (templates are untrusted input).
@@ -35,6 +37,16 @@ constexpr size_t kMaxOutputBytes = size_t(64) << 20;
 constexpr int kMaxCallDepth = 64;                 // nested macro calls
 constexpr int64_t kMaxRange = 100'000;            // range() length, as Jinja's sandbox
 constexpr size_t kMaxListItems = 1'000'000;       // a list built with +
+// The work budget of one render (WorkMeter, jinja_value.h), in units of about a byte written or
+// compared (1-2 G units/s here): kWorkBase plus kWorkPerContextByte per byte of the context's
+// strings, as a real template's work grows with the conversation (the most seen: Llama 3.2
+// Vision's loops over every character of a string content, 1,374 units per byte). A loop
+// iteration or call costs kStepWork besides the values it builds (its `loop` object is a dict of
+// 12). The real templates of tests/data/fixtures use under 1% of it on ordinary conversations
+// (tests/data/test_jinja_budget.cpp); a runaway template over one ends in well under a second.
+constexpr uint64_t kWorkBase = uint64_t(256) << 20;
+constexpr uint64_t kWorkPerContextByte = 4096;
+constexpr uint64_t kStepWork = 64;
 
 // A compiled template: parse once, render many times (render is const and thread-safe).
 class Template {
@@ -64,8 +76,11 @@ class Evaluator {
   Value call(const Value& callee, const CallArgs& args, SourcePos pos);
   // obj.name as Jinja resolves it (item lookup for dicts); undefined when absent.
   Value get_attr(const Value& obj, const std::string& name, SourcePos pos);
-  // Counts one unit of work against kMaxSteps.
+  // Counts one loop iteration or call against kMaxSteps, and kStepWork against the work budget.
   void step(SourcePos pos);
+  // A builtin may walk the lists and dicts it is given (join, sort, sum, select, ...): their
+  // items are charged against the work budget before it runs (pass Value() for no input).
+  void charge_scan(const Value& input, const CallArgs& args);
   const RenderOptions& options() const { return opts_; }
 
  private:
@@ -108,6 +123,7 @@ class Evaluator {
   std::vector<std::pair<size_t, size_t>> generation_spans_;
   int64_t steps_ = 0;
   int call_depth_ = 0;
+  WorkMeter meter_;
 };
 
 }  // namespace sft::jinja

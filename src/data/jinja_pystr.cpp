@@ -62,6 +62,7 @@ std::vector<std::string> code_points(const std::string& s) {
   for (size_t i = 0; i < s.size();) {
     const size_t b = i;
     utf8::next(s, i);
+    charge_work(kValueWork + (i - b));  // 32 bytes a piece: the render's budget bounds the vector
     out.push_back(s.substr(b, i - b));
   }
   return out;
@@ -76,12 +77,13 @@ size_t code_point_count(const std::string& s) {
 // Python str.replace(old, new, count).
 std::string py_replace(const std::string& s, const std::string& from, const std::string& to, int64_t count) {
   std::string out;
-  if (from.empty()) {
-    const std::vector<std::string> cps = code_points(s);
+  if (from.empty()) {  // `to` before every code point
     int64_t done = 0;
-    for (const std::string& cp : cps) {
+    for (size_t i = 0; i < s.size();) {
       if (count < 0 || done < count) out += to, ++done;
-      out += cp;
+      const size_t b = i;
+      utf8::next(s, i);
+      out.append(s, b, i - b);
       check_string_size(out.size(), "replace's result");
     }
     if (count < 0 || done < count) out += to;
@@ -110,6 +112,7 @@ std::vector<std::string> py_split(const std::string& s, const std::optional<std:
     while (maxsplit < 0 || static_cast<int64_t>(out.size()) < maxsplit) {
       const size_t hit = s.find(*sep, pos);
       if (hit == std::string::npos) break;
+      charge_work(kValueWork + (hit - pos));  // as code_points
       out.emplace_back(s.substr(pos, hit - pos));
       pos = hit + sep->size();
     }
@@ -132,6 +135,7 @@ std::vector<std::string> py_split(const std::string& s, const std::optional<std:
     }
     const size_t b = i;
     while (i < s.size() && !is_space_at(i, nx)) i = nx;
+    charge_work(kValueWork + (i - b));
     out.emplace_back(s.substr(b, i - b));
   }
   return out;
@@ -207,14 +211,21 @@ std::string html_escape(const std::string& s) {
 
 // Jinja's indent filter (3.1): lines after the first get the prefix; blank lines only with blank=True.
 std::string jinja_indent(std::string s, const std::string& prefix, bool first, bool blank) {
-  s += "\n";
-  std::vector<std::string> lines;
-  size_t b = 0;
-  for (size_t i = 0; i < s.size(); ++i)
-    if (s[i] == '\n') lines.push_back(s.substr(b, i - b)), b = i + 1;
-  std::string out = lines.empty() ? "" : lines[0];
-  for (size_t i = 1; i < lines.size(); ++i) out += "\n" + ((blank || !lines[i].empty()) ? prefix + lines[i] : lines[i]);
-  return first ? prefix + out : out;
+  // Line by line in place (a vector of the lines held 32 bytes per line: 2 GB for 64 M newlines).
+  std::string out;
+  if (first) out = prefix;
+  for (size_t b = 0;;) {
+    const size_t e = s.find('\n', b);
+    const std::string_view line(s.data() + b, (e == std::string::npos ? s.size() : e) - b);
+    if (b > 0) {
+      out += '\n';
+      if (blank || !line.empty()) out += prefix;
+    }
+    out += line;
+    if (e == std::string::npos) break;
+    b = e + 1;
+  }
+  return out;
 }
 
 }  // namespace sft::jinja

@@ -32,6 +32,14 @@ void Dict::set(std::string key, Value value) {
 
 void Dict::append(std::string key, Value value) { items_.emplace_back(std::move(key), std::move(value)); }
 
+void WorkMeter::exceeded() const {
+  fail_at(template_name, pos,
+          fmt::format("the template exceeded its work budget: {} units (about bytes written or compared, plus "
+                      "loop iterations and calls) for a limit of {} ({}); a chat template needs a small part of "
+                      "that, so this one is runaway or hostile",
+                      used, limit, limit_note));
+}
+
 void check_string_size(size_t n, std::string_view what) {
   if (n > kMaxStringBytes)
     throw Error(fmt::format("[jinja] {} would be {} bytes, more than the {} a template may build", what, n,
@@ -61,14 +69,17 @@ void set_nesting(Value& v, const Items& items, Get get, std::string_view what) {
 }  // namespace
 
 Value::Value(List l) : data(std::make_shared<const List>(std::move(l))) {
+  charge_work(list().size() * kValueWork);
   set_nesting(*this, list(), [](const Value& x, uint64_t&) -> const Value& { return x; }, "the strings of a list");
 }
 
 Value::Value(Dict d) : data(std::make_shared<const Dict>(std::move(d))) {
+  charge_work(dict().size() * kValueWork);
   set_nesting(
       *this, dict(),
       [](const auto& kv, uint64_t& bytes) -> const Value& {
         bytes += kv.first.size();
+        charge_work(kv.first.size());
         return kv.second;
       },
       "the strings of a dict");
@@ -81,6 +92,7 @@ void Value::not_an_int() const {
 void Value::set_bytes() {
   bytes = str_ref().size();
   check_string_size(bytes, "a string");
+  charge_work(bytes + kValueWork);
 }
 
 Value Value::from_json(const nlohmann::ordered_json& j) {
@@ -249,6 +261,7 @@ std::string Value::repr() const {
 }
 
 bool equal(const Value& a, const Value& b) {
+  charge_work(kCompareWork + (a.is_string() && b.is_string() ? std::min(a.bytes, b.bytes) : 0));
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.as_double() == b.as_double();
     return a.as_int() == b.as_int();
@@ -276,6 +289,7 @@ bool equal(const Value& a, const Value& b) {
 }
 
 std::optional<bool> less(const Value& a, const Value& b) {
+  charge_work(kCompareWork + (a.is_string() && b.is_string() ? std::min(a.bytes, b.bytes) : 0));
   if (a.is_number() && b.is_number()) {
     if (a.is_float() || b.is_float()) return a.as_double() < b.as_double();
     return a.as_int() < b.as_int();

@@ -35,6 +35,31 @@ constexpr size_t kMaxStringBytes = size_t(64) << 20;
 // sft::Error "[jinja] WHAT would be N bytes, more than ..." when n > kMaxStringBytes.
 void check_string_size(size_t n, std::string_view what);
 
+// The work of one render, in units of about a byte written or compared (templates are untrusted
+// input: a loop of 10 M steps that each copied a 64 MiB string, well inside the bounds above,
+// would run for days). Counted: the bytes of every string a Value is made of or copied from, plus
+// kValueWork for the Value; kValueWork per item of every list or dict built (and a dict's key
+// bytes); kCompareWork per element and the bytes of two strings compared by equal() and less()
+// (`==`, `in`, sort, unique); the output written; per loop iteration and call, what the evaluator
+// charges (jinja_eval.h). The meter of the render running on this thread is WorkMeter::current
+// (null outside a render: values built for a context are not counted); charge_work() throws the
+// sft::Error naming the template and the line being evaluated once `used` passes `limit`.
+constexpr uint64_t kValueWork = sizeof(void*) * 8;  // about a Value's own footprint
+constexpr uint64_t kCompareWork = 64;       // a recursive call and a type check
+struct WorkMeter {
+  uint64_t used = 0;
+  uint64_t limit = 0;
+  std::string_view template_name;
+  SourcePos pos;            // where the evaluator is: the statement or expression being evaluated
+  std::string limit_note;   // how `limit` was set, for the error
+  [[noreturn]] void exceeded() const;
+  static inline thread_local WorkMeter* current = nullptr;
+};
+inline void charge_work(uint64_t units) {
+  WorkMeter* m = WorkMeter::current;
+  if (m && (m->used += units) > m->limit) m->exceeded();
+}
+
 // A string-keyed map that keeps insertion order; lookups are linear (chat data dicts are small).
 class Dict {
  public:
@@ -87,6 +112,18 @@ struct Value {
   uint64_t bytes = 0;            // its string bytes (dict keys included), <= kMaxStringBytes
 
   Value() = default;
+  // A copy of a string copies its bytes: counted against the render's WorkMeter.
+  Value(const Value& o)
+      : data(o.data), tuple(o.tuple), holds_namespace(o.holds_namespace), depth(o.depth), bytes(o.bytes) {
+    if (is_string()) charge_work(bytes + kValueWork);
+  }
+  Value(Value&&) noexcept = default;
+  Value& operator=(const Value& o) {
+    if (this != &o) *this = Value(o);
+    return *this;
+  }
+  Value& operator=(Value&&) noexcept = default;
+  ~Value() = default;
   Value(Undefined u) : data(std::move(u)) {}
   Value(None) : data(None{}) {}
   Value(bool b) : data(b) {}

@@ -3,7 +3,8 @@
 // are refused with an error naming the file before nlohmann-json / yaml-cpp see them (a million
 // levels would otherwise exhaust the stack in their recursive copy, dump or descent), while the
 // depths real files have still load; and the Jinja templates of tests/fuzz/regressions/jinja
-// (each once a crash, a hang or an out-of-memory) now end in a clear error.
+// (each once a crash, a hang or an out-of-memory, or a render of many seconds) now end in a clear
+// error.
 #include <gtest/gtest.h>
 
 #include <cstdlib>
@@ -121,7 +122,7 @@ TEST(InputBounds, JinjaRegressionTemplatesEndInClearErrors) {
   const std::vector<std::pair<std::string, std::string>> cases = {
       {"nested_list_100k_levels", "nested more than 600 levels"},
       {"nested_dict_100k_levels_tojson", "nested more than 600 levels"},
-      {"string_doubling_40_times", "more than the 67108864 a template may build"},
+      {"string_doubling_40_times", "exceeded its work budget"},  // before its string reaches 64 MiB
       {"namespace_holds_itself", "a namespace cannot hold a namespace"},
       {"namespace_holds_itself_printed", "a namespace cannot hold a namespace"},
       {"string_repetition_size_overflow", "string repetition too large"},
@@ -133,6 +134,12 @@ TEST(InputBounds, JinjaRegressionTemplatesEndInClearErrors) {
       {"range_bounds_overflow", "range() of more than 2^63 items"},
       {"indent_width_2_63", "indent's width would be 9223372036854775807 bytes"},
       {"indent_width_a_float", "an integer was expected here, got a 'float'"},
+      // 64 MiB of work per loop step or per value walked, inside every per-value bound
+      {"copy_60MB_per_loop_step", "line 3, column 12: the template exceeded its work budget"},
+      {"iterate_60M_characters", "exceeded its work budget"},
+      {"compare_lists_of_1e10_items", "exceeded its work budget"},
+      {"split_into_60M_pieces", "exceeded its work budget"},
+      {"list_of_60M_characters", "exceeded its work budget"},
   };
   for (const auto& [name, fragment] : cases) {
     SCOPED_TRACE(name);
