@@ -134,17 +134,22 @@ void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, i
   a.dh = alloc({N, FF}, f32);
 }
 
-// The fp32 layout: an upper bound of what a backend with bf16_activations() allocates.
+// The larger of the fp32 layout and the bf16-activation one (the backend decides which it gets;
+// today the fp32 one is never smaller).
 int64_t LlamaModel::activation_bytes(const LlamaConfig& cfg, const ModelOptions& opt, int64_t N) {
-  Acts a;
-  int64_t bytes = 0;
-  lay_out_acts(cfg, opt, N, false, a, [&](std::initializer_list<int64_t> dims, DType dt) {
-    int64_t n = 1;
-    for (int64_t d : dims) n *= d;
-    bytes += n * int64_t(dtype_size(dt));
-    return Tensor();
-  });
-  return bytes;
+  int64_t most = 0;
+  for (bool bf16 : {false, true}) {
+    Acts a;
+    int64_t bytes = 0;
+    lay_out_acts(cfg, opt, N, bf16, a, [&](std::initializer_list<int64_t> dims, DType dt) {
+      int64_t n = 1;
+      for (int64_t d : dims) n *= d;
+      bytes += n * int64_t(dtype_size(dt));
+      return Tensor();
+    });
+    most = std::max(most, bytes);
+  }
+  return most;
 }
 
 // cos/sin (P, HS/2) of position × inv_freq in fp32, as HF LlamaRotaryEmbedding; seq_len only

@@ -1,6 +1,6 @@
 // bf16 activation storage (Backend::bf16_activations): where the bf16 GEMMs run on oneDNN (AMX,
-// or oneDNN's vdpbf16ps kernels), the GEMM-only operands xn1, xn2, h and dgu are stored in bf16 by
-// the ops that produce them. That must change nothing: the losses and every gradient of a
+// or oneDNN's vdpbf16ps kernels), the GEMM-only operands xn1, xn2, h and dgu are stored in bf16
+// by the ops that produce them. That must change nothing: the losses and every gradient of a
 // forward-backward, with and without recompute, with q/k/v/o biases and tied embeddings, equal
 // the fp32-storage run (SFT_BF16_ACTIVATIONS=0) bit for bit.
 #include <gtest/gtest.h>

@@ -100,13 +100,16 @@ TEST(PackB, ReferenceIsTheLayoutOneDnnsAmxMatmulAsksFor) {
       s.wait();
       std::vector<uint16_t> ref(size_t(b.size()));
       cpu::pack_b_bf16_reference(w.data(), OC, IC, wT, ref.data());
-      for (int64_t i = 0; i < b.size(); ++i)
+      for (int64_t i = 0; i < b.size(); ++i) {
         ASSERT_EQ(ref[size_t(i)], onednn[size_t(i)]) << "w (" << OC << ", " << IC << ") " << (wT ? "B = wT" : "B = w")
                                                      << " element " << i;
+      }
     }
   if (checked == 0) GTEST_SKIP() << "oneDNN chose " << chosen << " here, not its AMX kernel's blocked layout";
   // where AMX is usable, the model-sized shapes get the blocked layout (else packing falls back to reorders)
-  if (cpu::cpu_features().amx_usable()) EXPECT_GE(checked, 4);
+  if (cpu::cpu_features().amx_usable()) {
+    EXPECT_GE(checked, 4);
+  }
 }
 
 // CpuBackend's bf16 linear layers through many row counts (as batches padded to their longest
