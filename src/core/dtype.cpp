@@ -74,57 +74,50 @@ void convert_f32_to_bf16(const float* src, uint16_t* dst, size_t n) {
   }
 }
 
-void convert_f32_to_bf16_transposed(const float* src, int64_t rows, int64_t cols, uint16_t* dst,
-                                    uint16_t* plain) {
-  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  // Strips of 32 source rows (32 destination columns: one 64-byte store per destination row) per
-  // thread, walked in blocks of 2048 columns (256 KB of source, which stays in L2): the plain
-  // rounding of a block first, then its 32x16 transposing tiles, so src is read from memory once.
-  // (Storing both from the same tiles, 32 half-line plain stores beside 16 transposed ones, ran
-  // 1.4x-2.3x slower than two passes on a 2-core Xeon.)
+// The walk of both transposing conversions: strips of 32 source rows (32 destination columns:
+// one 64-byte store per destination row) spread over threads, each walked in blocks of 2048
+// columns (256 KB of fp32 source, which stays in L2); block(r0, r1, c0, c1) does one block.
+template <class Block>
+static void for_transpose_blocks(int64_t rows, int64_t cols, Block&& block) {
   constexpr int64_t kRows = 32, kCols = 2048;
   const int64_t strips = (rows + kRows - 1) / kRows;
 #pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
   for (int64_t b = 0; b < strips; ++b) {
     const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
-    for (int64_t c0 = 0; c0 < cols; c0 += kCols) {
-      const int64_t c1 = std::min(cols, c0 + kCols);
-      if (has_avx512) {
-        if (plain)
-          for (int64_t r = r0; r < r1; ++r)
-            detail::convert_f32_to_bf16_avx512(src + r * cols + c0, plain + r * cols + c0, size_t(c1 - c0));
-        detail::transpose_f32_to_bf16_avx512(src, rows, cols, r0, r1, c0, c1, dst);
-      } else {
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = c0; c < c1; ++c) {
-            const uint16_t v = f32_to_bf16(src[r * cols + c]);
-            dst[c * rows + r] = v;
-            if (plain) plain[r * cols + c] = v;
-          }
-      }
-    }
+    for (int64_t c0 = 0; c0 < cols; c0 += kCols) block(r0, r1, c0, std::min(cols, c0 + kCols));
   }
+}
+
+void convert_f32_to_bf16_transposed(const float* src, int64_t rows, int64_t cols, uint16_t* dst,
+                                    uint16_t* plain) {
+  static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  // The plain rounding of a block first, then its 32x16 transposing tiles, so src is read from
+  // memory once. (Storing both from the same tiles, 32 half-line plain stores beside 16
+  // transposed ones, ran 1.4x-2.3x slower than two passes on a 2-core Xeon.)
+  for_transpose_blocks(rows, cols, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    if (has_avx512) {
+      if (plain)
+        for (int64_t r = r0; r < r1; ++r)
+          detail::convert_f32_to_bf16_avx512(src + r * cols + c0, plain + r * cols + c0, size_t(c1 - c0));
+      detail::transpose_f32_to_bf16_avx512(src, rows, cols, r0, r1, c0, c1, dst);
+      return;
+    }
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = c0; c < c1; ++c) {
+        const uint16_t v = f32_to_bf16(src[r * cols + c]);
+        dst[c * rows + r] = v;
+        if (plain) plain[r * cols + c] = v;
+      }
+  });
 }
 
 void transpose_bf16(const uint16_t* src, int64_t rows, int64_t cols, uint16_t* dst) {
   static const bool has_avx512 = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
-  // The blocking of convert_f32_to_bf16_transposed: strips of 32 source rows per thread, walked
-  // in blocks of 2048 columns.
-  constexpr int64_t kRows = 32, kCols = 2048;
-  const int64_t strips = (rows + kRows - 1) / kRows;
-#pragma omp parallel for schedule(static) if (rows * cols > (1 << 16))
-  for (int64_t b = 0; b < strips; ++b) {
-    const int64_t r0 = b * kRows, r1 = std::min(rows, r0 + kRows);
-    for (int64_t c0 = 0; c0 < cols; c0 += kCols) {
-      const int64_t c1 = std::min(cols, c0 + kCols);
-      if (has_avx512) {
-        detail::transpose_bf16_avx512(src, rows, cols, r0, r1, c0, c1, dst);
-      } else {
-        for (int64_t r = r0; r < r1; ++r)
-          for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
-      }
-    }
-  }
+  for_transpose_blocks(rows, cols, [&](int64_t r0, int64_t r1, int64_t c0, int64_t c1) {
+    if (has_avx512) return detail::transpose_bf16_avx512(src, rows, cols, r0, r1, c0, c1, dst);
+    for (int64_t r = r0; r < r1; ++r)
+      for (int64_t c = c0; c < c1; ++c) dst[c * rows + r] = src[r * cols + c];
+  });
 }
 
 void convert_bf16_to_f32(const uint16_t* src, float* dst, size_t n) {
