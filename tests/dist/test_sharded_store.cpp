@@ -176,9 +176,9 @@ TEST_P(ShardedStoreTrains, LikeOneProcessInBothModes) {
 
 INSTANTIATE_TEST_SUITE_P(Worlds, ShardedStoreTrains,
                          ::testing::Combine(::testing::Values(2, 3), ::testing::Values(false, true)),
-                         [](const auto& info) {
-                           return "N" + std::to_string(std::get<0>(info.param)) +
-                                  (std::get<1>(info.param) ? "_tied" : "_untied");
+                         [](const auto& info) {  // fmt: GCC 12 warns (-Wrestrict) on "N" + std::to_string
+                           return fmt::format("N{}_{}", std::get<0>(info.param),
+                                              std::get<1>(info.param) ? "tied" : "untied");
                          });
 
 TEST(ShardedStore, RecomputeKeepsTheOrderAndTheResult) {
