@@ -138,7 +138,8 @@ int64_t max_batch_tokens(const Dataset& data, const DataLoader& loader, const Tr
 // moments (units padded to a multiple of N), plus the full-size buffers of the units in flight:
 // full_shard gathers 2 units (3 with tied embeddings, whose embedding stays gathered for the pass)
 // and computes as many units' gradients before reduce-scattering them; shard_grad_op keeps the
-// whole model (and the bf16 copies of all of it) besides its master shard.
+// whole model (and the bf16 copies of all of it) besides its master shard. Under --bf16,
+// full_shard also keeps its shard rounded to bf16 (what it sends in the bf16 gathers).
 MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode, int world) {
   Weights layout;
   std::vector<ParamUnit> units;
@@ -152,7 +153,7 @@ MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode
   }
   const int64_t in_flight = (cfg.tie_word_embeddings ? 3 : 2) * largest;
   const bool whole = mode == ShardMode::shard_grad_op;
-  if (plan.weight_copies > 0) plan.weight_copies = 2 * (whole ? padded : in_flight);
+  if (plan.weight_copies > 0) plan.weight_copies = 2 * (whole ? padded : in_flight) + (whole ? 0 : 2 * shard);
   plan.weights = 4 * (shard + (whole ? padded : in_flight));
   plan.grads = 4 * (shard + in_flight + (cfg.tie_word_embeddings ? 3 : 2) * (largest / world));
   plan.optimizer = 2 * 4 * shard;
@@ -226,8 +227,11 @@ int run_train(int argc, char** argv) {
                 launch.launcher.c_str(), omp_get_max_threads(),
                 !shard ? "no_shard: the whole model on every rank, gradients all-reduced per layer"
                 : *shard == ShardMode::full_shard
-                    ? "full_shard: weights, gradients and AdamW moments sharded 1/N, each layer all-gathered (fp32) "
-                      "around its use, gradients reduce-scattered"
+                    ? (cfg.bf16 ? "full_shard: weights, gradients and AdamW moments sharded 1/N, each layer "
+                                  "all-gathered around its use (matrices in bf16, norms and biases fp32), gradients "
+                                  "reduce-scattered"
+                                : "full_shard: weights, gradients and AdamW moments sharded 1/N, each layer "
+                                  "all-gathered (fp32) around its use, gradients reduce-scattered")
                     : "shard_grad_op: weights whole on every rank, gradients reduce-scattered, AdamW moments "
                       "sharded 1/N, updated shards all-gathered after each step",
                 long(cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * comm->size()));

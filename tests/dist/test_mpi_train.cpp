@@ -294,6 +294,9 @@ TEST_F(MpiTrain, UnderBf16FullShardGathersInBf16AndABf16ReduceIsUsed) {
            {ddp_rd, mpirun(2) + train(ddp_rd, flags + " --fsdp_reduce_dtype bf16")}}) {
     const CmdResult r = run(bf16(cmd));
     ASSERT_EQ(r.code, 0) << dir << "\n" << r.out;
+    if (dir == fs_) {  // the start-up line says what the gathers move
+      EXPECT_NE(r.out.find("(matrices in bf16, norms and biases fp32)"), std::string::npos) << r.out;
+    }
   }
   const std::map<int64_t, double> a = step_losses(one), d = step_losses(ddp), f = step_losses(fs_),
                                    fr = step_losses(fs_rd), dr = step_losses(ddp_rd);
