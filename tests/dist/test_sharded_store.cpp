@@ -13,7 +13,6 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
-#include <optional>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -315,29 +314,7 @@ TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesAtAnyWorldSizeAsOneProcess
   std::filesystem::remove_all(dir);
 }
 
-
 namespace {
-
-// ThreadWorld's ranks are threads of one process, and the CPU backend's oneDNN primitive cache
-// (backend/cpu/matmul.cpp's onednn()) is one per process without a lock: ranks running oneDNN
-// bf16 GEMMs at once corrupt it (a double free seen with 3 ranks). The bf16 runs here take our
-// AVX-512 GEMMs (SFT_GEMM=ours, read when a backend is made); the MpiTrain test runs the default
-// route, one process per rank.
-class OurGemms {
- public:
-  OurGemms() {
-    if (const char* v = std::getenv("SFT_GEMM")) old_ = v;
-    if (cpu::cpu_features().avx512) setenv("SFT_GEMM", "ours", 1);
-  }
-  ~OurGemms() {
-    if (old_) setenv("SFT_GEMM", old_->c_str(), 1);
-    else unsetenv("SFT_GEMM");
-  }
-  static bool available() { return cpu::cpu_features().avx512; }
-
- private:
-  std::optional<std::string> old_;
-};
 
 // The largest |a - b| / |b| over the steps' losses and gradient norms.
 std::pair<double, double> step_diffs(const Trained& a, const Trained& b) {
@@ -428,11 +405,10 @@ TEST(ShardedStore, ABf16GatherRoundsTheMatricesAndKeepsNormsAndBiasesExact) {
 // fp32). Against one process (bf16 GEMMs; fp32 sums in another order, which can move a weight
 // across a bf16 rounding boundary): measured over 3 AdamW steps at lr 1e-2, N = 2 and 3, losses
 // within 1.8e-9 relative, gradient norms 4.9e-9, weights 7.9e-7 (as in fp32); asserted 1e-6,
-// 1e-5 and 1e-5, the fp32 tolerances.
+// 1e-5 and 1e-5, the fp32 tolerances. The ranks are threads here, each on this CPU's default
+// bf16 route (oneDNN's state is one per thread).
 TEST_P(ShardedStoreTrains, UnderBf16GathersInBf16TrainLikeFp32GathersWithHalfTheBytes) {
   const auto [world, tied] = GetParam();
-  if (!OurGemms::available()) GTEST_SKIP() << "no AVX-512: bf16 GEMMs of several ThreadWorld ranks would share oneDNN's cache";
-  const OurGemms ours;
   const LlamaConfig cfg = odd_config(tied);
   const Trained want = one_process(cfg, world, DType::bf16);
   const Trained g16 = sharded(cfg, world, ShardMode::full_shard, {}, DType::bf16);

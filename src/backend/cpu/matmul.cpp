@@ -30,7 +30,7 @@ using Tag = memory::format_tag;
 namespace {
 
 // oneDNN engine, stream and primitives by (transA, transB, M, N, K, dtype, accumulate, bias,
-// packed B), built once per shape; one per process.
+// packed B), built once per shape; one per calling thread (onednn()).
 struct OneDnn {
   dnnl::engine engine{dnnl::engine::kind::cpu, 0};
   dnnl::stream stream{engine};
@@ -106,8 +106,10 @@ struct OneDnn {
   }
 };
 
+// One per thread: the in-process test worlds (dist/comm_threads) run a rank per thread, each with
+// its own CpuBackend, and the primitive cache and scratch are not shared state they could race on.
 OneDnn& onednn() {
-  static OneDnn o;
+  thread_local OneDnn o;
   return o;
 }
 
