@@ -1,9 +1,10 @@
 // Weight packing into oneDNN's AMX B layout (backend/cpu/pack_b.h): the AVX-512 kernels (one form,
-// both forms in one pass) bit-exact against the plain reference on ragged shapes, with NaN,
+// both forms in one pass; fp32 and bf16 weights) bit-exact against the plain reference on ragged shapes, with NaN,
 // infinities, denormals and ties; and the reference layout byte-identical to what oneDNN's own reorder writes wherever its
 // AMX matmul asks for that layout (is_blocked_b; skipped where it never does: no AMX).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <random>
@@ -65,6 +66,32 @@ TEST(PackB, BothFormsInOnePassMatchTheReference) {
       ASSERT_EQ(fwd[size_t(i)], ref_fwd[size_t(i)]) << "w (" << OC << ", " << IC << ") B = wT element " << i;
     for (int64_t i = 0; i < bd.size(); ++i)
       ASSERT_EQ(dx[size_t(i)], ref_dx[size_t(i)]) << "w (" << OC << ", " << IC << ") B = w element " << i;
+  }
+}
+
+// A bf16 weight (a unit gathered in bf16) packs, in both calls and every form, to exactly what its
+// fp32 original packs to: the packed values are the same roundings.
+TEST(PackB, Bf16WeightsPackLikeTheFp32WeightsTheyRoundFrom) {
+  for (auto [OC, IC] : kShapes) {
+    const std::vector<float> w = weight(OC, IC, uint32_t(OC * 17 + IC));
+    std::vector<uint16_t> w16(w.size());
+    for (size_t i = 0; i < w.size(); ++i) w16[i] = f32_to_bf16(w[i]);
+    const cpu::BlockedB bf{IC, OC}, bd{OC, IC};
+    for (bool wT : {true, false}) {
+      const cpu::BlockedB& b = wT ? bf : bd;
+      AlignedVector<uint16_t> from32(size_t(b.size()), 0xdead), from16(size_t(b.size()), 0xbeef);
+      std::vector<uint16_t> ref16(size_t(b.size()), 0x1234);
+      cpu::pack_b_bf16(w.data(), OC, IC, wT, from32.data());
+      cpu::pack_b_bf16(w16.data(), OC, IC, wT, from16.data());
+      cpu::pack_b_bf16_reference(w16.data(), OC, IC, wT, ref16.data());
+      ASSERT_TRUE(std::equal(from32.begin(), from32.end(), from16.begin())) << "w (" << OC << ", " << IC << ") " << wT;
+      ASSERT_TRUE(std::equal(from32.begin(), from32.end(), ref16.begin())) << "w (" << OC << ", " << IC << ") " << wT;
+    }
+    AlignedVector<uint16_t> f32f(size_t(bf.size())), f32d(size_t(bd.size())), f16f(size_t(bf.size()), 1),
+        f16d(size_t(bd.size()), 1);
+    cpu::pack_b_bf16_both(w.data(), OC, IC, f32f.data(), f32d.data());
+    cpu::pack_b_bf16_both(w16.data(), OC, IC, f16f.data(), f16d.data());
+    EXPECT_TRUE(f32f == f16f && f32d == f16d) << "both forms, w (" << OC << ", " << IC << ")";
   }
 }
 

@@ -229,8 +229,10 @@ struct CpuBackend::Gemm {
       auto fill = [&](Packed& q, const cpu::GemmArgs& h, const memory::desc& lay) {
         q.layout = lay;
         q.data.resize(lay.get_size());
-        if (w.dtype == DType::f32 && cpu::is_blocked_b(lay.data, h.K, h.N)) {  // rounded straight into place
-          cpu::pack_b_bf16(w.f32(), w.dim(0), w.dim(1), h.trans_b, reinterpret_cast<uint16_t*>(q.data.data()));
+        if (cpu::is_blocked_b(lay.data, h.K, h.N)) {  // rounded (or, bf16, laid) straight into place
+          uint16_t* dst = reinterpret_cast<uint16_t*>(q.data.data());
+          if (w.dtype == DType::f32) cpu::pack_b_bf16(w.f32(), w.dim(0), w.dim(1), h.trans_b, dst);
+          else cpu::pack_b_bf16(w.bf16(), w.dim(0), w.dim(1), h.trans_b, dst);
         } else {
           if (!src16) src16 = w.dtype == DType::bf16 ? w.bf16() : round_into(pack_src, w.f32(), size_t(w.numel()));
           onednn().pack(h, src16, lay, q.data.data());
@@ -240,7 +242,7 @@ struct CpuBackend::Gemm {
       Packed& other = c.packed[1 - form];
       if (sibling && !other.valid && !other.data.empty()) {
         const memory::desc other_layout = onednn().prim(*sibling, memory::data_type::bf16, true).packed_b;
-        if (w.dtype == DType::f32 && g.trans_b != sibling->trans_b && cpu::is_blocked_b(layout.data, g.K, g.N) &&
+        if (g.trans_b != sibling->trans_b && cpu::is_blocked_b(layout.data, g.K, g.N) &&
             cpu::is_blocked_b(other_layout.data, sibling->K, sibling->N)) {  // both forms from one read of w
           for (auto [q, lay] : {std::pair{&p, &layout}, std::pair{&other, &other_layout}}) {
             q->layout = *lay;
@@ -249,8 +251,9 @@ struct CpuBackend::Gemm {
           }
           Packed& fwd = g.trans_b ? p : other;  // the forward form is the one whose B is wᵀ
           Packed& dx = g.trans_b ? other : p;
-          cpu::pack_b_bf16_both(w.f32(), w.dim(0), w.dim(1), reinterpret_cast<uint16_t*>(fwd.data.data()),
-                                reinterpret_cast<uint16_t*>(dx.data.data()));
+          uint16_t *f16 = reinterpret_cast<uint16_t*>(fwd.data.data()), *d16 = reinterpret_cast<uint16_t*>(dx.data.data());
+          if (w.dtype == DType::f32) cpu::pack_b_bf16_both(w.f32(), w.dim(0), w.dim(1), f16, d16);
+          else cpu::pack_b_bf16_both(w.bf16(), w.dim(0), w.dim(1), f16, d16);
           return p.data.data();
         }
         fill(p, g, layout);

@@ -1,8 +1,11 @@
-// AVX-512 kernels of pack_b.h: fp32 weight rows loaded, rounded to bf16 and laid into the blocked
+// AVX-512 kernels of pack_b.h: fp32 (or bf16) weight rows loaded, rounded to bf16 and laid into the blocked
 // AMX layout with aligned 64-byte stores. Forward form (B = wᵀ): 16 weight rows of 32 k give
 // 16 x 16 k-pairs, transposed in registers so each store holds 16 n of one k-pair row. dx form
 // (B = w): two weight rows interleaved into (k, k+1) pairs. Compiled with AVX-512 flags.
+#pragma GCC diagnostic push  // GCC 12 intrinsic headers warn about their own code (PR 105593)
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
+#pragma GCC diagnostic pop
 
 #include "backend/cpu/pack_b.h"
 #include "backend/cpu/simd_avx512.h"
@@ -13,15 +16,23 @@ namespace {
 
 constexpr int64_t kK = BlockedB::kK, kN = BlockedB::kN;
 
+// 16 elements of a weight row as fp32 (masked): fp32 as is, bf16 widened exactly (a gathered bf16
+// unit), so both sources go through the same rounding, which keeps a bf16 value unchanged.
+inline __m512 load16(const float* p, __mmask16 m) { return _mm512_maskz_loadu_ps(m, p); }
+inline __m512 load16(const uint16_t* p, __mmask16 m) {
+  return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_maskz_loadu_epi16(m, p)), 16));
+}
+
 // Forward form, the block of weight rows [o0, o0 + 64) x columns [i0, i0 + 32): B(k, n) = w[n][k].
-void fwd_block(const float* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, uint16_t* blk) {
+template <class Src>
+void fwd_block(const Src* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, uint16_t* blk) {
   const __mmask16 m0 = tail_mask(IC - i0), m1 = tail_mask(IC - i0 - 16);
   for (int64_t g = 0; g < kN; g += 16) {
     __m512i r[16];
     for (int i = 0; i < 16; ++i) {
       const int64_t o = o0 + g + i;
-      const float* src = w + o * IC + i0;
-      r[i] = o < OC ? simd::bf16_pack32(_mm512_maskz_loadu_ps(m0, src), _mm512_maskz_loadu_ps(m1, src + 16))
+      const Src* src = w + o * IC + i0;
+      r[i] = o < OC ? simd::bf16_pack32(load16(src, m0), load16(src + 16, m1))
                     : _mm512_setzero_si512();
     }
     simd::transpose16(r);  // r[p] = k-pair p of the 16 rows
@@ -30,23 +41,22 @@ void fwd_block(const float* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, u
 }
 
 // dx form, the block of weight rows [o0, o0 + 32) x columns [i0, i0 + 64): B(k, n) = w[k][n].
-void dx_block(const float* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, uint16_t* blk) {
+template <class Src>
+void dx_block(const Src* w, int64_t OC, int64_t IC, int64_t o0, int64_t i0, uint16_t* blk) {
   for (int p = 0; p < 16; ++p) {
     const int64_t o = o0 + 2 * p;
-    const float* r0 = w + o * IC + i0;
+    const Src* r0 = w + o * IC + i0;
     for (int64_t q = 0; q < kN; q += 16) {
       const __mmask16 m = tail_mask(IC - i0 - q);
-      const __m512 lo = o < OC ? _mm512_maskz_loadu_ps(m, r0 + q) : _mm512_setzero_ps();
-      const __m512 hi = o + 1 < OC ? _mm512_maskz_loadu_ps(m, r0 + IC + q) : _mm512_setzero_ps();
+      const __m512 lo = o < OC ? load16(r0 + q, m) : _mm512_setzero_ps();
+      const __m512 hi = o + 1 < OC ? load16(r0 + IC + q, m) : _mm512_setzero_ps();
       _mm512_store_si512(blk + p * 2 * kN + 2 * q, simd::bf16_pairs(lo, hi));
     }
   }
 }
 
-}  // namespace
-
-void pack_b_bf16_avx512(const float* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst, int64_t n_blk0,
-                        int64_t n_blk1) {
+template <class Src>
+void pack_one(const Src* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst, int64_t n_blk0, int64_t n_blk1) {
   const BlockedB b{b_is_wT ? IC : OC, b_is_wT ? OC : IC};
   const int64_t Kp = b.Kp();
   for (int64_t nb = n_blk0; nb < n_blk1; ++nb)
@@ -57,8 +67,8 @@ void pack_b_bf16_avx512(const float* w, int64_t OC, int64_t IC, bool b_is_wT, ui
     }
 }
 
-void pack_b_bf16_both_avx512(const float* w, int64_t OC, int64_t IC, uint16_t* fwd, uint16_t* dx, int64_t o_tile0,
-                             int64_t o_tile1) {
+template <class Src>
+void pack_both(const Src* w, int64_t OC, int64_t IC, uint16_t* fwd, uint16_t* dx, int64_t o_tile0, int64_t o_tile1) {
   const BlockedB bf{IC, OC}, bd{OC, IC};  // forward: K = IC, N = OC; dx: K = OC, N = IC
   for (int64_t ot = o_tile0; ot < o_tile1; ++ot) {
     const int64_t o0 = ot * kN;
@@ -68,6 +78,25 @@ void pack_b_bf16_both_avx512(const float* w, int64_t OC, int64_t IC, uint16_t* f
         if (o0 + h < bd.Kp()) dx_block(w, OC, IC, o0 + h, i0, dx + i0 / kN * bd.Kp() * kN + (o0 + h) * kN);
       }
   }
+}
+
+}  // namespace
+
+void pack_b_bf16_avx512(const float* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst, int64_t n_blk0,
+                        int64_t n_blk1) {
+  pack_one(w, OC, IC, b_is_wT, dst, n_blk0, n_blk1);
+}
+void pack_b_bf16_avx512(const uint16_t* w, int64_t OC, int64_t IC, bool b_is_wT, uint16_t* dst, int64_t n_blk0,
+                        int64_t n_blk1) {
+  pack_one(w, OC, IC, b_is_wT, dst, n_blk0, n_blk1);
+}
+void pack_b_bf16_both_avx512(const float* w, int64_t OC, int64_t IC, uint16_t* fwd, uint16_t* dx, int64_t o_tile0,
+                             int64_t o_tile1) {
+  pack_both(w, OC, IC, fwd, dx, o_tile0, o_tile1);
+}
+void pack_b_bf16_both_avx512(const uint16_t* w, int64_t OC, int64_t IC, uint16_t* fwd, uint16_t* dx,
+                             int64_t o_tile0, int64_t o_tile1) {
+  pack_both(w, OC, IC, fwd, dx, o_tile0, o_tile1);
 }
 
 }  // namespace sft::cpu::detail
