@@ -91,6 +91,24 @@ SpModelInfo read_model_info(std::string_view proto) {
   return m;
 }
 
+// The library builds its tries (Darts-clone) from the pieces, and Darts keys end at a NUL byte:
+// a piece holding one threw Darts::Details::Exception ("zero-length key") out of the load, or
+// would silently become a shorter piece. No real model has one (byte pieces are written "<0x00>"),
+// so such a file is refused here, naming the piece.
+void check_pieces(std::string_view proto, const std::string& path) {
+  int64_t index = 0;
+  for_each_field(proto, [&](uint64_t field, uint64_t wire, uint64_t, std::string_view bytes) {
+    if (field != 1 || wire != 2) return;  // ModelProto.pieces
+    for_each_field(bytes, [&](uint64_t f, uint64_t w, uint64_t, std::string_view piece) {
+      if (f != 1 || w != 2) return;  // SentencePiece.piece
+      if (const size_t nul = piece.find('\0'); nul != std::string_view::npos)
+        fail("tokenizer", "{}: piece {} holds a NUL byte (at byte {} of its {}): not a SentencePiece model", path,
+             index, nul, piece.size());
+    });
+    ++index;
+  });
+}
+
 class SentencePieceTokenizer final : public Tokenizer {
  public:
   explicit SentencePieceTokenizer(const std::string& dir);
@@ -167,6 +185,7 @@ SentencePieceTokenizer::SentencePieceTokenizer(const std::string& dir)
   // second normalizer_spec (field 3) holding add_dummy_prefix (field 3) = 0 does the same, as
   // protobuf merges repeated occurrences of a message field.
   if (!legacy_) proto += std::string("\x1a\x02\x18\x00", 4);
+  check_pieces(proto, path_);
   auto status = sp_.LoadFromSerializedProto(proto);
   if (!status.ok()) fail("tokenizer", "{}: not a SentencePiece model: {}", path_, status.ToString());
   sp_size_ = sp_.GetPieceSize();

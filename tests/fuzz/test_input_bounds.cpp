@@ -115,6 +115,24 @@ TEST(InputBounds, ConfigFileNestingAndKeysAreChecked) {
   expect_error([&] { parse(std::string(size_t(1) << 21, '#')); }, {"config.yaml", "more than the 1048576"});
 }
 
+// tokenizer.model with a NUL byte in a piece (fuzz_sentencepiece's finding): the library's trie
+// (Darts-clone) threw its own exception from the load; now a named error before it.
+TEST(InputBounds, SentencePiecePieceWithANulByteIsAnError) {
+  TempDir dir;
+  const fs::path input = fs::path(SFT_SOURCE_DIR) / "tests/fuzz/regressions/sentencepiece/piece_starting_with_nul";
+  std::ifstream in(input, std::ios::binary);
+  ASSERT_TRUE(in) << input;
+  dir.put("tokenizer.model", std::string((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>()));
+  expect_error([&] { sft::load_tokenizer(dir.path.string(), sft::TokenizerKind::sentencepiece); },
+               {"tokenizer.model: piece 1 holds a NUL byte (at byte 0 of its 3)"});
+  // One in the middle of a piece (Darts would have cut it short) in a minimal model.
+  const std::string piece = std::string("a\0b", 3);
+  const std::string sp = std::string("\x0a") + char(2 + piece.size()) + "\x0a" + char(piece.size()) + piece;
+  dir.put("tokenizer.model", sp);
+  expect_error([&] { sft::load_tokenizer(dir.path.string(), sft::TokenizerKind::sentencepiece); },
+               {"piece 0 holds a NUL byte (at byte 1 of its 3)"});
+}
+
 // Each regression template of fuzz_jinja, rendered as the target does: an sft::Error naming what
 // was too big (before the fixes: stack overflow, use after free, hours or terabytes).
 TEST(InputBounds, JinjaRegressionTemplatesEndInClearErrors) {
