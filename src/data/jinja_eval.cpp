@@ -396,6 +396,7 @@ namespace {
 
 // The byte offsets of each code point of `s`, plus s.size() at the end.
 std::vector<size_t> char_offsets(const std::string& s) {
+  charge_work(sizeof(size_t) * s.size());  // at most one offset per byte, charged before they are held
   std::vector<size_t> off;
   for (size_t i = 0; i < s.size();) off.push_back(i), utf8::next(s, i);
   off.push_back(s.size());
