@@ -23,6 +23,7 @@
 #include "cli/options.h"
 #include "data/dataset.h"
 #include "data/loader.h"
+#include "dist/fsdp_config.h"
 #include "dist/fsdp_mode.h"
 #include "dist/replicated_store.h"
 #include "dist/sharded_store.h"
@@ -168,7 +169,8 @@ Fingerprint config_fingerprint(const TrainConfig& cfg, const Dataset& train_data
   Fingerprint out;
   for (auto& [key, value] : train_config_values(cfg)) {
     if (key == "model_name_or_path" || key == "data_path" || key == "eval_data_path" || key == "output_dir" ||
-        key == "resume_from_checkpoint" || key == "cache_dir" || key == "threads" || key == "local_rank")
+        key == "resume_from_checkpoint" || key == "cache_dir" || key == "threads" || key == "local_rank" ||
+        key == "fsdp_config")  // its effect (gradient_checkpointing) is compared
       continue;
     out.add("--" + key, value);
   }
@@ -207,8 +209,15 @@ int run_train(int argc, char** argv) {
   SFT_CHECK(cfg.logging_steps >= 1, "train", "--logging_steps must be >= 1, got {}", cfg.logging_steps);
   SFT_CHECK(cfg.save_strategy != IntervalStrategy::steps || cfg.save_steps >= 1, "train", "--save_steps must be >= 1, got {}",
             cfg.save_steps);
+  std::vector<std::string> fsdp_notes;  // --fsdp_config: applied before the configuration is shown
+  if (!cfg.fsdp_config.empty()) {
+    const FsdpConfig fc = read_fsdp_config(cfg.fsdp_config);
+    if (fc.activation_checkpointing) cfg.gradient_checkpointing = true;
+    fsdp_notes = fc.notes;
+  }
   std::printf("sft train, resolved configuration:\n%s", describe_train_config(cfg).c_str());
   for (const std::string& n : parsed.notices) std::printf("note: %s\n", n.c_str());
+  for (const std::string& n : fsdp_notes) std::printf("note: %s\n", n.c_str());
   require_inputs(cfg);
   require_writable_dir(cfg.output_dir);
   // One writer per output_dir, checked before the model and data load (the trainer holds it too).

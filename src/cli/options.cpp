@@ -109,6 +109,7 @@ const std::vector<Option> kOptions = {
                             "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP), full_shard (ZeRO-3) and shard_grad_op (ZeRO-2) are built; hybrid_shard and offload are not yet"},
   {"fsdp_transformer_layer_cls_to_wrap", &C::fsdp_transformer_layer_cls_to_wrap, "FSDP wrap unit (decoder layers)", {},
                             "--fsdp_transformer_layer_cls_to_wrap: accepted for compatibility; sft always shards per decoder layer"},
+  {"fsdp_config",          &C::fsdp_config,          "HF's FSDP config JSON (min_num_params, transformer_layer_cls_to_wrap, backward_prefetch, forward_prefetch, limit_all_gathers, activation_checkpointing, ...): each key honoured or noted at start", {}},
   {"fsdp_reduce_dtype",    &C::fsdp_reduce_dtype,    "dtype gradients are reduced over ranks in: fp32 (the same math as one process) or bf16 (HF Trainer's reduce under --bf16: half the bytes, bf16 sums)", {"fp32", "bf16"}},
   {"optim",                &C::optim,                "optimizer", {"adamw_torch", "adamw_hf", "adamw_torch_fused"}},
   {"cache_dir",            &C::cache_dir,            "HF hub cache (unused: models are local directories)", {},

@@ -93,6 +93,7 @@ struct TrainConfig {
   int64_t threads = 0;  // 0 = all cores
   double ddp_timeout = 1800;  // seconds a collective may wait for the other ranks (HF); no effect in one process
   std::string fsdp_reduce_dtype = "fp32";  // gradients reduced over ranks in fp32 or bf16 (HF's bf16 reduce)
+  std::string fsdp_config;  // HF's --fsdp_config JSON file (dist/fsdp_config.h), "" = none
   int64_t seed = 42;
   // accepted for compatibility (see cli/options.cpp for what each does)
   std::string fsdp;

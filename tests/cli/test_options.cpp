@@ -139,7 +139,8 @@ TEST(TrainOptions, OptionListIsFrozen) {
       "adam_beta2", "adam_epsilon", "max_grad_norm", "lr_scheduler_type", "warmup_ratio", "warmup_steps",
       "loss_normalization", "max_bad_steps", "evaluation_strategy", "eval_steps", "logging_steps", "report_to",
       "bf16", "fp16", "tf32", "gradient_checkpointing", "device", "threads", "ddp_timeout", "seed", "fsdp",
-      "fsdp_transformer_layer_cls_to_wrap", "fsdp_reduce_dtype", "optim", "cache_dir", "trust_remote_code", "local_rank"};
+      "fsdp_transformer_layer_cls_to_wrap", "fsdp_config", "fsdp_reduce_dtype", "optim", "cache_dir", "trust_remote_code",
+      "local_rank"};
   EXPECT_EQ(train_option_names(), expected);
 }
 

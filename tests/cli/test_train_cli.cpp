@@ -220,6 +220,34 @@ TEST_F(TrainCli, TheDoneLineNamesItsLossesAndMatchesTheLog) {
             std::string::npos) << out;
 }
 
+// HF's --fsdp_config file: its activation_checkpointing turns gradient checkpointing on (the
+// layers are recomputed: the same losses as the straight run), every key is noted once, and a
+// parameter offload is refused before anything loads.
+TEST_F(TrainCli, AnFsdpConfigFileIsHonouredOrNoted) {
+  const fs::path cfg = root_ / "fsdp_config.json", off = root_ / "fsdp_offload.json";
+  std::ofstream(cfg) << R"({"fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer", "activation_checkpointing": true,
+                           "backward_prefetch": "backward_pre"})";
+  std::ofstream(off) << R"({"fsdp_offload_params": true})";
+  const fs::path out = root_ / "fsdp_config";
+  const CmdResult r = run(train_cmd(out, "--fsdp_config " + cfg.string()));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const size_t gc = r.out.find("  gradient_checkpointing ");
+  ASSERT_NE(gc, std::string::npos) << r.out.substr(0, 3000);
+  EXPECT_EQ(r.out.substr(gc, r.out.find('\n', gc) - gc).substr(r.out.find('\n', gc) - gc - 4), "True")
+      << r.out.substr(gc, 80);
+  EXPECT_NE(r.out.find("note: --fsdp_config transformer_layer_cls_to_wrap = \"LlamaDecoderLayer\": accepted"),
+            std::string::npos) << r.out.substr(0, 3000);
+  EXPECT_NE(r.out.find("note: --fsdp_config activation_checkpointing = true: honoured"), std::string::npos);
+  EXPECT_NE(r.out.find("note: --fsdp_config backward_prefetch = \"backward_pre\": honoured"), std::string::npos);
+  const auto want = step_losses(straight_dir()), got = step_losses(out);
+  ASSERT_EQ(got.size(), want.size());
+  for (auto [step, loss] : want) EXPECT_NEAR(got.at(step), loss, 1e-6 * loss) << "step " << step;
+  const CmdResult o = run(train_cmd(root_ / "fsdp_offload", "--fsdp_config " + off.string()));
+  EXPECT_EQ(o.code, 1);
+  EXPECT_NE(o.out.find("'fsdp_offload_params' true asks for parameter offload"), std::string::npos) << o.out;
+  EXPECT_EQ(o.out.find("step 1"), std::string::npos) << o.out;
+}
+
 // Output to a pipe (stdout buffered, stderr not): the resolved configuration (stdout) still comes
 // before the data summary (stderr) that follows it.
 TEST_F(TrainCli, PipedOutputKeepsStdoutAndStderrInOrder) {
