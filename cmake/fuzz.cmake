@@ -10,12 +10,12 @@ if(SFT_FUZZ)
   endif()
   set(SFT_FUZZ_FLAGS -fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g)
   # The parsers and what they call (core, tokenizer, data, io, the model's config and tables, the
-  # option table), with coverage instrumentation for libFuzzer: a third of sft_core, so that CI
-  # builds it in minutes. The model is built over a host-memory backend of the targets' own
+  # option table, --fsdp_config's reader), with coverage instrumentation for libFuzzer: a third of
+  # sft_core, so that CI builds it in minutes. The model is built over a host-memory backend of the targets' own
   # (fuzz/host_backend.h) instead of the CPU kernels. ISA options of *_avx512.cpp are source properties.
   set(SFT_FUZZ_SOURCES ${SFT_SOURCES})
   list(FILTER SFT_FUZZ_SOURCES INCLUDE REGEX
-       ".*/src/(core|tokenizer|data|io|model)/[^/]*\\.cpp$|.*/src/cli/options\\.cpp$|.*/src/train/schedule\\.cpp$")
+       ".*/src/(core|tokenizer|data|io|model)/[^/]*\\.cpp$|.*/src/cli/options\\.cpp$|.*/src/train/schedule\\.cpp$|.*/src/dist/fsdp_config\\.cpp$")
   list(FILTER SFT_FUZZ_SOURCES EXCLUDE REGEX ".*/src/model/(generate|init|presets)\\.cpp$")
   add_library(sft_fuzz_core STATIC ${SFT_FUZZ_SOURCES})
   target_include_directories(sft_fuzz_core PUBLIC src ${DNNL_INCLUDE_DIR} ${CLI11_INCLUDE_DIR})
