@@ -2,8 +2,9 @@
 // broadcast, barrier), issued asynchronously and completed with wait(). Implementations: a world
 // of one (comm_local.cpp, what every single-process run uses), MPI for CPU ranks launched by
 // mpirun or srun (comm_mpi.cpp, world.h picks it) and an in-process world of N threads
-// (comm_threads.cpp, for tests of the step's collective order); NCCL comes next. This folder is
-// the only place allowed to include mpi.h or nccl.h.
+// (comm_threads.cpp, for tests of the step's collective order); NCCL comes next. A Comm can be
+// split into sub-worlds (this rank's node; the ranks with one color): hybrid_shard's groups. This
+// folder is the only place allowed to include mpi.h or nccl.h.
 #pragma once
 #include <cstdint>
 #include <memory>
@@ -49,6 +50,14 @@ class Comm {
   // --ddp_timeout, seconds > 0; dist/watchdog.h). A world of one has no one to wait for.
   virtual void set_timeout(double seconds) { (void)seconds; }
 
+  // ---- sub-worlds (hybrid_shard), collective: every rank of this Comm calls them in turn ----
+  // The ranks that share this rank's node (its memory: MPI_COMM_TYPE_SHARED; a ThreadWorld's
+  // simulated nodes), in this Comm's rank order. `what` names the group in logs and watchdog lines.
+  virtual std::unique_ptr<Comm> split_node(const char* what);
+  // The ranks that passed the same color (>= 0), ordered by key, then by rank in this Comm.
+  // Their collectives are watched like this Comm's and end the job past the same --ddp_timeout.
+  virtual std::unique_ptr<Comm> split(int color, int key, const char* what);
+
   // Conveniences over all_reduce_host.
   double sum(double x, const char* what) { all_reduce_host(&x, 1, ReduceOp::sum, what); return x; }
   bool any(bool x, const char* what) {
@@ -67,7 +76,9 @@ std::unique_ptr<Comm> make_local_comm(Backend& backend);
 // A rank that calls a different collective than the others fails with an Error naming both.
 class ThreadWorld {
  public:
-  explicit ThreadWorld(int size);
+  // ranks_per_node > 0 simulates nodes of that many ranks (rank / ranks_per_node is the node, what
+  // split_node groups by); 0: one node holds every rank.
+  explicit ThreadWorld(int size, int ranks_per_node = 0);
   ~ThreadWorld();
   Comm& comm(int rank);
   const std::vector<std::string>& log(int rank) const;

@@ -1,5 +1,6 @@
 // The world of one: what every single-process run uses. Collectives have nothing to combine, so a
-// reduction is the identity and a gather is a copy; wait() has nothing to wait for.
+// reduction is the identity and a gather is a copy; wait() has nothing to wait for; a split is
+// another world of one.
 #include <algorithm>
 
 #include "dist/comm.h"
@@ -24,6 +25,8 @@ class LocalComm final : public Comm {
   void all_reduce_host(double*, int, ReduceOp, const char*) override {}
   void all_gather_host(const double* in, int n, double* out, const char*) override { std::copy(in, in + n, out); }
   void barrier(const char*) override {}
+  std::unique_ptr<Comm> split_node(const char*) override { return std::make_unique<LocalComm>(be_); }
+  std::unique_ptr<Comm> split(int, int, const char*) override { return std::make_unique<LocalComm>(be_); }
 
  private:
   CommRequest copy(Tensor out, Tensor in, const char* what) {

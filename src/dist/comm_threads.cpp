@@ -1,12 +1,15 @@
 // ThreadWorld: N ranks as threads of one process, meeting at a generation-counted barrier for
 // every collective. Each rank publishes its input, all check they called the same collective,
 // each computes its own result from every rank's input, and a second barrier keeps inputs alive
-// until everyone has read them. Host fp32 / bf16 / double data only: it exists to test collective
-// order and the sharded stores' arithmetic.
+// until everyone has read them. A split makes a group of some ranks with its own rendezvous
+// (simulated nodes: ThreadWorld's ranks_per_node). Host fp32 / bf16 / double data only: it exists
+// to test collective order and the sharded stores' arithmetic.
 #include <algorithm>
 #include <cstring>
 #include <condition_variable>
+#include <map>
 #include <mutex>
+#include <tuple>
 
 #include <fmt/format.h>
 
@@ -16,13 +19,18 @@ namespace sft {
 
 struct ThreadWorld::Shared {
   int size = 0;
+  std::string label;          // "" for the world; a sub-world's name (split's `what`)
+  Shared* root = nullptr;     // the world: logs and the sub-world registry live there
+  int ranks_per_node = 0;     // the world's simulated nodes (0: one node)
   std::mutex mu;
   std::condition_variable cv;
   int arrived = 0;
   int64_t generation = 0;
   std::vector<std::string> op;        // (size) the collective each rank is in
   std::vector<const void*> input;     // (size) its input
-  std::vector<std::vector<std::string>> logs;
+  std::vector<std::vector<std::string>> logs;  // (world size, root only) by world rank
+  // Sub-worlds (root only, under mu): (the parent's Shared, its split count, color) -> the group.
+  std::map<std::tuple<const Shared*, int64_t, int>, std::shared_ptr<Shared>> subs;
 
   void barrier() {
     std::unique_lock lock(mu);
@@ -41,7 +49,9 @@ namespace {
 
 class ThreadComm final : public Comm {
  public:
-  ThreadComm(ThreadWorld::Shared& s, int rank) : s_(s), rank_(rank) {}
+  // rank in the group s; world_rank in the root world. keep holds a sub-world's state alive.
+  ThreadComm(ThreadWorld::Shared& s, int rank, int world_rank, std::shared_ptr<ThreadWorld::Shared> keep = {})
+      : keep_(std::move(keep)), s_(s), rank_(rank), world_rank_(world_rank) {}
   int rank() const override { return rank_; }
   int size() const override { return s_.size; }
 
@@ -104,15 +114,53 @@ class ThreadComm final : public Comm {
     s_.barrier();
   }
 
+  std::unique_ptr<Comm> split_node(const char* what) override {
+    const int per = s_.root->ranks_per_node;
+    return split(per > 0 ? world_rank_ / per : 0, rank_, what);
+  }
+  // Every rank's (color, key) gathered; the group with this rank's color meets in a Shared that
+  // the first of its members to get here registers in the world's registry.
+  std::unique_ptr<Comm> split(int color, int key, const char* what) override {
+    SFT_CHECK(color >= 0, "comm", "{}: split with color {}, expected >= 0", what, color);
+    const double mine[3] = {double(color), double(key), double(world_rank_)};
+    std::vector<double> all(size_t(3 * size()));
+    all_gather_host(mine, 3, all.data(), fmt::format("split {}", what).c_str());
+    std::vector<std::tuple<double, int, int>> members;  // (key, rank here, world rank)
+    for (int q = 0; q < size(); ++q)
+      if (all[size_t(3 * q)] == double(color)) members.emplace_back(all[size_t(3 * q + 1)], q, int(all[size_t(3 * q + 2)]));
+    std::sort(members.begin(), members.end());
+    int index = 0;
+    while (std::get<1>(members[size_t(index)]) != rank_) ++index;
+    std::shared_ptr<ThreadWorld::Shared> group;
+    {
+      std::lock_guard lock(s_.root->mu);
+      std::shared_ptr<ThreadWorld::Shared>& slot = s_.root->subs[{&s_, splits_, color}];
+      if (!slot) {
+        slot = std::make_shared<ThreadWorld::Shared>();
+        slot->size = int(members.size());
+        slot->label = what;
+        slot->root = s_.root;
+        slot->op.resize(members.size());
+        slot->input.resize(members.size());
+      }
+      group = slot;
+    }
+    ++splits_;
+    return std::make_unique<ThreadComm>(*group, index, world_rank_, group);
+  }
+
  private:
   // Publish input, meet, check every rank is in the same collective.
   void publish(const char* op, const char* what, const void* input) {
-    const std::string name = fmt::format("{}:{}", op, what);
+    const std::string name = s_.label.empty() ? fmt::format("{}:{}", op, what) : fmt::format("{}[{}]:{}", op, s_.label, what);
     {
       std::lock_guard lock(s_.mu);
       s_.op[size_t(rank_)] = name;
       s_.input[size_t(rank_)] = input;
-      s_.logs[size_t(rank_)].push_back(name);
+    }
+    {
+      std::lock_guard lock(s_.root->mu);
+      s_.root->logs[size_t(world_rank_)].push_back(name);
     }
     s_.barrier();
     for (int q = 0; q < size(); ++q)
@@ -149,19 +197,24 @@ class ThreadComm final : public Comm {
     }
     return r;
   }
+  std::shared_ptr<ThreadWorld::Shared> keep_;
   ThreadWorld::Shared& s_;
-  int rank_;
+  int rank_, world_rank_;
+  int64_t splits_ = 0;  // splits of s_ this rank took part in (the same count on every member)
 };
 
 }  // namespace
 
-ThreadWorld::ThreadWorld(int size) : shared_(std::make_unique<Shared>()) {
-  SFT_CHECK(size >= 1, "comm", "a world of {} ranks", size);
+ThreadWorld::ThreadWorld(int size, int ranks_per_node) : shared_(std::make_unique<Shared>()) {
+  SFT_CHECK(size >= 1 && ranks_per_node >= 0 && (ranks_per_node == 0 || size % ranks_per_node == 0), "comm",
+            "a world of {} ranks in nodes of {}", size, ranks_per_node);
   shared_->size = size;
+  shared_->root = shared_.get();
+  shared_->ranks_per_node = ranks_per_node;
   shared_->op.resize(size_t(size));
   shared_->input.resize(size_t(size));
   shared_->logs.resize(size_t(size));
-  for (int r = 0; r < size; ++r) comms_.push_back(std::make_unique<ThreadComm>(*shared_, r));
+  for (int r = 0; r < size; ++r) comms_.push_back(std::make_unique<ThreadComm>(*shared_, r, r));
 }
 
 ThreadWorld::~ThreadWorld() = default;

@@ -6,6 +6,7 @@
 #include "dist/sharded_store.h"
 
 #include <algorithm>
+#include <cstdio>
 
 #include "backend/host_access.h"
 #include "core/dtype.h"
@@ -34,10 +35,43 @@ Tensor as_bf16(void* data, int64_t n, Device dev) { return Tensor(data, DType::b
 
 }  // namespace
 
-const char* shard_mode_name(ShardMode m) { return m == ShardMode::full_shard ? "full_shard" : "shard_grad_op"; }
+const char* shard_mode_name(ShardMode m) {
+  switch (m) {
+    case ShardMode::full_shard: return "full_shard";
+    case ShardMode::shard_grad_op: return "shard_grad_op";
+    case ShardMode::hybrid_shard: return "hybrid_shard";
+    case ShardMode::hybrid_shard_zero2: return "hybrid_shard_zero2";
+  }
+  return "?";
+}
+
+ShardMode within_node(ShardMode m) {
+  return m == ShardMode::shard_grad_op || m == ShardMode::hybrid_shard_zero2 ? ShardMode::shard_grad_op
+                                                                              : ShardMode::full_shard;
+}
+
+bool is_hybrid(ShardMode m) { return m == ShardMode::hybrid_shard || m == ShardMode::hybrid_shard_zero2; }
+
+namespace {
+
+// hybrid modes: the node split; one node has no one to replicate with (its across Comm is dropped).
+NodeComms hybrid_groups(Comm& world, ShardMode mode) {
+  if (!is_hybrid(mode)) return {};
+  NodeComms g = split_by_node(world);
+  if (g.across->size() == 1) {
+    if (world.rank() == 0)
+      std::printf("note: --fsdp %s on one node (%d ranks): nothing to replicate across nodes, the same as %s\n",
+                  shard_mode_name(mode), world.size(), shard_mode_name(within_node(mode)));
+    g.across.reset();
+  }
+  return g;
+}
+
+}  // namespace
 
 ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode)
-    : ParamStore(cfg, backend), comm_(comm), mode_(mode), rank_(comm.rank()), world_(comm.size()),
+    : ParamStore(cfg, backend), nodes_(hybrid_groups(comm, mode)), comm_(nodes_.node ? *nodes_.node : comm),
+      requested_(mode), mode_(within_node(mode)), rank_(comm_.rank()), world_(comm_.size()),
       keep_(cfg.tie_word_embeddings ? 3 : 2) {
   const int U = num_units();
   int64_t local = 0, padded_total = 0;
@@ -415,6 +449,11 @@ void ShardedParamStore::finish_reduce(GradBuf& g) {
   if (g.rs_unit < 0) return;
   comm_.wait(g.req);
   const int64_t n = shard_len_[size_t(g.rs_unit)];
+  if (Comm* across = nodes_.across.get()) {  // hybrid: this node's sum + the other nodes' = every rank's
+    const Tensor block16 = as_bf16(g.out.data, n, be_.device());
+    across->wait(across->all_reduce(g.rs_dtype == DType::bf16 ? block16 : block(g.out, 0, n), ReduceOp::sum,
+                                    reduce_names_[size_t(g.rs_unit)].c_str()));
+  }
   // grad shard += this micro-batch's reduced block (host math: the Comm carries host memory)
   HostTensor acc(be_, shard_of(grad_shard_, g.rs_unit), true);
   float* a = acc.f32();
@@ -454,6 +493,7 @@ void ShardedParamStore::params_updated() {
 
 double ShardedParamStore::grad_sum_squares() {
   finish_all_reduces();
+  if (!nodes_.first) return 0.0;
   return be_.sum_squares(grad_shard_);
 }
 

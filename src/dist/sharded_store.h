@@ -5,22 +5,31 @@
 // bf16 within a --bf16 step: set_gather_dtype), prefetching the next unit in pass order, and frees
 // it on release; `shard_grad_op` (ZeRO-2) keeps the whole model gathered for the step (fp32) and
 // all-gathers the updated shards after the optimizer. Gradients are reduce-scattered in fp32, or in
-// bf16 when asked (set_reduce_dtype, --fsdp_reduce_dtype bf16).
+// bf16 when asked (set_reduce_dtype, --fsdp_reduce_dtype bf16). `hybrid_shard` (`hybrid_shard_zero2`)
+// is full_shard (shard_grad_op) among the L ranks of each node, every node a replica: N above is then
+// L, and each unit's reduce-scattered gradient block is all-reduced across the nodes (between the
+// ranks with the same place in their node) before it is added to the gradient shard.
 #pragma once
 #include <cstdint>
 #include <string>
 #include <vector>
 
 #include "dist/comm.h"
+#include "dist/world.h"
 #include "model/param_store.h"
 
 namespace sft {
 
-enum class ShardMode { full_shard, shard_grad_op };
+enum class ShardMode { full_shard, shard_grad_op, hybrid_shard, hybrid_shard_zero2 };
 const char* shard_mode_name(ShardMode m);
+// What the mode does within one node: full_shard (also hybrid_shard) or shard_grad_op.
+ShardMode within_node(ShardMode m);
+bool is_hybrid(ShardMode m);
 
 class ShardedParamStore final : public ParamStore {
  public:
+  // comm is the world; a hybrid mode splits it into nodes (split_by_node: every rank constructs its
+  // store at the same point). A world of one node makes hybrid_shard full_shard (rank 0 says so).
   ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode);
   ~ShardedParamStore() override;
 
@@ -35,7 +44,9 @@ class ShardedParamStore final : public ParamStore {
   Tensor local_grads() const override { return grad_shard_; }
   const std::vector<LocalSlice>& local_slices() const override { return slices_; }
   void params_updated() override;
-  double grad_sum_squares() override;  // Σ g² over this rank's gradient shard
+  // Σ g² over this rank's gradient shard; 0 outside the first node under hybrid modes (every node
+  // holds the same shards), so that the sum over the world is the norm's square once.
+  double grad_sum_squares() override;
 
   // The dtype full_shard all-gathers units in from now on: f32, or bf16 (the GEMM dtype under
   // --bf16; train_step sets it for the step's passes, dist/step_collectives.h, and puts f32 back). In
@@ -58,8 +69,12 @@ class ShardedParamStore final : public ParamStore {
   // tests check that a bf16 gather moves half the bytes.
   int64_t gathered_bytes() const { return gathered_bytes_; }
 
-  ShardMode mode() const { return mode_; }
-  Comm& comm() const { return comm_; }
+  ShardMode mode() const { return requested_; }
+  Comm& comm() const { return comm_; }  // the ranks that shard the model: the world, or this node
+  Comm* across() const { return nodes_.across.get(); }  // hybrid: one rank per node; else null
+  // Whether this rank's replica is the one checkpoints read (hybrid: the node of world rank 0;
+  // the other nodes hold the same values and take no part in rank 0's reads). Always true else.
+  bool first_replica() const { return nodes_.first; }
   int64_t shard_len(int unit) const { return shard_len_[size_t(unit)]; }      // elements per rank
   int64_t shard_offset(int unit) const { return shard_off_[size_t(unit)]; }  // in local_params()
   // Gathered units held now and at most since the last reset (full_shard: gather buffers in use,
@@ -117,8 +132,10 @@ class ShardedParamStore final : public ParamStore {
   void announce(double code);
   void count_resident();
 
-  Comm& comm_;
-  const ShardMode mode_;
+  NodeComms nodes_;  // hybrid: this node's Comm and the across-nodes Comm (else empty)
+  Comm& comm_;       // the world, or this node (hybrid)
+  const ShardMode requested_;
+  const ShardMode mode_;  // within the node: full_shard or shard_grad_op
   const int rank_, world_;
   // Buffers kept allocated (gather slots, gradient buffers): the current unit and the next one,
   // + the embedding that tied embeddings hold from the lookup to its backward.

@@ -1,4 +1,5 @@
-// Launch detection, the world's Comm and the same-configuration check (see world.h). This file is
+// Launch detection, the world's Comm, the same-configuration check and the node split (see
+// world.h; also Comm's default split, for Comms without sub-worlds). This file is
 // compiled with SFT_HAVE_MPI when CMake found MPI; comm_mpi.cpp exists in the build only then.
 #include "dist/world.h"
 
@@ -120,6 +121,27 @@ void check_same_config(Comm& comm, const Fingerprint& config) {
                    "with '{}'); start every rank with the same flags and the same data",
          items[size_t(i)].name, fmt::join(differ, ", "), comm.rank(), items[size_t(i)].value);
   }
+}
+
+std::unique_ptr<Comm> Comm::split_node(const char* what) {
+  fail("comm", "{}: this Comm has no sub-worlds (hybrid_shard is built for CPU ranks over MPI, not GPU ranks)", what);
+}
+std::unique_ptr<Comm> Comm::split(int, int, const char* what) { return split_node(what); }
+
+NodeComms split_by_node(Comm& world) {
+  NodeComms out;
+  out.node = world.split_node("node");
+  const double mine = out.node->size();
+  std::vector<double> sizes(size_t(world.size()));
+  world.all_gather_host(&mine, 1, sizes.data(), "node sizes");
+  for (int r = 0; r < world.size(); ++r)
+    SFT_CHECK(sizes[size_t(r)] == sizes[0], "launch",
+              "hybrid_shard needs the same number of ranks on every node: rank {}'s node has {}, rank 0's has {} "
+              "(this is rank {}); start as many ranks on each host (mpirun --host a:L,b:L or a hostfile's slots)",
+              r, sizes[size_t(r)], sizes[0], world.rank());
+  out.first = out.node->any(world.rank() == 0, "node of rank 0");
+  out.across = world.split(out.node->rank(), world.rank(), "across");
+  return out;
 }
 
 }  // namespace sft

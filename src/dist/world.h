@@ -1,7 +1,8 @@
 // The process's place in a data-parallel job: whether a launcher (mpirun, srun) started it as one
 // of several ranks, its rank and its local rank on the node, the Comm that joins the ranks (MPI,
 // or a world of one without a launcher), and the start-up check that every rank runs the same
-// configuration and data (the fingerprint a resume checks, core/fingerprint.h).
+// configuration and data (the fingerprint a resume checks, core/fingerprint.h), and the split of a
+// world into nodes (hybrid_shard).
 #pragma once
 #include <memory>
 #include <string>
@@ -37,6 +38,15 @@ std::string no_mpi_reason();
 // is an Error on every rank naming the first differing item and the ranks whose value differs
 // from rank 0's. Values that may differ per host (paths) are left out by the caller.
 void check_same_config(Comm& comm, const Fingerprint& config);
+
+// hybrid_shard's two groups of a world: this rank's node (the ranks sharing its memory) and the
+// ranks with the same place in their node on every node (one per node, node order). Every node
+// must hold the same number of ranks (an Error on every rank otherwise). Collective over world.
+struct NodeComms {
+  std::unique_ptr<Comm> node, across;
+  bool first = true;  // this node holds world rank 0 (its replica is the one checkpoints read)
+};
+NodeComms split_by_node(Comm& world);
 
 std::unique_ptr<Comm> make_mpi_comm();  // comm_mpi.cpp (MPI builds only)
 // GPU ranks: NCCL for the tensor collectives on the backend's device, `host` (MPI) for the host

@@ -13,6 +13,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <mutex>
 
 #include <fmt/format.h>
 #include <fmt/ranges.h>
@@ -85,10 +86,23 @@ Trained one_process(const LlamaConfig& cfg, int world, DType matmul = DType::f32
   return run;
 }
 
+// Copies a rank's local state (shaped like its store's local buffers) into the full layout.
+void place_slices(const ShardedParamStore& ss, Tensor local, std::vector<float>& full) {
+  for (const LocalSlice& s : ss.local_slices())
+    std::copy_n(local.f32() + s.local_offset, s.size, full.begin() + s.offset);
+}
+
+// world ranks in nodes of ranks_per_node (0: one node; hybrid modes replicate across the nodes).
+// run holds the first node's full states (rank 0's steps); replicas[n] the params of node n.
 Trained sharded(const LlamaConfig& cfg, int world, ShardMode mode, ModelOptions mopt = {},
-                DType matmul = DType::f32, StepOptions step = {}) {
-  ThreadWorld tw(world);
+                DType matmul = DType::f32, StepOptions step = {}, int ranks_per_node = 0,
+                std::vector<std::vector<float>>* replicas = nullptr) {
+  ThreadWorld tw(world, ranks_per_node);
   Trained run;
+  const int nodes = ranks_per_node > 0 ? world / ranks_per_node : 1;
+  const size_t n_nodes = size_t(nodes);
+  std::vector<std::vector<float>> params(n_nodes), m(n_nodes), v(n_nodes);
+  std::mutex mu;
   const std::vector<Batch> all = micro_batches(world);
   run_ranks(world, [&](int r) {
     auto be = create_backend("cpu");
@@ -104,20 +118,23 @@ Trained sharded(const LlamaConfig& cfg, int world, ShardMode mode, ModelOptions 
     for (int s = 0; s < kSteps; ++s)
       steps.push_back(train_step(model, opt, tw.comm(r), {all[size_t(2 * r)], all[size_t(2 * r + 1)]}, 1e-2, step));
     const int64_t train_bytes = ss.gathered_bytes() - init_bytes;
-    std::vector<float> full[3];
-    const Tensor local[3] = {ss.local_params(), opt.m(), opt.v()};
-    for (int i = 0; i < 3; ++i) {
-      full[i].resize(r == 0 ? size_t(model.num_params()) : 0);
-      ss.gather_to_root(local[i], Tensor(full[i].data(), DType::f32, {int64_t(full[i].size())}, Device::cpu));
+    const size_t node = ranks_per_node > 0 ? size_t(r / ranks_per_node) : 0;
+    {
+      std::lock_guard lock(mu);
+      for (auto* full : {&params[node], &m[node], &v[node]}) full->resize(size_t(model.num_params()));
+      place_slices(ss, ss.local_params(), params[node]);
+      place_slices(ss, opt.m(), m[node]);
+      place_slices(ss, opt.v(), v[node]);
     }
     if (r != 0) return;
     run.steps = steps;
-    run.params = full[0];
-    run.m = full[1];
-    run.v = full[2];
     run.peak_resident = ss.peak_resident_units();
     run.train_gathered_bytes = train_bytes;
   });
+  run.params = params[0];
+  run.m = m[0];
+  run.v = v[0];
+  if (replicas) *replicas = params;
   return run;
 }
 
@@ -249,6 +266,83 @@ TEST(ShardedStore, CollectivesComeInPassOrderWithThePrefetchAhead) {
                   "all_gather:weights head"};
     EXPECT_EQ(tensor_ops, want) << shard_mode_name(mode);
   }
+}
+
+// hybrid_shard (hybrid_shard_zero2): full_shard (shard_grad_op) within each simulated node,
+// replicated across nodes. 2 nodes x 2 and 2 nodes x 3 ranks train what one process accumulating
+// every rank's micro-batches trains (the same tolerances as above), and every node ends with the
+// same shards bit for bit (its gradient blocks were all-reduced across the nodes).
+class HybridTrains : public ::testing::TestWithParam<std::tuple<int, ShardMode>> {};
+
+TEST_P(HybridTrains, LikeOneProcessWithEveryNodeAReplica) {
+  const auto [per_node, mode] = GetParam();
+  const int world = 2 * per_node;
+  const LlamaConfig cfg = odd_config();
+  std::vector<std::vector<float>> replicas;
+  const Trained got = sharded(cfg, world, mode, {}, DType::f32, {}, per_node, &replicas);
+  expect_close(got, one_process(cfg, world));
+  ASSERT_EQ(replicas.size(), 2u);
+  EXPECT_EQ(replicas[0], replicas[1]);
+  // Within a node full_shard gathers 2 units at most, shard_grad_op none (its model is whole).
+  EXPECT_EQ(got.peak_resident, mode == ShardMode::hybrid_shard ? 2 : 0);
+}
+
+INSTANTIATE_TEST_SUITE_P(Nodes, HybridTrains,
+                         ::testing::Combine(::testing::Values(2, 3),
+                                            ::testing::Values(ShardMode::hybrid_shard, ShardMode::hybrid_shard_zero2)),
+                         [](const auto& info) {
+                           return fmt::format("2x{}_{}", std::get<0>(info.param), shard_mode_name(std::get<1>(info.param)));
+                         });
+
+// One node: hybrid_shard is full_shard, bit for bit.
+TEST(ShardedStore, HybridOnOneNodeIsFullShard) {
+  const LlamaConfig cfg = odd_config();
+  const Trained hybrid = sharded(cfg, 2, ShardMode::hybrid_shard);
+  const Trained full = sharded(cfg, 2, ShardMode::full_shard);
+  for (size_t s = 0; s < full.steps.size(); ++s) EXPECT_EQ(hybrid.steps[s].loss, full.steps[s].loss);
+  EXPECT_EQ(hybrid.params, full.params);
+  EXPECT_EQ(hybrid.m, full.m);
+}
+
+// 2 nodes x 2: each rank keeps 1/2 of the state (1/L, not 1/N); the weights are gathered and the
+// gradients reduce-scattered within the node, then each gradient block is all-reduced across the
+// nodes before the next unit's backward needs its buffer; the world carries no tensor collective.
+TEST(ShardedStore, HybridShardsWithinTheNodeAndReducesAcrossNodes) {
+  const LlamaConfig cfg = odd_config();
+  const Batch b = make_batch(2, 6, 5, true, 53);
+  ThreadWorld tw(4, 2);
+  std::vector<int64_t> bytes(4);
+  int64_t total = 0;
+  run_ranks(4, [&](int r) {
+    auto be = create_backend("cpu");
+    auto store = std::make_unique<ShardedParamStore>(cfg, *be, tw.comm(r), ShardMode::hybrid_shard);
+    ShardedParamStore& ss = *store;
+    EXPECT_EQ(ss.comm().size(), 2);
+    ASSERT_NE(ss.across(), nullptr);
+    EXPECT_EQ(ss.across()->size(), 2);
+    EXPECT_EQ(ss.first_replica(), r < 2);
+    LlamaModel model(cfg, *be, {}, std::move(store));
+    AdamW opt(model, kAdam);
+    bytes[size_t(r)] = ss.persistent_bytes();
+    if (r == 0) total = model.num_params();
+    train_step(model, opt, tw.comm(r), {b}, 1e-2, {});
+  });
+  for (int64_t x : bytes) {  // 4 fp32 per parameter over the node's 2 ranks, + padding
+    EXPECT_GE(x, 16 * total / 2);
+    EXPECT_LE(x, 16 * (total / 2 + 4));
+  }
+  for (int r = 1; r < 4; ++r) EXPECT_EQ(tw.log(r), tw.log(0)) << "rank " << r;
+  std::vector<std::string> grads;
+  for (const std::string& e : tw.log(0)) {
+    EXPECT_NE(e.rfind("all_gather:weights", 0), 0u) << e;
+    EXPECT_NE(e.rfind("reduce_scatter:", 0), 0u) << e;
+    if (e.find(":grads ") != std::string::npos) grads.push_back(e);
+  }
+  EXPECT_EQ(grads, (std::vector<std::string>{
+                       "reduce_scatter[node]:grads head", "reduce_scatter[node]:grads layers.1",
+                       "all_reduce[across]:grads head", "reduce_scatter[node]:grads layers.0",
+                       "all_reduce[across]:grads layers.1", "reduce_scatter[node]:grads embed",
+                       "all_reduce[across]:grads layers.0", "all_reduce[across]:grads embed"}));
 }
 
 // Rank 0 writes the one-process layout while rank 1 serves it one unit at a time; 2 full_shard
