@@ -90,6 +90,7 @@ PeakInfo default_peak(Device device, DType matmul_dtype, bool tf32) {
   const cpu::CpuFeatures& f = cpu::cpu_features();
   const MeasuredPeak* p = nullptr;
   switch (route) {
+    case cpu::GemmRoute::ours_amx:
     case cpu::GemmRoute::amx: p = &amx_peak(); break;
     case cpu::GemmRoute::ours_bf16:
     case cpu::GemmRoute::onednn_bf16: p = &dpbf16_peak(); break;

@@ -9,6 +9,7 @@
 
 #include <chrono>
 #include <cstdio>
+#include <algorithm>
 #include <cstdlib>
 #include <sstream>
 #include <string>
@@ -16,6 +17,8 @@
 #include <oneapi/dnnl/dnnl.hpp>
 
 #include "backend/cpu/cpu_features.h"
+#include "backend/cpu/gemm.h"
+#include "backend/cpu/pack_b.h"
 #include "core/aligned_vector.h"
 #include "model/presets.h"
 
@@ -96,6 +99,63 @@ TEST(GemmBench, DISABLED_StepCeiling) {
                 name.c_str(), step, (long long)N, (L * layer + head) * 1e3, gemm_flops * 1e-12,
                 gemm_flops * 1e-12 / (L * layer + head), L * attn * 1e3, L * attn_flops * 1e-12, double(N) / step);
     std::fflush(stdout);
+  }
+}
+
+// Ours on AMX (gemm_amx) against oneDNN on a preset's linear-layer shapes, bf16 operands as the
+// CpuBackend's AMX routes hold them (activations bf16, weights packed once): forward x·wᵀ, dx =
+// dout·w, and dw += doutᵀ·x, where ours packs doutᵀ straight from dout and x per call (counted)
+// and oneDNN is given the transposed copies it runs fastest on (not counted). Milliseconds, best
+// of 5. SFT_CEILING_PRESETS as above.
+TEST(GemmBench, DISABLED_AmxOursVsOneDnn) {
+  if (!cpu::cpu_features().amx_usable()) GTEST_SKIP() << "needs usable AMX";
+  const char* env = std::getenv("SFT_CEILING_PRESETS");
+  std::istringstream names(env ? env : "base");
+  Timer tm;
+  auto best_ms = [](auto&& f) {
+    double best = 1e30;
+    for (int r = 0; r < 6; ++r) {
+      const auto t0 = std::chrono::steady_clock::now();
+      f();
+      const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+      if (r > 0) best = std::min(best, t);
+    }
+    return best * 1e3;
+  };
+  for (std::string name; names >> name;) {
+    const Preset p = get_preset(name);
+    const LlamaConfig& c = p.config;
+    const int64_t N = std::min<int64_t>(p.batch * p.seq_len, 2048), C = c.hidden_size, FF = c.intermediate_size;
+    const int64_t shapes[][2] = {{c.qkv_dim(), C}, {C, c.num_attention_heads * c.head_dim}, {2 * FF, C}, {C, FF},
+                                 {c.vocab_size, C}};
+    double tot_ours = 0, tot_dnn = 0;
+    for (const auto& sh : shapes) {
+      const int64_t OC = sh[0], IC = sh[1], Nr = OC == c.vocab_size ? std::min<int64_t>(N, 1024) : N;
+      AlignedVector<uint16_t> x(size_t(Nr * IC), 0x3f80), dout(size_t(Nr * OC), 0x3f80);
+      AlignedVector<uint16_t> wf(size_t(cpu::BlockedB{IC, OC}.size()), 0x3f80), wd(size_t(cpu::BlockedB{OC, IC}.size()), 0x3f80);
+      AlignedVector<uint16_t> xp(size_t(cpu::BlockedB{Nr, IC}.size()));
+      AlignedVector<float> out(size_t(Nr * OC)), dx(size_t(Nr * IC)), dw(size_t(OC * IC));
+      const cpu::GemmArgs f{.M = Nr, .N = OC, .K = IC, .lda = IC, .C = out.data(), .ldc = OC};
+      const cpu::GemmArgs d{.M = Nr, .N = IC, .K = OC, .lda = OC, .C = dx.data(), .ldc = IC};
+      const cpu::GemmArgs w{.trans_a = true, .M = OC, .N = IC, .K = Nr, .lda = OC, .C = dw.data(), .ldc = IC,
+                            .accumulate = true};
+      const double of = best_ms([&] { cpu::gemm_amx(f, x.data(), wf.data()); });
+      const double od = best_ms([&] { cpu::gemm_amx(d, dout.data(), wd.data()); });
+      const double ow = best_ms([&] {
+        cpu::pack_b_bf16(x.data(), Nr, IC, false, xp.data());
+        cpu::gemm_amx(w, dout.data(), xp.data());
+      });
+      const double nf = tm.gemm(Nr, OC, IC, false, 'p', false) * 1e3, nd = tm.gemm(Nr, IC, OC, false, 'p', false) * 1e3,
+                   nw = tm.gemm(OC, IC, Nr, false, 't', true) * 1e3;
+      const double flop = 2.0 * double(Nr) * double(OC) * double(IC) * 1e-9;  // GFLOP per GEMM
+      std::printf("N %5lld OC %5lld IC %5lld | ours fwd %6.2f dx %6.2f dw %6.2f ms | oneDNN fwd %6.2f dx %6.2f dw %6.2f ms"
+                  " | ours %.2f / oneDNN %.2f TFLOP/s\n",
+                  (long long)Nr, (long long)OC, (long long)IC, of, od, ow, nf, nd, nw, 3 * flop / (of + od + ow),
+                  3 * flop / (nf + nd + nw));
+      const double reps = OC == c.vocab_size ? double(N) / double(Nr) : double(c.num_hidden_layers);
+      tot_ours += reps * (of + od + ow), tot_dnn += reps * (nf + nd + nw);
+    }
+    std::printf("%s: a step's linear GEMMs: ours %.1f ms, oneDNN %.1f ms\n", name.c_str(), tot_ours, tot_dnn);
   }
 }
 

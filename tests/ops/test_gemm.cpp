@@ -9,6 +9,7 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdio>
@@ -20,6 +21,8 @@
 #include "backend/backend.h"
 #include "backend/cpu/gemm.h"
 #include "backend/cpu/gemm_route.h"
+#include "backend/cpu/pack_b.h"
+#include "core/aligned_vector.h"
 #include "core/dtype.h"
 #include "ops_test_util.h"
 
@@ -46,7 +49,8 @@ struct Case {
 // |bias|), u = 2^-24, the worst-case bound of fp32 sums of K + 2 terms in any order (the operands,
 // bf16-rounded or not, are the same in both, and bf16 products are exact in fp32). Returns the
 // largest error as a fraction of that bound.
-double check_case(const Case& c, bool bf16, uint32_t seed) {
+// run: the implementation under test (default: ours on AVX-512, fp32 or bf16 by `bf16`).
+double check_case(const Case& c, bool bf16, uint32_t seed, const std::function<void(const GemmArgs&)>& run = {}) {
   const int64_t a_rows = c.trans_a ? c.K : c.M, a_cols = c.trans_a ? c.M : c.K;
   const int64_t b_rows = c.trans_b ? c.N : c.K, b_cols = c.trans_b ? c.K : c.N;
   const int64_t lda = a_cols + c.pad, ldb = b_cols + c.pad, ldc = c.N + c.pad;
@@ -56,7 +60,8 @@ double check_case(const Case& c, bool bf16, uint32_t seed) {
   GemmArgs g{.trans_a = c.trans_a, .trans_b = c.trans_b, .M = c.M, .N = c.N, .K = c.K, .A = A.data(),
              .lda = lda, .B = B.data(), .ldb = ldb, .C = got.data(), .ldc = ldc,
              .bias = c.bias ? bias.data() : nullptr, .accumulate = c.accumulate};
-  if (bf16) cpu::gemm_bf16_avx512(g);
+  if (run) run(g);
+  else if (bf16) cpu::gemm_bf16_avx512(g);
   else cpu::gemm_f32_avx512(g);
   g.C = want.data();
   cpu::ref::gemm(g, bf16);
@@ -119,6 +124,43 @@ void check_all(bool bf16) {
 TEST(Gemm, Fp32AllFormsRagged) { check_all(false); }
 TEST(Gemm, Bf16AllFormsRagged) { check_all(true); }
 
+// Ours on AMX tiles against the reference, A fp32 (rounded while packing) or given in bf16, plain
+// or transposed, B packed into pack_b.h's layout from either stored form; ragged shapes, bias,
+// accumulation, padded strides, 1 and 2 threads, and shapes past one C block (256 x 128) and one
+// K pass (256) so every blocking edge runs.
+TEST(Gemm, AmxAllFormsRagged) {
+  if (!cpu::cpu_features().amx_usable()) GTEST_SKIP() << "AMX-BF16 not usable on this CPU";
+  auto cases = ragged_cases();
+  for (const auto& s : {std::array<int64_t, 3>{300, 200, 600}, {513, 129, 257}, {64, 2100, 40}})
+    for (int form = 0; form < 4; ++form)
+      cases.push_back(Case{.trans_a = form >= 2, .trans_b = form % 2 == 1, .M = s[0], .N = s[1], .K = s[2],
+                           .bias = form == 1, .accumulate = form != 1, .pad = form == 3 ? 5 : 0});
+  const int threads = omp_get_max_threads();
+  double worst = 0;
+  for (bool a_in_bf16 : {false, true})
+    for (int t : {1, 2}) {
+      omp_set_num_threads(t);
+      uint32_t seed = 30;
+      for (const Case& c : cases) {
+        auto run = [&](const GemmArgs& g) {
+          // B (K, N) dense, from either stored form, into the blocked layout
+          std::vector<float> b(size_t(g.K * g.N));
+          for (int64_t k = 0; k < g.K; ++k)
+            for (int64_t n = 0; n < g.N; ++n) b[size_t(k * g.N + n)] = g.trans_b ? g.B[n * g.ldb + k] : g.B[k * g.ldb + n];
+          AlignedVector<uint16_t> packed(size_t(cpu::BlockedB{g.K, g.N}.size()));  // 64-byte stores
+          cpu::pack_b_bf16(b.data(), g.K, g.N, false, packed.data());
+          const int64_t a_elems = (g.trans_a ? g.K : g.M) * g.lda;
+          std::vector<uint16_t> a16(static_cast<size_t>(a_elems));
+          convert_f32_to_bf16(g.A, a16.data(), size_t(a_elems));
+          cpu::gemm_amx(g, a_in_bf16 ? a16.data() : nullptr, packed.data());
+        };
+        worst = std::max(worst, check_case(c, true, seed += 4, run));
+      }
+    }
+  omp_set_num_threads(threads);
+  std::printf("worst error / bound: %.3g\n", worst);
+}
+
 // One product per element (K = 1): bf16 products are exact in fp32, so ours must equal the
 // reference bit for bit, which pins the operand rounding to f32_to_bf16 (ties to even, values just
 // above and below ties, wide exponents). Denormals are left out: vdpbf16ps flushes them.
@@ -165,10 +207,11 @@ TEST(Gemm, BackendRoutesAgree) {
         auto be = create_backend("cpu");
         const cpu::GemmRoute bf16_route = cpu::gemm_routes().bf16.route;
         unsetenv("SFT_GEMM");
-        // Only the oneDNN bf16 routes hold bf16 weight copies, in two packed forms (4 bytes per
+        // Only the oneDNN bf16 routes and our AMX route hold bf16 weight copies, in two packed forms (4 bytes per
         // parameter; sft train's memory plan counts them).
         EXPECT_EQ(be->bf16_weight_copy_bytes(),
-                  bf16_route == cpu::GemmRoute::amx || bf16_route == cpu::GemmRoute::onednn_bf16 ? 4 : 0);
+                  bf16_route == cpu::GemmRoute::amx || bf16_route == cpu::GemmRoute::onednn_bf16 ||
+                          bf16_route == cpu::GemmRoute::ours_amx ? 4 : 0);
         be->set_matmul_dtype(dt);
         be->begin_pass();
         out[r] = init;

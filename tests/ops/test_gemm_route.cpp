@@ -46,9 +46,9 @@ CpuFeatures sapphire_rapids(bool permitted) {
   return f;
 }
 
-TEST(GemmRoute, AmxCpuRunsBf16OnAmxAndFp32OnOurFma) {
+TEST(GemmRoute, AmxCpuRunsBf16OnOurAmxGemmAndFp32OnOurFma) {
   const auto r = cpu::choose_gemm_routes(sapphire_rapids(true), "");
-  EXPECT_EQ(r.bf16.route, GemmRoute::amx) << r.bf16.reason;
+  EXPECT_EQ(r.bf16.route, GemmRoute::ours_amx) << r.bf16.reason;
   EXPECT_FALSE(r.bf16.notice);
   EXPECT_EQ(r.fp32.route, GemmRoute::ours_fp32) << r.fp32.reason;
 }
@@ -115,6 +115,7 @@ TEST(GemmRoute, Avx2RunsOneDnnFp32) {
 TEST(GemmRoute, EnvOverridesAreValidated) {
   EXPECT_EQ(cpu::choose_gemm_routes(sapphire_rapids(true), "ours").bf16.route, GemmRoute::ours_bf16);
   EXPECT_EQ(cpu::choose_gemm_routes(sapphire_rapids(true), "onednn").bf16.route, GemmRoute::amx);
+  EXPECT_EQ(cpu::choose_gemm_routes(sapphire_rapids(true), "amx").bf16.route, GemmRoute::ours_amx);
   EXPECT_EQ(cpu::choose_gemm_routes(sapphire_rapids(true), "onednn").fp32.route, GemmRoute::onednn_fp32);
   EXPECT_EQ(cpu::choose_gemm_routes(sapphire_rapids(true), "amx").fp32.route, GemmRoute::ours_fp32);
   EXPECT_EQ(cpu::choose_gemm_routes(zen5(), "onednn").bf16.route, GemmRoute::onednn_bf16);
@@ -135,7 +136,7 @@ TEST(GemmRoute, EnvOverridesAreValidated) {
 TEST(GemmRoute, ReportNamesEachFamilyAndTheCpu) {
   const CpuFeatures f = sapphire_rapids(true);
   const std::string rep = cpu::gemm_route_report(cpu::choose_gemm_routes(f, ""), f);
-  EXPECT_NE(rep.find("bf16 GEMMs: amx"), std::string::npos) << rep;
+  EXPECT_NE(rep.find("bf16 GEMMs: ours-amx"), std::string::npos) << rep;
   EXPECT_NE(rep.find("fp32 GEMMs: ours-avx512-fp32"), std::string::npos) << rep;
   EXPECT_NE(rep.find("mock AVX-512"), std::string::npos) << rep;
   // the backend reports its own routes

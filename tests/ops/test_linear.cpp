@@ -86,7 +86,7 @@ std::vector<cpu::GemmRoute> runnable_routes() {
   std::vector<cpu::GemmRoute> r{cpu::GemmRoute::onednn_fp32};
   if (f.avx512) r.push_back(cpu::GemmRoute::ours_fp32);
   if (f.avx512_bf16) r.push_back(cpu::GemmRoute::ours_bf16), r.push_back(cpu::GemmRoute::onednn_bf16);
-  if (f.amx_usable()) r.push_back(cpu::GemmRoute::amx);
+  if (f.amx_usable()) r.push_back(cpu::GemmRoute::amx), r.push_back(cpu::GemmRoute::ours_amx);
   return r;
 }
 
@@ -97,6 +97,7 @@ std::unique_ptr<Backend> backend_on(cpu::GemmRoute r) {
   routes.bf16.route = r;
   routes.fp32.route = r == cpu::GemmRoute::ours_bf16 ? cpu::GemmRoute::ours_fp32
                       : r == cpu::GemmRoute::amx || r == cpu::GemmRoute::onednn_bf16 ? cpu::GemmRoute::onednn_fp32
+                      : r == cpu::GemmRoute::ours_amx                                    ? cpu::GemmRoute::ours_fp32
                                                                                          : r;
   cpu::set_gemm_routes_override(&routes);
   auto be = create_backend("cpu");

@@ -1,8 +1,8 @@
 // GEMM of the CPU linear layers: C (M, N) = / += op(A) (M, K) · op(B) (K, N) (+ bias (N)) on fp32
 // data, with fp32 operands or operands rounded to bf16 (round to nearest even, exactly as
-// convert_f32_to_bf16) and fp32 accumulation. Three implementations: ours on AVX-512
-// (gemm_avx512.cpp), oneDNN's matmul (matmul.cpp, the fallback) and a plain reference in double
-// (reference.cpp) that the op tests compare against.
+// convert_f32_to_bf16) and fp32 accumulation. Four implementations: ours on AVX-512
+// (gemm_avx512.cpp), ours on AMX tiles (gemm_amx.cpp), oneDNN's matmul (matmul.cpp) and a plain
+// reference in double (reference.cpp) that the op tests compare against.
 #pragma once
 #include <cstdint>
 
@@ -39,6 +39,14 @@ double measure_peak_gflops_avx512(bool bf16);
 // GFLOP/s of a tile-only tdpbf16ps loop on all OpenMP threads (peak_amx.cpp; ~0.15 s); 0 where
 // AMX-BF16 is not usable (cpu_features().amx_usable()).
 double measure_peak_gflops_amx();
+
+// Ours on AMX tiles (gemm_amx.cpp): C (M, N) = / += op(A) (M, K) · B (K, N) (+ bias (N)) with
+// fp32 accumulation. A is fp32 (g.A) or bf16 (a16), stored (M, K) or, trans_a, (K, M) with leading
+// dimension g.lda, and rounded to bf16 while it is packed (as convert_f32_to_bf16); B is already
+// bf16 in the blocked layout of pack_b.h (BlockedB{K, N}). g.B, g.B16, g.trans_b are not read.
+// Call only where cpu_features().amx_usable(). Each element's sum runs in the same order whatever
+// the thread count.
+void gemm_amx(const GemmArgs& g, const uint16_t* a16, const uint16_t* b_blocked);
 
 // oneDNN matmul (dense operands: lda, ldb, ldc equal to the stored row lengths). With bf16 the
 // operands are first rounded into scratch buffers; gemm_onednn_bf16 takes them already rounded.

@@ -12,13 +12,14 @@
 namespace sft::cpu {
 
 enum class GemmRoute {
+  ours_amx,     // our GEMM on AMX tiles (tdpbf16ps, gemm_amx.cpp), bf16 only
   amx,          // oneDNN bf16 matmul, which runs AMX tiles (tdpbf16ps) where the CPU has them
   onednn_bf16,  // oneDNN bf16 matmul without AMX (SFT_GEMM=onednn on an AVX512-BF16 CPU)
   ours_bf16,    // our AVX-512 GEMM on vdpbf16ps (gemm_avx512.cpp)
   ours_fp32,    // our AVX-512 GEMM on fp32 FMA; bf16 GEMMs round their operands to bf16 first
   onednn_fp32,  // oneDNN fp32 matmul (CPUs without AVX-512); bf16 GEMMs round operands first
 };
-const char* gemm_route_name(GemmRoute r);  // "amx", "ours-avx512-bf16", ...
+const char* gemm_route_name(GemmRoute r);  // "ours-amx", "onednn-amx", "ours-avx512-bf16", ...
 
 struct RouteChoice {
   GemmRoute route = GemmRoute::onednn_fp32;
@@ -39,7 +40,8 @@ struct PeakHints {
 };
 
 // The rule. env is SFT_GEMM: "" (choose), "ours" (our AVX-512 GEMM; vdpbf16ps for bf16), "onednn"
-// (oneDNN for both; it picks AMX itself where usable), "amx" (bf16 on AMX, fp32 as chosen). A value
+// (oneDNN for both; it picks AMX itself where usable), "amx" (bf16 on our AMX GEMM, fp32 as chosen,
+// as "" on an AMX CPU). A value
 // the CPU cannot honour (ours without AVX-512, amx without usable AMX) or an unknown one fails
 // with SFT_CHECK naming the CPU and the reason.
 GemmRoutes choose_gemm_routes(const CpuFeatures& f, std::string_view env, const PeakHints& peaks = {});

@@ -192,6 +192,8 @@ struct CpuBackend::Gemm {
 
   const cpu::RouteChoice& route(DType dt) const { return dt == DType::bf16 ? routes.bf16 : routes.fp32; }
   static bool onednn_bf16(cpu::GemmRoute r) { return r == cpu::GemmRoute::amx || r == cpu::GemmRoute::onednn_bf16; }
+  // The routes that take bf16 operands as they are and hold packed bf16 weight copies.
+  static bool packs_bf16(cpu::GemmRoute r) { return onednn_bf16(r) || r == cpu::GemmRoute::ours_amx; }
 
   // Copies derived from memory overlapping [p, p + bytes) are stale (erase: the memory is freed).
   void written(const void* ptr, size_t bytes, bool erase) {
@@ -222,6 +224,7 @@ struct CpuBackend::Gemm {
       for (Packed& p : c.packed) p.valid = false;
     }
     Packed& p = c.packed[form];
+    if (ours_amx()) return weight_blocked(w, c, form, sibling != nullptr);
     // layouts by value: prim() may clear its cache (and the descs in it) when it builds another
     const memory::desc layout = onednn().prim(g, memory::data_type::bf16, true).packed_b;
     if (!p.valid || p.layout != layout) {
@@ -265,6 +268,33 @@ struct CpuBackend::Gemm {
     return p.data.data();
   }
 
+  // Our AMX GEMM runs the bf16 GEMMs: weights in pack_b.h's blocked layout, activations packed
+  // (and rounded, when fp32) per call in whatever layout they come.
+  bool ours_amx() const { return routes.bf16.route == cpu::GemmRoute::ours_amx; }
+  // w's bf16 values in BlockedB layout for form 0 (B = wᵀ) or 1 (B = w); both from one read of w
+  // when the other form is stale too and has been used (training).
+  const void* weight_blocked(const Tensor& w, WeightCopies& c, int form, bool both) {
+    Packed& p = c.packed[form];
+    if (p.valid) return p.data.data();
+    const int64_t OC = w.dim(0), IC = w.dim(1);
+    auto size = [&](int f) { return size_t(cpu::BlockedB{f == 0 ? IC : OC, f == 0 ? OC : IC}.size()) * 2; };
+    Packed& other = c.packed[1 - form];
+    if (both && !other.valid && !other.data.empty()) {
+      c.packed[0].data.resize(size(0)), c.packed[1].data.resize(size(1));
+      uint16_t *f16 = reinterpret_cast<uint16_t*>(c.packed[0].data.data()), *d16 = reinterpret_cast<uint16_t*>(c.packed[1].data.data());
+      if (w.dtype == DType::f32) cpu::pack_b_bf16_both(w.f32(), OC, IC, f16, d16);
+      else cpu::pack_b_bf16_both(w.bf16(), OC, IC, f16, d16);
+      c.packed[0].valid = c.packed[1].valid = true;
+      return p.data.data();
+    }
+    p.data.resize(size(form));
+    uint16_t* dst = reinterpret_cast<uint16_t*>(p.data.data());
+    if (w.dtype == DType::f32) cpu::pack_b_bf16(w.f32(), OC, IC, form == 0, dst);
+    else cpu::pack_b_bf16(w.bf16(), OC, IC, form == 0, dst);
+    p.valid = true;
+    return p.data.data();
+  }
+
   // Runs g (A fp32; B fp32 in g.B, or bf16 in g.B16) in precision dt on its route. x16 / a16:
   // bf16 roundings of A made earlier in this call (nullptr: made here). w: the weight when B is
   // one (its copies are cached), with form 0 forward, 1 dx; absent for dw.
@@ -286,6 +316,18 @@ struct CpuBackend::Gemm {
       if (r == cpu::GemmRoute::ours_bf16 && bf16) cpu::gemm_bf16_avx512(g);
       else cpu::gemm_f32_avx512(g);
       return;
+    }
+    if (r == cpu::GemmRoute::ours_amx && bf16) {  // A rounded while packed; B blocked
+      if (w) {
+        const cpu::GemmArgs plain = [&] { auto h = g; h.B16 = nullptr; return h; }();
+        return cpu::gemm_amx(plain, a16, static_cast<const uint16_t*>(weight_packed(*w, plain, form, sibling)));
+      }
+      SFT_ASSERT(g.ldb == (g.trans_b ? g.K : g.N));  // B (K, N), or (N, K) when trans_b, dense
+      uint16_t* b = grow(act16[1], size_t(cpu::BlockedB{g.K, g.N}.size()));
+      const int64_t rows = g.trans_b ? g.N : g.K, cols = g.trans_b ? g.K : g.N;
+      if (g.B16) cpu::pack_b_bf16(g.B16, rows, cols, g.trans_b, b);
+      else cpu::pack_b_bf16(g.B, rows, cols, g.trans_b, b);
+      return cpu::gemm_amx(g, a16, b);
     }
     if (onednn_bf16(r) && bf16) {
       if (!a16) a16 = round_into(act16[0], g.A, size_t(g.M * g.K));
@@ -335,10 +377,10 @@ void CpuBackend::weights_written(const void* ptr, size_t bytes, bool freed) {
 }
 
 bool CpuBackend::bf16_activations() const {
-  return gemm_->bf16_activations_allowed && matmul_dtype_ == DType::bf16 && Gemm::onednn_bf16(gemm_->routes.bf16.route);
+  return gemm_->bf16_activations_allowed && matmul_dtype_ == DType::bf16 && Gemm::packs_bf16(gemm_->routes.bf16.route);
 }
 
-int CpuBackend::bf16_weight_copy_bytes() const { return Gemm::onednn_bf16(gemm_->routes.bf16.route) ? 4 : 0; }
+int CpuBackend::bf16_weight_copy_bytes() const { return Gemm::packs_bf16(gemm_->routes.bf16.route) ? 4 : 0; }
 
 void CpuBackend::linear_forward(Tensor out, Tensor x, Tensor w, Tensor bias, bool accumulate) {
   const int64_t N = x.numel() / x.dim(-1), IC = x.dim(-1), OC = w.dim(0);
@@ -378,13 +420,15 @@ void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout
   // On the oneDNN bf16 routes the operands are rounded here, each once: dout for dx as is, and
   // doutᵀ and xᵀ for dw, so that the dw GEMM reads plain A and a (N, K) B, the layouts its AMX
   // kernel runs fastest on (1.5 vs 0.8 TFLOP/s for a transposed A on a 2-core Xeon, base gate/up).
+  // On our AMX route nothing is copied here: dx packs dout (rounding an fp32 one) as its A, and
+  // dw packs doutᵀ straight from dout and x into the blocked B layout.
+  const bool ours = dt == DType::bf16 && gemm_->ours_amx();
   const bool rounded_here = dt == DType::bf16 && Gemm::onednn_bf16(gemm_->routes.bf16.route);
-  uint16_t* dout16 = nullptr;  // dout (N, OC) rounded, for dx
+  uint16_t* dout16 = dout16_in ? const_cast<uint16_t*>(dout.bf16()) : nullptr;  // dout (N, OC) in bf16, for dx
   uint16_t* doutT = nullptr;   // doutᵀ (OC, N) rounded, for dw
   if (rounded_here) {          // both from one read of dout
     doutT = grow(gemm_->act16[1], size_t(dout.numel()));
     if (dout16_in) {  // stored in bf16 by the op that produced it: only the transpose is made
-      dout16 = const_cast<uint16_t*>(dout.bf16());
       transpose_bf16(dout16, N, OC, doutT);
     } else {
       if (!dx.empty()) dout16 = grow(gemm_->act16[0], size_t(dout.numel()));
@@ -397,7 +441,15 @@ void CpuBackend::linear_backward(Tensor dx, Tensor dw, Tensor dbias, Tensor dout
                           .bias = nullptr, .accumulate = accumulate_dx, .B16 = w16 ? w.bf16() : nullptr};
     gemm_->run(g, dt, &w, 1, dout16);
   }
-  if (rounded_here) {  // dw (OC, IC) += doutᵀ (OC, N) · (xᵀ (IC, N))ᵀ
+  if (ours) {  // dw (OC, IC) += doutᵀ (OC, N) · x (N, IC), x in the blocked layout
+    uint16_t* xb = grow(gemm_->act16[1], size_t(cpu::BlockedB{N, IC}.size()));
+    if (x16) cpu::pack_b_bf16(x.bf16(), N, IC, false, xb);
+    else cpu::pack_b_bf16(x.f32(), N, IC, false, xb);
+    const cpu::GemmArgs g{.trans_a = true, .trans_b = false, .M = OC, .N = IC, .K = N,
+                          .A = dout16_in ? nullptr : dout.f32(), .lda = OC, .B = nullptr, .ldb = IC,
+                          .C = dw.f32(), .ldc = IC, .bias = nullptr, .accumulate = true};
+    cpu::gemm_amx(g, dout16, xb);
+  } else if (rounded_here) {  // dw (OC, IC) += doutᵀ (OC, N) · (xᵀ (IC, N))ᵀ
     uint16_t* xT = grow(gemm_->act16[0], size_t(x.numel()));  // dout16 is no longer needed
     if (x16) transpose_bf16(x.bf16(), N, IC, xT);
     else convert_f32_to_bf16_transposed(x.f32(), N, IC, xT);
