@@ -141,6 +141,7 @@ int64_t max_batch_tokens(const Dataset& data, const DataLoader& loader, const Tr
 // and computes as many units' gradients before reduce-scattering them; shard_grad_op keeps the
 // whole model (and the bf16 copies of all of it) besides its master shard. Under --bf16,
 // full_shard also keeps its shard rounded to bf16 (what it sends in the bf16 gathers).
+// Hybrid modes: the same within a node of `world` ranks (every node holds a replica).
 MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode, int world) {
   Weights layout;
   std::vector<ParamUnit> units;
@@ -153,7 +154,7 @@ MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode
     largest = std::max(largest, len * world);
   }
   const int64_t in_flight = (cfg.tie_word_embeddings ? 3 : 2) * largest;
-  const bool whole = mode == ShardMode::shard_grad_op;
+  const bool whole = within_node(mode) == ShardMode::shard_grad_op;
   if (plan.weight_copies > 0) plan.weight_copies = 2 * (whole ? padded : in_flight) + (whole ? 0 : 2 * shard);
   plan.weights = 4 * (shard + (whole ? padded : in_flight));
   plan.grads = 4 * (shard + in_flight + (cfg.tie_word_embeddings ? 3 : 2) * (largest / world));
@@ -211,7 +212,7 @@ int run_train(int argc, char** argv) {
             cfg.save_steps);
   std::vector<std::string> fsdp_notes;  // --fsdp_config: applied before the configuration is shown
   if (!cfg.fsdp_config.empty()) {
-    const FsdpConfig fc = read_fsdp_config(cfg.fsdp_config);
+    const FsdpConfig fc = read_fsdp_config(cfg.fsdp_config, cfg.device);
     if (fc.activation_checkpointing) cfg.gradient_checkpointing = true;
     fsdp_notes = fc.notes;
   }
@@ -224,7 +225,7 @@ int run_train(int argc, char** argv) {
   const OutputDirLock output_lock(cfg.output_dir, launch.rank == 0);
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
   else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
-  const std::optional<ShardMode> shard = parse_fsdp_mode(cfg.fsdp, launch.size);
+  const std::optional<ShardMode> shard = parse_fsdp_mode(cfg.fsdp, launch.size, cfg.device);
 
   auto backend = create_backend(cfg.device, launch.size > 1 ? launch.local_rank : -1);  // a GPU per local rank
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
@@ -234,15 +235,9 @@ int run_train(int argc, char** argv) {
   if (comm->size() > 1)
     std::printf("data parallel: %d ranks (%s), %d threads each; --fsdp %s; global batch %ld rows\n", comm->size(),
                 launch.launcher.c_str(), omp_get_max_threads(),
-                !shard ? "no_shard: the whole model on every rank, gradients all-reduced per layer"
-                : *shard == ShardMode::full_shard
-                    ? (cfg.bf16 ? "full_shard: weights, gradients and AdamW moments sharded 1/N, each layer "
-                                  "all-gathered around its use (matrices in bf16, norms and biases fp32), gradients "
-                                  "reduce-scattered"
-                                : "full_shard: weights, gradients and AdamW moments sharded 1/N, each layer "
-                                  "all-gathered (fp32) around its use, gradients reduce-scattered")
-                    : "shard_grad_op: weights whole on every rank, gradients reduce-scattered, AdamW moments "
-                      "sharded 1/N, updated shards all-gathered after each step",
+                (shard ? describe_shard_mode(*shard, cfg.bf16)
+                       : std::string("no_shard: the whole model on every rank, gradients all-reduced per layer"))
+                    .c_str(),
                 long(cfg.per_device_train_batch_size * cfg.gradient_accumulation_steps * comm->size()));
   if (const std::string routes = backend->route_report(); !routes.empty())
     std::printf("%s%s", routes.c_str(), routes.back() == '\n' ? "" : "\n");
@@ -275,7 +270,7 @@ int run_train(int argc, char** argv) {
   const int copy_bytes = cfg.bf16 ? backend->bf16_weight_copy_bytes() : 0;
   const bool host_model = backend->device() == Device::cpu;  // a GPU backend checks its own device memory
   MemoryPlan model_plan = plan_training_memory(mcfg, mopt, 0, copy_bytes);
-  if (shard) model_plan = per_rank_plan(model_plan, mcfg, *shard, comm->size());
+  if (shard) model_plan = per_rank_plan(model_plan, mcfg, *shard, shard_group_size(*shard, launch));
   if (host_model)
     check_memory_fits(model_plan, available, cfg.per_device_train_batch_size, cfg.model_max_length,
                       cfg.gradient_checkpointing);
@@ -319,7 +314,7 @@ int run_train(int argc, char** argv) {
   int64_t max_tokens = max_batch_tokens(train_data, loader, cfg);
   for (const Batch& b : eval_batches) max_tokens = std::max(max_tokens, b.num_tokens());
   MemoryPlan plan = plan_training_memory(mcfg, mopt, max_tokens, copy_bytes);
-  if (shard) plan = per_rank_plan(plan, mcfg, *shard, comm->size());
+  if (shard) plan = per_rank_plan(plan, mcfg, *shard, shard_group_size(*shard, launch));
   plan.data = train_data.memory_bytes() + (eval_data ? eval_data->memory_bytes() : 0);
   for (const Batch& b : eval_batches)
     plan.data += int64_t(b.tokens.size() * sizeof(int32_t) * 3 + b.cu_seqlens.size() * sizeof(int32_t));

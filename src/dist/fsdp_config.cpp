@@ -23,7 +23,7 @@ std::string shown(const json& v) {
 
 }  // namespace
 
-FsdpConfig read_fsdp_config(const std::string& path) {
+FsdpConfig read_fsdp_config(const std::string& path, const std::string& device) {
   const std::string text = read_text_file(path, "fsdp_config");
   SFT_CHECK(text.size() <= (size_t(1) << 20), "fsdp_config", "{}: {} bytes, more than the 1 MiB an FSDP config may have",
             path, text.size());
@@ -69,9 +69,12 @@ FsdpConfig read_fsdp_config(const std::string& path) {
                                                   "recomputed before its backward, as --gradient_checkpointing True)"
                                                 : "off: as --gradient_checkpointing says");
     } else if (key == "offload_params" || key == "cpu_offload") {
-      SFT_CHECK(!boolean(key, v), "fsdp_config",
-                "{}: '{}' true asks for parameter offload, which sft has not built yet (as --fsdp offload)", path, raw);
-      note(key, v, "honoured: no offload");
+      const bool offload = boolean(key, v);
+      SFT_CHECK(!offload || device == "cpu", "fsdp_config",
+                "{}: '{}' true on --device {} asks for parameter offload to host memory, which sft has not built yet "
+                "for GPU ranks (as --fsdp offload)", path, raw, device);
+      note(key, v, offload ? "CPU ranks: the model state is in host memory already, nothing to move (as --fsdp offload)"
+                           : "honoured: no offload");
     } else if (key == "sync_module_states") {
       note(key, v, "every rank starts from the same weights (each reads them from the same files, and the "
                    "configuration check at start compares the ranks' options and data)");
@@ -83,7 +86,7 @@ FsdpConfig read_fsdp_config(const std::string& path) {
       note(key, v, "sft saves the full HF model (FULL_STATE_DICT, written by rank 0 unit by unit) and each "
                    "checkpoint's optimizer state in a layout that does not depend on the rank count");
     } else if (key == "sharding_strategy" || key == "reshard_after_forward") {
-      note(key, v, "not used here: the sharding mode comes from --fsdp (full_shard, shard_grad_op, no_shard)");
+      note(key, v, "not used here: the sharding mode comes from --fsdp (full_shard, shard_grad_op, hybrid_shard, no_shard)");
     } else if (key.rfind("xla", 0) == 0) {
       note(key, v, "not used: XLA (TPU) settings");
     } else {

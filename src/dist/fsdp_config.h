@@ -1,7 +1,8 @@
 // HF Trainer's --fsdp_config FILE: a JSON object of FSDP settings (transformers' TrainingArguments
 // keys, with or without accelerate's "fsdp_" prefix, which HF strips). Each key is honoured, or
 // noted once with what sft does instead, or refused where it asks for what is not built
-// (parameter offload); keys sft does not know are noted, not fatal, as HF ignores them too.
+// (parameter offload on GPU ranks; CPU ranks have nothing to move); keys sft does not know are
+// noted, not fatal, as HF ignores them too.
 #pragma once
 #include <string>
 #include <vector>
@@ -14,7 +15,7 @@ struct FsdpConfig {
 };
 
 // Errors: "[fsdp_config] PATH: ..." for an unreadable file, bad JSON, a non-object, a value of the
-// wrong type (naming the key), and offload_params true.
-FsdpConfig read_fsdp_config(const std::string& path);
+// wrong type (naming the key), and offload_params true on a device other than "cpu" (--device).
+FsdpConfig read_fsdp_config(const std::string& path, const std::string& device = "cpu");
 
 }  // namespace sft

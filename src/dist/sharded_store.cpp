@@ -63,6 +63,9 @@ NodeComms hybrid_groups(Comm& world, ShardMode mode) {
       std::printf("note: --fsdp %s on one node (%d ranks): nothing to replicate across nodes, the same as %s\n",
                   shard_mode_name(mode), world.size(), shard_mode_name(within_node(mode)));
     g.across.reset();
+  } else if (world.rank() == 0) {
+    std::printf("%s: %d nodes of %d ranks; the model sharded 1/%d within each node, every node a replica\n",
+                shard_mode_name(mode), g.across->size(), g.node->size(), g.node->size());
   }
   return g;
 }

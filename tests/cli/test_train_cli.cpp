@@ -222,7 +222,8 @@ TEST_F(TrainCli, TheDoneLineNamesItsLossesAndMatchesTheLog) {
 
 // HF's --fsdp_config file: its activation_checkpointing turns gradient checkpointing on (the
 // layers are recomputed: the same losses as the straight run), every key is noted once, and a
-// parameter offload is refused before anything loads.
+// parameter offload is noted on CPU (nothing to move) and refused on --device cuda before anything
+// loads.
 TEST_F(TrainCli, AnFsdpConfigFileIsHonouredOrNoted) {
   const fs::path cfg = root_ / "fsdp_config.json", off = root_ / "fsdp_offload.json";
   std::ofstream(cfg) << R"({"fsdp_transformer_layer_cls_to_wrap": "LlamaDecoderLayer", "activation_checkpointing": true,
@@ -242,10 +243,18 @@ TEST_F(TrainCli, AnFsdpConfigFileIsHonouredOrNoted) {
   const auto want = step_losses(straight_dir()), got = step_losses(out);
   ASSERT_EQ(got.size(), want.size());
   for (auto [step, loss] : want) EXPECT_NEAR(got.at(step), loss, 1e-6 * loss) << "step " << step;
-  const CmdResult o = run(train_cmd(root_ / "fsdp_offload", "--fsdp_config " + off.string()));
+  const CmdResult o = run(train_cmd(root_ / "fsdp_offload", "--fsdp_config " + off.string() + " --device cuda"));
   EXPECT_EQ(o.code, 1);
-  EXPECT_NE(o.out.find("'fsdp_offload_params' true asks for parameter offload"), std::string::npos) << o.out;
+  EXPECT_NE(o.out.find("'fsdp_offload_params' true on --device cuda asks for parameter offload"), std::string::npos)
+      << o.out;
   EXPECT_EQ(o.out.find("step 1"), std::string::npos) << o.out;
+  const CmdResult c = run(train_cmd(root_ / "fsdp_offload_cpu", "--fsdp_config " + off.string()));
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("note: --fsdp_config offload_params = true: CPU ranks: the model state is in host memory"),
+            std::string::npos) << c.out;
+  const auto cpu = step_losses(root_ / "fsdp_offload_cpu");  // nothing moved: the straight run's losses
+  ASSERT_EQ(cpu.size(), want.size());
+  for (auto [step, loss] : want) EXPECT_EQ(cpu.at(step), loss) << "step " << step;
 }
 
 // Output to a pipe (stdout buffered, stderr not): the resolved configuration (stdout) still comes

@@ -1,7 +1,8 @@
 // --fsdp_config (dist/fsdp_config.h): HF's keys with and without accelerate's "fsdp_" prefix, each
 // honoured or noted once; activation_checkpointing turns gradient
-// checkpointing on; parameter offload, values of the wrong type and malformed files are errors
-// naming the file and the key.
+// checkpointing on; parameter offload is noted on CPU ranks (nothing to move) and an error on GPU
+// ranks (not built); values of the wrong type and malformed files are errors naming the file and
+// the key.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -23,9 +24,9 @@ std::string write(const std::string& name, const std::string& text) {
   return p.string();
 }
 
-std::string error_of(const std::string& path) {
+std::string error_of(const std::string& path, const std::string& device = "cpu") {
   try {
-    read_fsdp_config(path);
+    read_fsdp_config(path, device);
   } catch (const Error& e) {
     return e.what();
   }
@@ -72,8 +73,14 @@ TEST(FsdpConfig, EveryKeyIsHonouredOrNotedOnce) {
 
 TEST(FsdpConfig, OffloadWrongTypesAndMalformedFilesAreNamedErrors) {
   const std::string offload = write("offload", R"({"fsdp_offload_params": true})");
-  EXPECT_NE(error_of(offload).find(offload + ": 'fsdp_offload_params' true asks for parameter offload"), std::string::npos)
-      << error_of(offload);
+  EXPECT_NE(error_of(offload, "cuda").find(offload + ": 'fsdp_offload_params' true on --device cuda asks for parameter "
+                                                     "offload"), std::string::npos)
+      << error_of(offload, "cuda");
+  // CPU ranks: the state is in host memory already; noted, not refused.
+  const FsdpConfig cpu = read_fsdp_config(offload, "cpu");
+  ASSERT_EQ(cpu.notes.size(), 1u);
+  EXPECT_NE(cpu.notes[0].find("offload_params = true: CPU ranks: the model state is in host memory already"),
+            std::string::npos) << cpu.notes[0];
   const std::string type = write("type", R"({"limit_all_gathers": 2})");
   EXPECT_NE(error_of(type).find(type + ": 'limit_all_gathers' must be true or false, got 2"), std::string::npos)
       << error_of(type);

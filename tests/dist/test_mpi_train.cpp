@@ -206,12 +206,22 @@ TEST_F(MpiTrain, ARankThatFailsAloneEndsTheJobNamingIt) {
 }
 
 TEST_F(MpiTrain, ModesNotBuiltYetAreRefusedNotIgnored) {
-  for (const char* mode : {"hybrid_shard auto_wrap", "full_shard offload auto_wrap"}) {
-    CmdResult r = run(mpirun(2) + train(root_ / "not_built", std::string("--per_device_train_batch_size 2 --fsdp '") +
-                                                              mode + "'"));
-    EXPECT_NE(r.code, 0) << r.out;
-    EXPECT_NE(r.out.find("is not built yet"), std::string::npos) << r.out;
-  }
+  // Parameter offload for GPU ranks is not built: refused before a device is looked for.
+  CmdResult r = run(mpirun(2) + train(root_ / "not_built", "--per_device_train_batch_size 2 --fsdp "
+                                                            "'full_shard offload auto_wrap' --device cuda"));
+  EXPECT_NE(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("is not built yet for GPU ranks"), std::string::npos) << r.out;
+  // CPU ranks have nothing to move: rank 0 says so once and the run is full_shard's, loss for loss.
+  const std::string two_steps = "--per_device_train_batch_size 2 --max_steps 2 --fsdp '";
+  r = run(mpirun(2) + train(root_ / "offload_cpu", two_steps + "full_shard offload auto_wrap'"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  const std::string note = "note: --fsdp offload on CPU ranks: the model state is in host memory already";
+  ASSERT_NE(r.out.find(note), std::string::npos) << r.out;
+  EXPECT_EQ(r.out.find(note, r.out.find(note) + 1), std::string::npos) << "said more than once:\n" << r.out;
+  EXPECT_NE(r.out.find("--fsdp full_shard:"), std::string::npos) << r.out;
+  CmdResult f = run(mpirun(2) + train(root_ / "offload_cpu_ref", two_steps + "full_shard auto_wrap'"));
+  ASSERT_EQ(f.code, 0) << f.out;
+  EXPECT_EQ(step_losses(root_ / "offload_cpu"), step_losses(root_ / "offload_cpu_ref"));
 }
 
 // FSDP full_shard across 2 ranks trains what one process accumulating 2 micro-batches trains; its
