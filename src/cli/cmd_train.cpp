@@ -19,6 +19,7 @@
 
 #include "backend/backend.h"
 #include "cli/commands.h"
+#include "core/file_hash.h"
 #include "core/log.h"
 #include "cli/options.h"
 #include "data/dataset.h"
@@ -26,6 +27,7 @@
 #include "dist/fsdp_config.h"
 #include "dist/fsdp_mode.h"
 #include "dist/replicated_store.h"
+#include "dist/shared_dataset.h"
 #include "dist/sharded_store.h"
 #include "dist/world.h"
 #include "io/checkpoint.h"
@@ -163,8 +165,8 @@ MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode
 }
 
 // What every rank must agree on: the resolved options except paths that may differ per host, the
-// data as a resume checks it (each file's size and XXH3, the template), and the checkpoint the
-// run resumes from.
+// data as a resume checks it (each file's size and XXH3, the template), what the ranks' joined
+// parts of it hold (the tokenized content's XXH3), and the checkpoint the run resumes from.
 Fingerprint config_fingerprint(const TrainConfig& cfg, const Dataset& train_data, const Dataset* eval_data,
                                const std::string& resume) {
   Fingerprint out;
@@ -177,10 +179,12 @@ Fingerprint config_fingerprint(const TrainConfig& cfg, const Dataset& train_data
   }
   const Fingerprint train_id = train_data.identity();
   for (const FingerprintItem& it : train_id.items()) out.add(it.name + " (--data_path)", it.value);
+  out.add("tokenized data XXH3 (--data_path)", xxh3_hex(train_data.content_xxh3()));
   if (eval_data) {
     const Fingerprint eval_id = eval_data->identity();
     for (const FingerprintItem& it : eval_id.items())
       if (it.name != "template") out.add(it.name + " (--eval_data_path)", it.value);
+    out.add("tokenized data XXH3 (--eval_data_path)", xxh3_hex(eval_data->content_xxh3()));
   }
   out.add("--resume_from_checkpoint (the checkpoint found)", fs::path(resume).filename().string());
   return out;
@@ -288,8 +292,9 @@ int run_train(int argc, char** argv) {
                                           : fmt::format("free memory {}", human_bytes(available));
     if (launch.local_size > 1) dopt.memory_budget_note += fmt::format(", per rank of {} here", launch.local_size);
   }
-  const Dataset train_data = load_dataset(cfg.data_path, *tok, dopt);
-  log_data_summary(train_data);
+  // Each rank tokenizes 1/N of the file; every rank then holds the same Dataset, so rank 0 reports it.
+  const Dataset train_data = load_dataset_across_ranks(*comm, cfg.data_path, *tok, dopt);
+  if (comm->rank() == 0) log_data_summary(train_data);
   SFT_CHECK(train_data.size() > 0, "train", "{}: no usable sample (see the issues above)", cfg.data_path);
   DataLoader loader(train_data, loader_options(cfg, *tok, cfg.per_device_train_batch_size, true, *comm));
   LoaderStream stream(loader);
@@ -301,8 +306,8 @@ int run_train(int argc, char** argv) {
       dopt.memory_budget = std::max<int64_t>(0, dopt.memory_budget - train_data.memory_bytes());
       dopt.memory_budget_note += fmt::format(" and the training data's {}", human_bytes(train_data.memory_bytes()));
     }
-    eval_data = std::make_unique<Dataset>(load_dataset(cfg.eval_data_path, *tok, dopt));
-    log_data_summary(*eval_data);
+    eval_data = std::make_unique<Dataset>(load_dataset_across_ranks(*comm, cfg.eval_data_path, *tok, dopt));
+    if (comm->rank() == 0) log_data_summary(*eval_data);
     DataLoader eval_loader(*eval_data, loader_options(cfg, *tok, cfg.per_device_eval_batch_size, false, *comm));
     for (Batch b; eval_loader.next(b);) eval_batches.push_back(b);
   } else if (cfg.evaluation_strategy != IntervalStrategy::no) {

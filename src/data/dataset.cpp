@@ -2,6 +2,7 @@
 // (OpenMP, dynamic schedule: conversation lengths vary a lot), then appended in file order, so the
 // result and the issue list do not depend on the thread count. Memory is estimated and checked
 // before the largest samples and before the bulk of the file are parsed (DataMemoryEstimate).
+// With DataOptions::parts > 1 only one part's samples are encoded (data/dataset_parts.h).
 #include "data/dataset.h"
 
 #include <omp.h>
@@ -18,6 +19,7 @@
 #include "core/log.h"
 #include "core/file_hash.h"
 #include "data/chat_template.h"
+#include "data/dataset_parts.h"
 #include "data/jinja_chat.h"
 #include "data/sample_encoder.h"
 
@@ -54,6 +56,22 @@ Fingerprint Dataset::identity() const {
   f.add("data file XXH3", xxh3_hex(stats_.xxh3));
   f.add("template", template_id_);
   return f;
+}
+
+uint64_t Dataset::content_xxh3() const {
+  const auto h = [](const auto& v) { return xxh3_of(v.data(), v.size() * sizeof(v[0])); };
+  std::vector<uint64_t> parts{h(tokens_), h(train_), h(offsets_), h(source_), h(full_length_)};
+  for (const SampleIssue& i : issues_) {
+    const std::vector<int64_t> head{i.index, i.line, static_cast<int64_t>(i.kind)};
+    parts.push_back(h(head));
+    parts.push_back(h(i.detail));
+  }
+  const DataStats& st = stats_;
+  const std::vector<int64_t> counts{st.samples, st.kept, st.invalid, st.dropped, st.truncated,
+                                    st.leading_assistant_dropped, st.tokens, st.trainable_tokens, st.longest,
+                                    st.encoder_fallbacks};
+  parts.push_back(h(counts));
+  return h(parts);
 }
 
 int64_t Dataset::memory_bytes() const {
@@ -117,9 +135,11 @@ std::string template_identity(const ConversationRenderer& renderer, const DataOp
   return id;
 }
 
-// Before anything is parsed: no sample of 2 GiB or more (the tokenizers index a sample's symbols
-// with 32-bit positions), and the `threads` largest samples in flight at once must fit.
-void check_largest_samples(const SampleFile& file, const DataOptions& opt, int threads, TokenizerKind kind) {
+// Before anything is parsed: no sample of 2 GiB or more in the file (the tokenizers index a
+// sample's symbols with 32-bit positions), and the `threads` largest samples of [begin, end) in
+// flight at once must fit.
+void check_largest_samples(const SampleFile& file, int64_t begin, int64_t end, const DataOptions& opt, int threads,
+                           TokenizerKind kind) {
   constexpr size_t kMaxSample = (size_t(1) << 31) - 1;
   for (int64_t i = 0; i < file.size(); ++i)
     if (file.sample_bytes(i) > kMaxSample)
@@ -127,9 +147,9 @@ void check_largest_samples(const SampleFile& file, const DataOptions& opt, int t
                    "inside a sample are 32-bit; sft keeps only its first {} tokens anyway). Shorten, split or remove "
                    "that sample",
            file.path(), i, file.line(i), human_bytes(static_cast<int64_t>(file.sample_bytes(i))), opt.model_max_length);
-  if (opt.memory_budget < 0 || file.size() == 0) return;
+  if (opt.memory_budget < 0 || begin == end) return;
   std::priority_queue<std::pair<size_t, int64_t>, std::vector<std::pair<size_t, int64_t>>, std::greater<>> top;
-  for (int64_t i = 0; i < file.size(); ++i) {
+  for (int64_t i = begin; i < end; ++i) {
     top.emplace(file.sample_bytes(i), i);
     if (static_cast<int>(top.size()) > threads) top.pop();
   }
@@ -155,26 +175,36 @@ void check_largest_samples(const SampleFile& file, const DataOptions& opt, int t
        human_bytes(opt.memory_budget), opt.memory_budget_note);
 }
 
-// After the first chunk: the whole file's memory from its tokens per byte so far.
-DataMemoryEstimate estimate_rest(const SampleFile& file, int64_t done_samples, size_t done_bytes, int64_t full_tokens,
-                                 int64_t kept_tokens, const DataOptions& opt, int threads, int64_t chunk_bytes,
-                                 TokenizerKind kind) {
+// After the first chunk (samples [begin, done) of the part [begin, end)): the whole file's memory
+// from its tokens per byte so far. A part's process ends up holding the whole file's tokens too
+// (joined from every part), and its own part's beside them while they are joined.
+DataMemoryEstimate estimate_rest(const SampleFile& file, int64_t begin, int64_t done, int64_t end, size_t done_bytes,
+                                 int64_t full_tokens, int64_t kept_tokens, const DataOptions& opt, int threads,
+                                 int64_t chunk_bytes, TokenizerKind kind) {
   DataMemoryEstimate e;
   e.samples = file.size();
   // Tokens per JSON byte of the samples read so far (all of them: invalid ones give none); a
   // quarter when none were read. 10% margin.
   const double per_byte = 1.1 * (done_bytes > 0 ? static_cast<double>(full_tokens) / static_cast<double>(done_bytes) : 0.25);
+  const auto tokens_of = [&](int64_t i) {
+    return std::min<int64_t>(opt.model_max_length,
+                             static_cast<int64_t>(std::ceil(per_byte * static_cast<double>(file.sample_bytes(i)))));
+  };
   e.tokens = kept_tokens;
+  int64_t part_tokens = kept_tokens;
   std::priority_queue<size_t, std::vector<size_t>, std::greater<>> top;
-  for (int64_t i = done_samples; i < file.size(); ++i) {
-    const size_t b = file.sample_bytes(i);
-    e.tokens += std::min<int64_t>(opt.model_max_length, static_cast<int64_t>(std::ceil(per_byte * static_cast<double>(b))));
-    top.push(b);
+  for (int64_t i = 0; i < file.size(); ++i) {
+    if (i >= begin && i < done) continue;
+    e.tokens += tokens_of(i);
+    if (i < done || i >= end) continue;
+    part_tokens += tokens_of(i);
+    top.push(file.sample_bytes(i));
     if (static_cast<int>(top.size()) > threads) top.pop();
   }
   e.token_bytes = 5 * e.tokens;
   e.index_bytes = kIndexBytesPerSample * e.samples;
   for (; !top.empty(); top.pop()) e.working_bytes += sample_working_bytes(top.top(), kind);
+  if (opt.parts > 1) e.working_bytes += 5 * part_tokens + kIndexBytesPerSample * (end - begin);  // the part, joining
   e.working_bytes += 5 * static_cast<int64_t>(std::ceil(per_byte * static_cast<double>(chunk_bytes)));  // a chunk's results
   return e;
 }
@@ -197,8 +227,10 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
   SFT_CHECK(opt.model_max_length >= 2, "data", "model_max_length must be at least 2, got {}", opt.model_max_length);
   const ConversationRenderer renderer(opt.conversation_template, opt.model_dir);
   SampleFile file(path);
+  const auto t_scanned = std::chrono::steady_clock::now();
+  const auto [begin, end] = sample_part_range(file, opt.part, opt.parts);
   const int threads = std::max(1, omp_get_max_threads());
-  check_largest_samples(file, opt, threads, tok.kind());  // before the first sample is parsed (detect_format too)
+  check_largest_samples(file, begin, end, opt, threads, tok.kind());  // before the first sample is parsed (detect_format too)
   Dataset ds;
   ds.path_ = path;
   ds.template_ = renderer.description();
@@ -226,11 +258,11 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
   constexpr size_t kChunkBytes = size_t(64) << 20, kFirstChunkBytes = size_t(4) << 20;
   int64_t full_tokens = 0;  // before truncation, of the samples read so far
   std::vector<Slot> slots;
-  for (int64_t c0 = 0, m = 0; c0 < file.size(); c0 += m) {
-    const int64_t max_samples = c0 == 0 ? kFirstChunk : kChunk;
-    const size_t max_bytes = c0 == 0 ? kFirstChunkBytes : kChunkBytes;
+  for (int64_t c0 = begin, m = 0; c0 < end; c0 += m) {
+    const int64_t max_samples = c0 == begin ? kFirstChunk : kChunk;
+    const size_t max_bytes = c0 == begin ? kFirstChunkBytes : kChunkBytes;
     size_t chunk_bytes = file.sample_bytes(c0);
-    for (m = 1; c0 + m < file.size() && m < max_samples && chunk_bytes + file.sample_bytes(c0 + m) <= max_bytes; ++m)
+    for (m = 1; c0 + m < end && m < max_samples && chunk_bytes + file.sample_bytes(c0 + m) <= max_bytes; ++m)
       chunk_bytes += file.sample_bytes(c0 + m);
     slots.assign(static_cast<size_t>(m), Slot{});
 #pragma omp parallel for schedule(dynamic, 8)
@@ -301,19 +333,19 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
     }
     const size_t done = file.end_offset(c0 + m - 1);
     file.release_before(done);
-    if (c0 == 0) {
+    if (c0 == begin) {
       // The whole file's memory from the first chunk's tokens per byte, checked before the rest is
-      // parsed; the token arrays are reserved for it, so that growing them does not briefly need
-      // twice their size.
+      // parsed; the token arrays are reserved for it (one process), so that growing them does not
+      // briefly need twice their size.
       size_t read = 0;
-      for (int64_t i = 0; i < m; ++i) read += file.sample_bytes(i);
-      const DataMemoryEstimate e = estimate_rest(file, m, read, full_tokens, static_cast<int64_t>(ds.tokens_.size()),
-                                                 opt, threads, static_cast<int64_t>(std::min(kChunkBytes, file.bytes())),
-                                                 tok.kind());
+      for (int64_t i = begin; i < begin + m; ++i) read += file.sample_bytes(i);
+      const DataMemoryEstimate e = estimate_rest(file, begin, begin + m, end, read, full_tokens,
+                                                 static_cast<int64_t>(ds.tokens_.size()), opt, threads,
+                                                 static_cast<int64_t>(std::min(kChunkBytes, file.bytes())), tok.kind());
       st.estimated_bytes = e.token_bytes + e.index_bytes;
       st.estimated_peak_bytes = e.total();
       check_data_memory(file, e, opt);
-      if (m < file.size()) {
+      if (opt.parts == 1 && m < file.size()) {
         ds.tokens_.reserve(static_cast<size_t>(e.tokens)), ds.train_.reserve(static_cast<size_t>(e.tokens));
         const auto samples = static_cast<size_t>(file.size());
         ds.offsets_.reserve(samples + 1), ds.source_.reserve(samples), ds.full_length_.reserve(samples);
@@ -323,7 +355,10 @@ Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOp
   st.kept = ds.size();
   st.memory_bytes = ds.memory_bytes();
   st.encoder_fallbacks = encoder.fallbacks();
-  st.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  const auto t1 = std::chrono::steady_clock::now();
+  st.seconds = std::chrono::duration<double>(t1 - t0).count();
+  st.parts = {DataPartInfo{begin, end, std::chrono::duration<double>(t_scanned - t0).count(),
+                           std::chrono::duration<double>(t1 - t_scanned).count()}};
   return ds;
 }
 
@@ -335,8 +370,19 @@ void log_data_summary(const Dataset& data, size_t max_listed) {
            data.model_max_length(), st.tokens, st.trainable_tokens,
            st.tokens ? 100.0 * st.trainable_tokens / st.tokens : 0.0, st.seconds);
   log_info("[data] {}: {}, XXH3 {}; the tokenized data holds {} (estimated before loading: {}, and {} while "
-           "loading)", data.path(), byte_count(st.bytes), xxh3_hex(st.xxh3), human_bytes(st.memory_bytes),
-           human_bytes(st.estimated_bytes), human_bytes(st.estimated_peak_bytes));
+           "loading), content XXH3 {}", data.path(), byte_count(st.bytes), xxh3_hex(st.xxh3),
+           human_bytes(st.memory_bytes), human_bytes(st.estimated_bytes), human_bytes(st.estimated_peak_bytes),
+           xxh3_hex(data.content_xxh3()));
+  if (st.parts.size() > 1) {
+    log_info("[data] tokenized in {} parts, one per rank, then exchanged ({:.2f} s on this rank, waiting for the "
+             "slowest part included):", st.parts.size(), st.join_seconds);
+    for (size_t q = 0; q < st.parts.size(); ++q) {
+      const DataPartInfo& p = st.parts[q];
+      log_info("[data]   rank {} encoded samples {} of {} ({} samples; reading the file's layout {:.2f} s, encoding "
+               "{:.2f} s)", q, p.begin < p.end ? fmt::format("{}..{}", p.begin, p.end - 1) : std::string("none"),
+               st.samples, p.end - p.begin, p.scan_seconds, p.encode_seconds);
+    }
+  }
   if (st.leading_assistant_dropped)
     log_info("[data] {} samples started with an assistant turn; it was dropped (as FastChat)", st.leading_assistant_dropped);
   std::map<IssueKind, int64_t> by_kind;

@@ -2,7 +2,8 @@
 // by construction, truncated to model_max_length; invalid or label-less samples counted with
 // their index and reason. Built on all cores (OpenMP) in chunks, so memory is the tokens plus
 // one chunk of parsed samples; that memory is estimated and checked before the bulk is parsed.
-// Its identity (file size and XXH3, template) is what a resume checks. Reference: FastChat
+// Its identity (file size and XXH3, template) is what a resume checks. Ranks of a job each build
+// one part (DataOptions::part) and join them (data/dataset_parts.h). Reference: FastChat
 // SupervisedDataset / preprocess() (eager).
 #pragma once
 #include <cstdint>
@@ -28,6 +29,9 @@ struct DataOptions {
   // memory less the model's 1.2 GiB"). See DataMemoryEstimate.
   int64_t memory_budget = -1;
   std::string memory_budget_note = "free memory";
+  // Encode only part `part` of `parts`: contiguous samples of about 1/parts of the file's JSON
+  // bytes (sample_part_range). One rank's share; the parts are joined by join_dataset_parts.
+  int part = 0, parts = 1;
 };
 
 // The memory of loading a data file, estimated before its samples are parsed and checked against
@@ -48,6 +52,14 @@ int64_t sample_working_bytes(size_t json_bytes, TokenizerKind kind);
 // "1.2 GiB", "640.0 MiB", "12.0 KiB".
 std::string human_bytes(int64_t bytes);
 
+// The samples one process encoded, [begin, end) of the file, and its time spent reading the
+// file's layout (mapping, splitting into samples, hashing: whole-file on every rank) and
+// parsing, rendering and tokenizing its samples.
+struct DataPartInfo {
+  int64_t begin = 0, end = 0;
+  double scan_seconds = 0, encode_seconds = 0;
+};
+
 struct DataStats {
   int64_t samples = 0;    // in the file
   int64_t kept = 0;       // usable samples
@@ -65,8 +77,13 @@ struct DataStats {
   int64_t estimated_bytes = 0;   // the data's tokens and index, estimated before the bulk was parsed
   int64_t estimated_peak_bytes = 0;  // with the samples in flight: DataMemoryEstimate::total(), checked
   int64_t memory_bytes = 0;      // what the Dataset holds (Dataset::memory_bytes())
-  double seconds = 0;            // wall time of load_dataset
+  double seconds = 0;            // wall time of load_dataset (and of joining the parts)
+  // Who encoded what: one entry (the whole file) for one process, one per part after a join.
+  std::vector<DataPartInfo> parts;
+  double join_seconds = 0;  // joining the parts (waiting for the slowest part included)
 };
+
+class PartExchange;  // data/dataset_parts.h
 
 class Dataset {
  public:
@@ -93,9 +110,13 @@ class Dataset {
   Fingerprint identity() const;
   // Bytes held by the tokens, labels and per-sample arrays.
   int64_t memory_bytes() const;
+  // XXH3-64 of everything the samples hold (tokens, labels, lengths, sources, lengths before
+  // truncation, issues, counts): equal for equal data, so ranks can check they hold the same.
+  uint64_t content_xxh3() const;
 
  private:
   friend Dataset load_dataset(const std::string&, const Tokenizer&, const DataOptions&);
+  friend Dataset join_dataset_parts(Dataset, PartExchange&);
   std::string path_, template_, template_id_;
   DataFormat format_ = DataFormat::auto_;
   int64_t max_length_ = 0;
@@ -108,8 +129,9 @@ class Dataset {
   DataStats stats_;
 };
 
-// Reads, validates, renders, tokenizes. sft::Error on an unreadable or malformed file, or (strict)
-// "[data] file:sample N: reason" for the first bad sample.
+// Reads, validates, renders, tokenizes (the samples of opt.part only, when opt.parts > 1; the
+// counts then are that part's, except `samples`, `bytes`, `xxh3`). sft::Error on an unreadable or
+// malformed file, or (strict) "[data] file:sample N: reason" for the first bad sample.
 Dataset load_dataset(const std::string& path, const Tokenizer& tok, const DataOptions& opt);
 
 // "file:sample N (line L): <kind>: <detail>" for an issue.
