@@ -33,6 +33,9 @@ std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, con
                   "training as %s\n", mode && world > 1 ? shard_mode_name(*mode) : world > 1 ? "no_shard" : "one process");
   }
   if (world <= 1) return std::nullopt;
+  SFT_CHECK(!mode || !is_hybrid(*mode) || device == "cpu", "train",
+            "--fsdp '{}' on --device {}: '{}' is not built yet for GPU ranks (NCCL has no node split here); use "
+            "full_shard", fsdp, device, shard_mode_name(*mode));
   return mode;
 }
 

@@ -15,7 +15,8 @@ namespace sft {
 // (ZeRO-2), hybrid_shard (full_shard within a node, replicated across nodes) and
 // hybrid_shard_zero2 (also "_hybrid_shard_zero2": shard_grad_op within a node). `offload` on CPU
 // ranks (device "cpu") has nothing to move: launch rank 0 says so once and the mode goes on
-// without it; on a GPU device it is refused as not built yet. A world of one holds everything
+// without it; on a GPU device it is refused as not built yet, as are the hybrid modes across GPU
+// ranks. A world of one holds everything
 // whatever the words (nothing to shard: nullopt); the words are checked all the same.
 std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, const std::string& device = "cpu");
 

@@ -206,14 +206,17 @@ TEST_F(MpiTrain, ARankThatFailsAloneEndsTheJobNamingIt) {
 }
 
 TEST_F(MpiTrain, ModesNotBuiltYetAreRefusedNotIgnored) {
-  // Parameter offload for GPU ranks is not built: refused before a device is looked for.
-  CmdResult r = run(mpirun(2) + train(root_ / "not_built", "--per_device_train_batch_size 2 --fsdp "
-                                                            "'full_shard offload auto_wrap' --device cuda"));
-  EXPECT_NE(r.code, 0) << r.out;
-  EXPECT_NE(r.out.find("is not built yet for GPU ranks"), std::string::npos) << r.out;
+  // Parameter offload and the hybrid modes for GPU ranks are not built: refused before a device is
+  // looked for.
+  for (const char* mode : {"full_shard offload auto_wrap", "hybrid_shard auto_wrap"}) {
+    const CmdResult g = run(mpirun(2) + train(root_ / "not_built", std::string("--per_device_train_batch_size 2 "
+                                                                               "--device cuda --fsdp '") + mode + "'"));
+    EXPECT_NE(g.code, 0) << g.out;
+    EXPECT_NE(g.out.find("is not built yet for GPU ranks"), std::string::npos) << g.out;
+  }
   // CPU ranks have nothing to move: rank 0 says so once and the run is full_shard's, loss for loss.
   const std::string two_steps = "--per_device_train_batch_size 2 --max_steps 2 --fsdp '";
-  r = run(mpirun(2) + train(root_ / "offload_cpu", two_steps + "full_shard offload auto_wrap'"));
+  CmdResult r = run(mpirun(2) + train(root_ / "offload_cpu", two_steps + "full_shard offload auto_wrap'"));
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string note = "note: --fsdp offload on CPU ranks: the model state is in host memory already";
   ASSERT_NE(r.out.find(note), std::string::npos) << r.out;
