@@ -67,7 +67,7 @@ int run_bench(int argc, char** argv) {
   app.add_flag("--profile", profile, "print time per op (each op timed separately; slows the run a little)");
   app.add_flag("--json", json, "print one JSON object as the last line");
   std::string fsdp;
-  app.add_option("--fsdp", fsdp, "under mpirun/srun: full_shard | shard_grad_op | no_shard (default: no_shard, DDP)");
+  app.add_option("--fsdp", fsdp, "under mpirun/srun: full_shard | shard_grad_op | hybrid_shard | hybrid_shard_zero2 | no_shard (default: no_shard, DDP)");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

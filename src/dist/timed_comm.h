@@ -1,9 +1,11 @@
 // TimedComm: a Comm that forwards every call to another and adds up the time its caller spends
 // inside them (issuing and waiting on tensor collectives, the blocking host collectives and
 // barriers): the exposed communication of a step, what overlapping it with compute did not hide.
-// `sft bench` under mpirun reports it as a share of the step time.
+// `sft bench` under mpirun reports it as a share of the step time. Its sub-worlds (hybrid_shard's
+// node and across-nodes groups) are timed into the same sum.
 #pragma once
 #include <chrono>
+#include <memory>
 
 #include "dist/comm.h"
 
@@ -11,14 +13,18 @@ namespace sft {
 
 class TimedComm final : public Comm {
   template <class F>
-  auto timed(F&& f) {  // f's result, its time added to seconds_
+  auto timed(F&& f) {  // f's result, its time added to *sum_
     const auto t0 = std::chrono::steady_clock::now();
     auto r = f();
-    seconds_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+    *sum_ += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     return r;
   }
+  // A sub-world of `parent`'s inner Comm, timed into parent's sum (which outlives it).
+  TimedComm(std::unique_ptr<Comm> sub, TimedComm& parent) : owned_(std::move(sub)), c_(*owned_), sum_(parent.sum_) {}
+  std::unique_ptr<Comm> owned_;
   Comm& c_;
   double seconds_ = 0.0;
+  double* sum_ = &seconds_;
 
  public:
   explicit TimedComm(Comm& inner) : c_(inner) {}
@@ -49,9 +55,15 @@ class TimedComm final : public Comm {
     timed([&] { return (c_.barrier(what), 0); });
   }
   void set_timeout(double seconds) override { c_.set_timeout(seconds); }
+  std::unique_ptr<Comm> split_node(const char* what) override {
+    return std::unique_ptr<Comm>(new TimedComm(c_.split_node(what), *this));
+  }
+  std::unique_ptr<Comm> split(int color, int key, const char* what) override {
+    return std::unique_ptr<Comm>(new TimedComm(c_.split(color, key, what), *this));
+  }
 
-  double seconds() const { return seconds_; }  // inside the inner Comm since construction / reset
-  void reset() { seconds_ = 0.0; }
+  double seconds() const { return *sum_; }  // inside the inner Comm (and sub-worlds) since construction / reset
+  void reset() { *sum_ = 0.0; }
 };
 
 }  // namespace sft
