@@ -1,18 +1,28 @@
-// write_on_rank0 and load_checkpoint_any (see sharded_checkpoint.h), and the part of
+// save_checkpoint_any and write_on_rank0 (see sharded_checkpoint.h), and the part of
 // ShardedParamStore they stand on: rank 0 reading the full model while the other ranks serve the
-// gathers it needs, and optimizer states gathered to rank 0 unit by unit.
+// gathers it needs.
 #include "dist/sharded_checkpoint.h"
 
-#include <filesystem>
+#include <exception>
+#include <map>
+#include <optional>
 #include <vector>
 
+#include <fmt/format.h>
+#include <fmt/ranges.h>
+
+#include "core/file_hash.h"
 #include "dist/sharded_store.h"
-#include "io/safetensors.h"
+#include "io/optimizer_files.h"
 
 namespace sft {
 
 namespace {
 constexpr double kEndAccess = -1, kServerCode = -2;  // root_access codes besides unit numbers
+// What each rank reports after its part of a save: done (1) or failed (0), the shard it wrote
+// (its rank among the ranks that shard the model, or -1: none), the file's size and its XXH3-64
+// in two 32-bit halves (each exact as a double).
+constexpr int kShardReport = 5;
 }  // namespace
 
 // ---- ShardedParamStore: rank-0 access ----
@@ -54,53 +64,20 @@ void ShardedParamStore::serve_root() {
   root_access_ = false;
 }
 
-void ShardedParamStore::gather_to_root(Tensor local, Tensor full) {
-  SFT_CHECK(local.numel() == shard_.numel() && (rank_ != 0 || full.numel() == num_params_), "sharded_store",
-            "gather_to_root of {} elements into {}, expected {} into {}", local.numel(), full.numel(),
-            shard_.numel(), num_params_);
-  Tensor buf(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
-  for (int u = 0; u < num_units(); ++u) {
-    comm_.wait(comm_.all_gather(padded_unit(buf.f32(), u), shard_of(local, u), "state to rank 0"));
-    if (rank_ == 0)
-      be_.copy(full.f32() + units_[size_t(u)].offset, buf.data, size_t(units_[size_t(u)].size) * 4);
-  }
-  be_.dealloc(buf.data);
-}
-
-
-void write_on_rank0(LlamaModel& model, Comm& comm, const OptimizerState& local,
-                    const std::function<void(const OptimizerState& full)>& write) {
+void write_on_rank0(LlamaModel& model, Comm& comm, const std::function<void()>& write) {
   auto* sharded = dynamic_cast<ShardedParamStore*>(&model.store());
   if (!sharded) {
-    if (comm.rank() == 0) write(local);
+    if (comm.rank() == 0) write();
     return;
   }
-  Backend& be = model.backend();
-  const bool root = comm.rank() == 0;
-  OptimizerState full{{}, local.steps};
-  struct Free {  // the full states of rank 0, whatever happens
-    Backend& be;
-    OptimizerState& s;
-    ~Free() {
-      for (auto& [name, t] : s.tensors) be.dealloc(t.data);
-    }
-  } free_full{be, full};
-  for (const auto& [name, t] : local.tensors) {
-    Tensor f;
-    if (root) {
-      const int64_t n = model.num_params();
-      f = Tensor(be.alloc(size_t(n) * 4), DType::f32, {n}, be.device());
-      full.tensors.emplace_back(name, f);
-    }
-    sharded->gather_to_root(t, f);
-  }
+  if (!sharded->first_replica()) return;  // hybrid: another node's copy; the first node serves rank 0
   sharded->begin_root_access();
-  if (!root) {
+  if (comm.rank() != 0) {
     sharded->serve_root();
     return;
   }
   try {
-    write(full);
+    write();
   } catch (...) {
     sharded->end_root_access();  // the others stop serving; the error travels on from rank 0
     throw;
@@ -108,24 +85,72 @@ void write_on_rank0(LlamaModel& model, Comm& comm, const OptimizerState& local,
   sharded->end_root_access();
 }
 
-nlohmann::json load_checkpoint_any(const std::string& dir, LlamaModel& model, OptimizerState& local) {
+std::string save_checkpoint_any(const std::string& output_dir, int64_t step, LlamaModel& model, Comm& comm,
+                                const OptimizerState& local, const nlohmann::json& trainer_state,
+                                const CheckpointFiles& files) {
   auto* sharded = dynamic_cast<ShardedParamStore*>(&model.store());
-  if (!sharded) return load_checkpoint(dir, model, local);
-  OptimizerState steps_only{{}, 0};
-  nlohmann::json state = load_checkpoint(dir, model, steps_only);  // weights: each rank keeps its block
-  local.steps = steps_only.steps;
-  const std::string path = (std::filesystem::path(dir) / "optimizer.safetensors").string();
-  const SafetensorsFile f(path);
-  for (const auto& [name, dst] : local.tensors) {
-    const SafetensorsTensorInfo& t = f.at(name);
-    SFT_CHECK(t.dtype == "F32" && t.numel() == model.num_params(), "checkpoint",
-              "{}: '{}' is {} {}, expected F32 ({},), the full layout of every parameter", path, name, t.dtype,
-              t.shape_str(), model.num_params());
-    const float* src = reinterpret_cast<const float*>(t.data);
-    for (const LocalSlice& s : sharded->local_slices())
-      model.backend().copy(dst.f32() + s.local_offset, src + s.offset, size_t(s.size) * 4);
+  const int rank = comm.rank(), world = comm.size();
+  if (!sharded)  // every rank holds the whole state: the one-process checkpoint
+    return rank == 0 ? save_checkpoint(output_dir, step, model, local, trainer_state, files) : std::string();
+  const std::string tmp = tmp_checkpoint_dir(output_dir, step);
+  // Rank 0 makes the temporary directory (removed again unless the save completes).
+  std::optional<PendingCheckpoint> pending;
+  std::exception_ptr error;
+  if (rank == 0) {
+    try {
+      pending.emplace(output_dir, step);
+    } catch (...) {
+      error = std::current_exception();
+    }
   }
-  return state;
+  if (comm.any(error != nullptr, "checkpoint started")) {
+    if (error) std::rethrow_exception(error);
+    fail("checkpoint", "rank 0 could not create {} (see its error)", tmp);
+  }
+  // Every rank of the first replica (all ranks but under hybrid modes, where each node holds a
+  // copy) writes its optimizer shard, named by its place among the ranks that shard the model,
+  // fsynced, and reads it back once for the manifest.
+  const bool writes = sharded->first_replica();
+  const int shard_rank = sharded->comm().rank(), shards = sharded->comm().size();
+  double report[kShardReport] = {0, 0, 0, 0, 0};
+  try {
+    if (writes) {
+      const std::string path = write_optimizer_shard(tmp, model.backend(), local, sharded->local_slices(),
+                                                     model.num_params(), shard_rank, shards);
+      const FileDigest d = digest_file(path);
+      report[2] = double(d.size);
+      report[3] = double(d.xxh3 >> 32);
+      report[4] = double(d.xxh3 & 0xffffffffu);
+    }
+    report[0] = 1;
+    report[1] = writes ? double(shard_rank) : -1;
+  } catch (...) {
+    error = std::current_exception();
+  }
+  std::vector<double> all(size_t(world) * kShardReport);
+  comm.all_gather_host(report, kShardReport, all.data(), "optimizer shards written");
+  std::vector<int> failed;
+  for (int r = 0; r < world; ++r)
+    if (all[size_t(r) * kShardReport] != 1) failed.push_back(r);
+  if (!failed.empty()) {
+    if (error) std::rethrow_exception(error);
+    fail("checkpoint", "rank(s) {} could not write their optimizer shard into {} (see their error)",
+         fmt::join(failed, ", "), tmp);
+  }
+  // Rank 0 writes the model (the others take part in each unit's gather), the trainer state and
+  // the extra files, then the manifest (with every rank's shard as digested by its writer) last.
+  std::string dir;
+  write_on_rank0(model, comm, [&] {
+    pending->write_files(model, trainer_state, files);
+    std::map<std::string, FileDigest> written;
+    for (int r = 0; r < world; ++r) {
+      const double* x = &all[size_t(r) * kShardReport];
+      if (x[1] >= 0)
+        written[optimizer_rank_file(int(x[1]), shards)] = {uint64_t(x[2]), (uint64_t(x[3]) << 32) | uint64_t(x[4])};
+    }
+    dir = pending->finish(written);
+  });
+  return dir;
 }
 
 }  // namespace sft

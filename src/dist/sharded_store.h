@@ -93,9 +93,6 @@ class ShardedParamStore final : public ParamStore {
   void begin_root_access();
   void end_root_access();
   void serve_root();
-  // full (num_params, rank 0 only; empty elsewhere) = the full layout of a local state (shaped like
-  // local_params()), gathered unit by unit through one unit buffer. Every rank calls it.
-  void gather_to_root(Tensor local, Tensor full);
 
  private:
   struct Slot {  // a gather buffer (full_shard) holding one unit, gathered or on its way

@@ -6,16 +6,15 @@
 #include <unistd.h>
 
 #include <algorithm>
-#include <charconv>
 #include <cerrno>
 #include <cstring>
 #include <filesystem>
 
 #include <fmt/format.h>
 
-#include "backend/host_access.h"
 #include "core/file_hash.h"
 #include "io/hf_model.h"
+#include "io/optimizer_files.h"
 #include "io/safetensors.h"
 
 namespace sft {
@@ -194,42 +193,44 @@ void CheckpointFiles::put(const std::string& f, const std::string& dir) const {
   fsync_path(to.string());
 }
 
-std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model,
-                            const OptimizerState& optimizer, const nlohmann::json& trainer_state,
-                            const CheckpointFiles& files) {
-  const fs::path final_dir = fs::path(output_dir) / fmt::format("checkpoint-{}", step);
-  const fs::path tmp = fs::path(output_dir) / fmt::format(".tmp-checkpoint-{}", step);
-  fs::remove_all(tmp);
-  fs::create_directories(tmp);
-  // A save that fails (disk full, I/O error) leaves no partial directory behind; the previous
-  // checkpoints are never touched before the new one is complete.
-  struct RemoveUnlessDone {
-    const fs::path& dir;
-    bool done = false;
-    ~RemoveUnlessDone() {
-      std::error_code ec;
-      if (!done) fs::remove_all(dir, ec);
-    }
-  } cleanup{tmp};
-  save_hf_model(model, tmp.string(), SaveOptions{.dtype = DType::f32});
+std::string tmp_checkpoint_dir(const std::string& output_dir, int64_t step) {
+  return (fs::path(output_dir) / fmt::format(".tmp-checkpoint-{}", step)).string();
+}
+
+PendingCheckpoint::PendingCheckpoint(std::string output_dir, int64_t step)
+    : output_dir_(std::move(output_dir)), tmp_(tmp_checkpoint_dir(output_dir_, step)), step_(step) {
+  fs::remove_all(tmp_);
+  fs::create_directories(tmp_);
+}
+
+// A save that fails (disk full, I/O error) leaves no partial directory behind; the previous
+// checkpoints are never touched before the new one is complete.
+PendingCheckpoint::~PendingCheckpoint() {
+  std::error_code ec;
+  if (!done_) fs::remove_all(tmp_, ec);
+}
+
+void PendingCheckpoint::write_files(LlamaModel& model, const nlohmann::json& trainer_state, const CheckpointFiles& files) {
+  save_hf_model(model, tmp_, SaveOptions{.dtype = DType::f32});
   // The base model's generation_config.json when it has one (copied below), else one from the config.
   if (std::find(files.extra_files.begin(), files.extra_files.end(), "generation_config.json") == files.extra_files.end())
-    write_generation_config(model.config(), tmp.string());
-  std::vector<HostTensor> host;  // staged on the host (zero copy on the CPU)
-  std::vector<SafetensorsWriteItem> items;
-  host.reserve(optimizer.tensors.size());
-  for (const auto& [name, t] : optimizer.tensors)
-    items.push_back(SafetensorsWriteItem::from_tensor(name, host.emplace_back(model.backend(), t, true).host_view()));
-  write_safetensors((tmp / "optimizer.safetensors").string(), items, {{"step", std::to_string(optimizer.steps)}});
-  write_file_atomic((tmp / "trainer_state.json").string(), trainer_state.dump(2));
-  for (const std::string& f : files.extra_files) files.put(f, tmp.string());
+    write_generation_config(model.config(), tmp_);
+  write_file_atomic((fs::path(tmp_) / "trainer_state.json").string(), trainer_state.dump(2));
+  for (const std::string& f : files.extra_files) files.put(f, tmp_);
+}
+
+std::string PendingCheckpoint::finish(const std::map<std::string, FileDigest>& known) {
+  const fs::path tmp(tmp_);
+  const fs::path final_dir = fs::path(output_dir_) / fmt::format("checkpoint-{}", step_);
   // The manifest lists every file with its size and XXH3 (read back once, in blocks) and its own
   // checksum; it is written last, so its presence means complete.
-  nlohmann::json manifest = {{"format", kCheckpointManifestFormat}, {"step", step}, {"files", nlohmann::json::object()}};
+  nlohmann::json manifest = {{"format", kCheckpointManifestFormat}, {"step", step_}, {"files", nlohmann::json::object()}};
+  for (const auto& [name, d] : known) manifest["files"][name] = {{"size", d.size}, {"xxh3", xxh3_hex(d.xxh3)}};
   for (const auto& e : fs::directory_iterator(tmp)) {
-    if (!e.is_regular_file()) continue;
+    const std::string name = e.path().filename().string();
+    if (!e.is_regular_file() || known.contains(name)) continue;
     const FileDigest d = digest_file(e.path().string());
-    manifest["files"][e.path().filename().string()] = {{"size", d.size}, {"xxh3", xxh3_hex(d.xxh3)}};
+    manifest["files"][name] = {{"size", d.size}, {"xxh3", xxh3_hex(d.xxh3)}};
   }
   manifest["manifest_xxh3"] = manifest_self_hash(manifest);
   write_file_atomic((tmp / kCheckpointManifest).string(), manifest.dump(2));
@@ -238,9 +239,18 @@ std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaMo
   std::error_code ec;
   fs::rename(tmp, final_dir, ec);
   SFT_CHECK(!ec, "checkpoint", "cannot rename {} to {}: {}", tmp.string(), final_dir.string(), ec.message());
-  cleanup.done = true;
-  fsync_path(output_dir);
+  done_ = true;
+  fsync_path(output_dir_);
   return final_dir.string();
+}
+
+std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model,
+                            const OptimizerState& optimizer, const nlohmann::json& trainer_state,
+                            const CheckpointFiles& files) {
+  PendingCheckpoint pending(output_dir, step);
+  pending.write_files(model, trainer_state, files);
+  write_optimizer_full(pending.dir(), model.backend(), optimizer);
+  return pending.finish();
 }
 
 std::optional<std::string> find_latest_checkpoint(const std::string& output_dir) {
@@ -253,20 +263,8 @@ nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, Optimi
   SFT_CHECK(is_complete_checkpoint(dir), "checkpoint", "{} is not a complete checkpoint (no {})", dir,
             kCheckpointManifest);
   load_hf_weights(dir, model);
-  const std::string opt_path = (fs::path(dir) / "optimizer.safetensors").string();
-  SafetensorsFile f(opt_path);
-  for (const auto& [name, dst] : optimizer.tensors) {
-    const SafetensorsTensorInfo& t = f.at(name);
-    SFT_CHECK(t.dtype == "F32" && t.numel() == dst.numel(), "checkpoint",
-              "{}: '{}' is {} {}, expected F32 ({},)", opt_path, name, t.dtype, t.shape_str(), dst.numel());
-    model.backend().copy(dst.data, t.data, t.nbytes());
-  }
-  auto it = f.metadata().find("step");
-  SFT_CHECK(it != f.metadata().end(), "checkpoint", "{}: metadata has no 'step'", opt_path);
-  const std::string& steps = it->second;
-  const auto [end, ec] = std::from_chars(steps.data(), steps.data() + steps.size(), optimizer.steps);
-  SFT_CHECK(ec == std::errc() && end == steps.data() + steps.size() && optimizer.steps >= 0, "checkpoint",
-            "{}: metadata 'step' is '{}', expected a count of optimizer steps", opt_path, steps);
+  const ParamStore& ps = model.store();
+  load_optimizer_state(dir, model.backend(), ps.num_params(), ps.local_slices(), optimizer);
   std::string error;
   const std::string state_path = (fs::path(dir) / "trainer_state.json").string();
   auto state = parse_json_strict(read_text_file(state_path, "checkpoint"), &error);

@@ -7,6 +7,7 @@
 // (ecosystem.md §4.1); one whose files do not match their manifest is damaged and never loaded.
 #pragma once
 #include <cstdint>
+#include <map>
 #include <optional>
 #include <set>
 #include <string>
@@ -14,6 +15,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "core/file_hash.h"
 #include "core/tensor.h"
 #include "model/llama.h"
 
@@ -38,10 +40,38 @@ struct OptimizerState {
   int64_t steps = 0;
 };
 
-// Returns the final checkpoint directory.
+// Returns the final checkpoint directory. The optimizer state is written in the one-process
+// layout, optimizer.safetensors (io/optimizer_files.h).
 std::string save_checkpoint(const std::string& output_dir, int64_t step, LlamaModel& model,
                             const OptimizerState& optimizer, const nlohmann::json& trainer_state,
                             const CheckpointFiles& files);
+
+// The steps of save_checkpoint, for a save that several processes write into
+// (dist/sharded_checkpoint.h): output_dir/.tmp-checkpoint-<step>/ ...
+std::string tmp_checkpoint_dir(const std::string& output_dir, int64_t step);
+
+// ... created fresh (an older one removed) and removed again unless finish() is reached ...
+class PendingCheckpoint {
+ public:
+  PendingCheckpoint(std::string output_dir, int64_t step);
+  ~PendingCheckpoint();
+  PendingCheckpoint(const PendingCheckpoint&) = delete;
+  PendingCheckpoint& operator=(const PendingCheckpoint&) = delete;
+  const std::string& dir() const { return tmp_; }  // the temporary directory
+  // ... the HF model in fp32 (streamed unit by unit through the store), generation_config.json
+  // unless an extra file, trainer_state.json and the extra files; the optimizer's files are the
+  // caller's ...
+  void write_files(LlamaModel& model, const nlohmann::json& trainer_state, const CheckpointFiles& files);
+  // ... and the manifest written last: size and XXH3 of every file in the directory (read back),
+  // those in `known` taken as given (files other processes wrote, fsynced and read back), then the
+  // directory fsynced and renamed to checkpoint-<step>. Returns the final directory.
+  std::string finish(const std::map<std::string, FileDigest>& known = {});
+
+ private:
+  std::string output_dir_, tmp_;
+  int64_t step_;
+  bool done_ = false;
+};
 
 // Manifest format 2: {"format": 2, "step": N, "files": {name: {"size": bytes, "xxh3": 16 hex}},
 // "manifest_xxh3": XXH3 of the compact JSON of everything else}. Format 1 (sft before checksums)
@@ -91,8 +121,11 @@ std::optional<std::string> find_latest_checkpoint(const std::string& output_dir)
 bool is_complete_checkpoint(const std::string& dir);
 
 // Restores weights, every optimizer state tensor (by name) and optimizer.steps; returns
-// trainer_state.json. Errors name the file. It does not verify checksums: the trainer verifies
-// once (on rank 0, see train/resume_choice.h) before any rank loads.
+// trainer_state.json. Any store: each process reads only the byte ranges of its local slices, from
+// either optimizer layout (io/optimizer_files.h), so a checkpoint resumes at any world size; the
+// optimizer's tensors are shaped like the store's local buffers. Errors name the file. It does
+// not verify checksums: the trainer verifies once (on rank 0, see train/resume_choice.h) before
+// any rank loads.
 nlohmann::json load_checkpoint(const std::string& dir, LlamaModel& model, OptimizerState& optimizer);
 
 // What rotation remembers across the saves of one run: the checkpoints it has hashed (or that the

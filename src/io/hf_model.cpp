@@ -11,7 +11,9 @@
 #include <fmt/format.h>
 #include <fmt/ranges.h>
 #include <map>
+#include <optional>
 #include <set>
+#include <utility>
 
 #include "backend/host_access.h"
 #include "core/check.h"
@@ -97,21 +99,39 @@ bool same_bytes(const SafetensorsTensorInfo& a, const SafetensorsTensorInfo& b) 
          std::memcmp(a.data, b.data, size_t(a.nbytes())) == 0;
 }
 
-// F32/BF16/F16 bytes (possibly unaligned inside the mapping) -> fp32.
-void copy_to_f32(const SafetensorsTensorInfo& t, float* dst) {
+// Elements [begin, begin + n) of an F32/BF16/F16 tensor (possibly unaligned inside the mapping)
+// -> fp32; only those bytes of the mapping are touched.
+void copy_range_to_f32(const SafetensorsTensorInfo& t, int64_t begin, int64_t n, float* dst) {
   const DType dt = *safetensors_float_dtype(t.dtype);
-  const size_t n = size_t(t.numel()), es = dtype_size(dt);
-  if (dt == DType::f32 || reinterpret_cast<uintptr_t>(t.data) % es == 0) {
-    convert_to_f32(t.data, dt, dst, n);
+  const size_t es = dtype_size(dt);
+  const uint8_t* src = t.data + size_t(begin) * es;
+  if (dt == DType::f32 || reinterpret_cast<uintptr_t>(src) % es == 0) {
+    convert_to_f32(src, dt, dst, size_t(n));
     return;
   }
   std::vector<uint16_t> tmp(size_t(1) << 16);
-  for (size_t i = 0; i < n; i += tmp.size()) {
-    const size_t m = std::min(tmp.size(), n - i);
-    std::memcpy(tmp.data(), t.data + i * es, m * es);
+  for (size_t i = 0; i < size_t(n); i += tmp.size()) {
+    const size_t m = std::min(tmp.size(), size_t(n) - i);
+    std::memcpy(tmp.data(), src + i * es, m * es);
     convert_to_f32(tmp.data(), dt, dst + i, m);
   }
 }
+
+// The one unit of a parameter store that a streamed writer holds: hold(u) releases the unit held
+// before (if another) and acquires u; the last one is released on destruction.
+struct UnitCursor {
+  ParamStore& store;
+  int held = -1;
+  void hold(int unit) {
+    if (unit == held) return;
+    if (held >= 0) store.release(std::exchange(held, -1));
+    store.acquire(unit);
+    held = unit;
+  }
+  ~UnitCursor() {
+    if (held >= 0) store.release(held);
+  }
+};
 
 bool is_shard_name(const std::string& f) {  // model-00001-of-00004.safetensors
   if (f.size() != 32 || !f.starts_with("model-") || !f.ends_with(".safetensors") || f.substr(11, 4) != "-of-")
@@ -177,18 +197,32 @@ void load_hf_weights(const std::string& dir, LlamaModel& model) {
   parts.insert(parts.end(), problems.begin(), problems.end());
   if (!parts.empty()) fail("hf_model", "{}: {}", dir, fmt::join(parts, "; "));
 
-  // Unit by unit through the parameter store (a sharded store keeps its own part of each).
+  // Straight into what this process holds (its local slices of the flat layout): only the byte
+  // ranges of those slices are read from the mapped files, so a rank of a sharded store touches
+  // its 1/N of the model and never a whole unit or file.
   ParamStore& ps = model.store();
-  for (int u = 0; u < ps.num_units(); ++u) {
-    ps.acquire(u);
-    for (const ParamRef& p : table) {
-      if (p.unit != u) continue;
-      HostTensor host(model.backend(), p.view, false);  // the parameter itself on the CPU backend
-      copy_to_f32(*w.tensors.at(p.hf_name), host.f32());
+  const Tensor local = ps.local_params();
+  int64_t held = 0;
+  for (const LocalSlice& s : ps.local_slices()) held += s.size;
+  for (const ParamRef& p : table) {
+    const SafetensorsTensorInfo& t = *w.tensors.at(p.hf_name);
+    const int64_t n = p.view.numel();
+    for (const LocalSlice& s : ps.local_slices()) {
+      const int64_t lo = std::max(s.offset, p.offset), hi = std::min(s.offset + s.size, p.offset + n);
+      if (lo >= hi) continue;
+      HostTensor host(model.backend(), Tensor(local.f32() + s.local_offset + (lo - s.offset), DType::f32, {hi - lo}, local.device), false);
+      copy_range_to_f32(t, lo - p.offset, hi - lo, host.f32());
       host.store();
     }
-    ps.written(u);
-    ps.release(u);
+  }
+  if (held == ps.num_params()) {  // the whole model here: each unit's derived weight copies go
+    for (int u = 0; u < ps.num_units(); ++u) {
+      ps.acquire(u);
+      ps.written(u);
+      ps.release(u);
+    }
+  } else {
+    ps.params_updated();  // shards written in place, as by an optimizer step
   }
 }
 
@@ -233,18 +267,20 @@ void save_hf_model(LlamaModel& model, const std::string& dir, const SaveOptions&
                                                 : fmt::format("model-{:05d}-of-{:05d}.safetensors", s + 1,
                                                               shards.size());
     std::vector<SafetensorsWriteItem> items;
-    std::vector<HostTensor> host;  // device tensors staged one shard at a time (zero copy on the CPU)
-    host.reserve(shards[s].size());
-    std::set<int> units;  // the store's units this file reads, acquired while it is written
-    for (const ParamRef* p : shards[s]) units.insert(p->unit);
-    for (int u : units) model.store().acquire(u);
     for (const ParamRef* p : shards[s]) {
-      const HostTensor& h = host.emplace_back(model.backend(), p->view, true);
-      items.push_back(SafetensorsWriteItem::from_tensor(p->hf_name, h.host_view()));
+      items.push_back({p->hf_name, nullptr, "F32", std::vector<int64_t>(p->view.shape.begin(), p->view.shape.begin() + p->view.ndim)});
       weight_map[p->hf_name] = file;
     }
-    write_safetensors((root / file).string(), items, {}, dt);
-    for (int u : units) model.store().release(u);
+    // Streamed in the file's order: the unit of the tensor the writer reaches is acquired (a
+    // sharded store gathers it) and the previous one released, so one unit is held at a time.
+    UnitCursor cursor{model.store()};
+    std::optional<HostTensor> staged;  // the tensor being written, on the host (zero copy on the CPU)
+    write_safetensors_streamed((root / file).string(), items, [&](size_t i) {
+      const ParamRef& p = *shards[s][i];
+      cursor.hold(p.unit);
+      staged.emplace(model.backend(), p.view, true);
+      return staged->host_view().data;
+    }, {}, dt);
     written.insert(file);
   }
   if (shards.size() > 1) {

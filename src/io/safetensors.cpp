@@ -240,6 +240,12 @@ SafetensorsWriteItem SafetensorsWriteItem::from_tensor(std::string name, const T
 
 void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& tensors,
                        const std::map<std::string, std::string>& metadata, std::optional<DType> float_dtype) {
+  write_safetensors_streamed(path, tensors, [&](size_t i) { return tensors[i].data; }, metadata, float_dtype);
+}
+
+void write_safetensors_streamed(const std::string& path, const std::vector<SafetensorsWriteItem>& tensors,
+                                const std::function<const void*(size_t index)>& fetch,
+                                const std::map<std::string, std::string>& metadata, std::optional<DType> float_dtype) {
   using json = nlohmann::json;
   auto quote = [](const std::string& s) { return json(s).dump(-1, ' ', false, json::error_handler_t::replace); };
   auto out_dtype = [&](const SafetensorsWriteItem& t) {
@@ -288,10 +294,11 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsWri
   std::vector<uint8_t> out;
   for (const SafetensorsWriteItem* t : order) {
     const uint64_t count = safetensors_nbytes(t->dtype, t->shape) / safetensors_dtype_size(t->dtype);
-    SFT_CHECK(t->data || count == 0, "safetensors", "{}: tensor '{}' has no data", path, t->name);
+    const void* data = count > 0 ? fetch(size_t(t - tensors.data())) : nullptr;
+    SFT_CHECK(data || count == 0, "safetensors", "{}: tensor '{}' has no data", path, t->name);
     const std::string dst = out_dtype(*t);
     if (dst == t->dtype) {
-      file.write(t->data, count * safetensors_dtype_size(dst));
+      file.write(data, count * safetensors_dtype_size(dst));
       continue;
     }
     // Float conversion in chunks, through f32 when neither side is f32.
@@ -301,7 +308,7 @@ void write_safetensors(const std::string& path, const std::vector<SafetensorsWri
     out.resize(chunk * dtype_size(to));
     for (uint64_t i = 0; i < count; i += chunk) {
       const size_t m = size_t(std::min<uint64_t>(chunk, count - i));
-      const uint8_t* src = static_cast<const uint8_t*>(t->data) + i * dtype_size(from);
+      const uint8_t* src = static_cast<const uint8_t*>(data) + i * dtype_size(from);
       const float* s32 = reinterpret_cast<const float*>(src);
       if (from != DType::f32) {
         convert_to_f32(src, from, f32.data(), m);

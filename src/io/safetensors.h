@@ -6,6 +6,7 @@
 // here, so users of parse_json_strict / read_text_file / write_file_atomic through it still build).
 #pragma once
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <optional>
@@ -87,5 +88,14 @@ struct SafetensorsWriteItem {
 void write_safetensors(const std::string& path, const std::vector<SafetensorsWriteItem>& tensors,
                        const std::map<std::string, std::string>& metadata = {},
                        std::optional<DType> float_dtype = std::nullopt);
+
+// write_safetensors with each tensor's bytes asked for when the writer reaches it, in the file's
+// order (so a caller can stage one tensor, or one parameter unit, at a time): the items' data
+// fields are ignored and fetch(i) returns the host data of tensors[i] (dtype and shape as the
+// item says), valid until the next call. The file is byte for byte what write_safetensors writes.
+void write_safetensors_streamed(const std::string& path, const std::vector<SafetensorsWriteItem>& tensors,
+                                const std::function<const void*(size_t index)>& fetch,
+                                const std::map<std::string, std::string>& metadata = {},
+                                std::optional<DType> float_dtype = std::nullopt);
 
 }  // namespace sft

@@ -76,7 +76,7 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   in.resume_dir = agree_on_resume_checkpoint(comm, in.resume_dir, !cfg.resume_from_checkpoint.empty());
   if (!in.resume_dir.empty()) {
     OptimizerState st = opt.state();
-    nlohmann::json state = load_checkpoint_any(in.resume_dir, model, st);  // a sharded store takes its slices
+    nlohmann::json state = load_checkpoint(in.resume_dir, model, st);  // each rank reads its slices
     opt.set_steps_taken(st.steps);
     const std::string state_file = (fs::path(in.resume_dir) / "trainer_state.json").string();
     SFT_CHECK(state.is_object() && state.contains("global_step") && state["global_step"].is_number_integer() &&
@@ -103,17 +103,18 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   };
   int64_t last_saved = -1;
   RotationMemory rotation;  // --save_total_limit counts checkpoints that verify, each hashed once per run
-  // Rank 0 writes the checkpoint in the one-process layout (a sharded store's other ranks feed it
-  // unit by unit) and the others wait for it to be complete.
+  // Rank 0 writes the model (a sharded store's other ranks feed it unit by unit), each rank of a
+  // sharded store its optimizer shard; rank 0 completes the checkpoint and the others wait for it.
   auto save = [&](int64_t step) {
     last_saved = step;
-    write_on_rank0(model, comm, opt.state(), [&](const OptimizerState& full) {
-      const std::string dir = save_checkpoint(cfg.output_dir, step, model, full, trainer_state(step), in.files);
+    const std::string dir = save_checkpoint_any(cfg.output_dir, step, model, comm, opt.state(),
+                                                writer ? trainer_state(step) : nlohmann::json(), in.files);
+    if (writer) {
       const RotationReport rotated = rotate_checkpoints(cfg.output_dir, cfg.save_total_limit, dir, &rotation);
       sink.write_plot();
       sink.message("saved " + dir);
       for (const std::string& note : rotated.notes) sink.message(note);
-    });
+    }
     comm.barrier("checkpoint_saved");
   };
   auto run_eval = [&](int64_t step) {
@@ -199,7 +200,7 @@ TrainResult train(const TrainConfig& cfg, LlamaModel& model, TrainerInputs in, C
   if (has_eval && !sink.has_eval_at(total)) run_eval(total);
   // The final checkpoint (for resume) and the final HF model directory in output_dir.
   if (cfg.save_strategy != IntervalStrategy::no && start_step < total) save(total);
-  write_on_rank0(model, comm, OptimizerState{}, [&](const OptimizerState&) {
+  write_on_rank0(model, comm, [&] {
     save_final_model(model, cfg, in.files);
     write_file_atomic((fs::path(cfg.output_dir) / "trainer_state.json").string(), trainer_state(total).dump(2));
     sink.write_plot();

@@ -4,11 +4,12 @@
 // same command resume to the straight run's losses and weights bit for bit; ranks started with
 // different options refuse with the option's name; a rank that fails alone (bad input seen only
 // by it) ends the whole job with its rank named; --fsdp full_shard trains like one process and
-// checkpoints in the one-process layout (resumable by the same command and by one process); the
-// modes not built yet are refused, not ignored. Faults: a rank killed (SIGKILL) ends the job naming
-// it and the same command resumes bit for bit; a rank stopped (SIGSTOP) is caught by the other
-// rank's collective watchdog after --ddp_timeout (dist/watchdog.h, also tested in-process). Every
-// job is bounded by mpirun --timeout. Skips visibly where this build has no MPI or mpirun is missing.
+// checkpoints (the model as one process writes it, an optimizer shard per rank; resumable by the
+// same command and by one process); the modes not built yet are refused, not ignored. Faults: a
+// rank killed (SIGKILL) ends the job naming it and the same command resumes bit for bit; a rank
+// stopped (SIGSTOP) is caught by the other rank's collective watchdog after --ddp_timeout
+// (dist/watchdog.h, also tested in-process). Every job is bounded by mpirun --timeout. Skips
+// visibly where this build has no MPI or mpirun is missing.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -25,27 +26,15 @@
 #include <nlohmann/json.hpp>
 
 #include "../cli/cli_test_util.h"
+#include "mpi_test_util.h"
 #include "dist/watchdog.h"
 #include "dist/world.h"
 #include "io/safetensors.h"
 
 using namespace cli_test;
+using namespace mpi_test;
 
 namespace {
-
-const char* kConfig = R"({"architectures": ["LlamaForCausalLM"], "model_type": "llama",
-  "hidden_size": 64, "intermediate_size": 160, "num_hidden_layers": 2, "num_attention_heads": 4,
-  "num_key_value_heads": 2, "max_position_embeddings": 512, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
-  "vocab_size": 32000, "tie_word_embeddings": false, "bos_token_id": 1, "eos_token_id": 2,
-  "initializer_range": 0.02, "torch_dtype": "float32"})";
-
-// mpirun as root in a container: allowed explicitly, shared-memory copies without CMA, ranks may
-// outnumber cores, and a hang fails the job instead of blocking CI.
-std::string mpirun(int np) {
-  // env, not shell assignments: `exec env ... mpirun` keeps mpirun's pid for signals.
-  return "env OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1 OMPI_MCA_btl_vader_single_copy_mechanism=none "
-         "mpirun --oversubscribe --timeout 240 -np " + std::to_string(np) + " ";
-}
 
 std::vector<double> losses(const fs::path& dir) {
   std::vector<double> out;
@@ -55,31 +44,6 @@ std::vector<double> losses(const fs::path& dir) {
     if (j.contains("loss") && !j.contains("skipped")) out.push_back(j["loss"].get<double>());
   }
   return out;
-}
-
-// Step → loss of a run's metrics.jsonl (a resumed run carries the history of the one it resumed).
-std::map<int64_t, double> step_losses(const fs::path& dir) {
-  std::map<int64_t, double> m;
-  std::istringstream in(read_file(dir / "metrics.jsonl"));
-  for (std::string line; std::getline(in, line);) {
-    const auto j = nlohmann::json::parse(line);
-    if (j.contains("loss") && !j.contains("skipped")) m[j["step"].get<int64_t>()] = j["loss"].get<double>();
-  }
-  return m;
-}
-
-double max_weight_diff(const fs::path& a, const fs::path& b) {
-  sft::SafetensorsFile wa((a / "model.safetensors").string()), wb((b / "model.safetensors").string());
-  EXPECT_EQ(wa.tensors().size(), wb.tensors().size());
-  double max_diff = 0;
-  for (const auto& t : wa.tensors()) {
-    const auto& u = wb.at(t.name);
-    EXPECT_EQ(t.nbytes(), u.nbytes()) << t.name;
-    const float* x = reinterpret_cast<const float*>(t.data);
-    const float* y = reinterpret_cast<const float*>(u.data);
-    for (int64_t i = 0; i < std::min(t.numel(), u.numel()); ++i) max_diff = std::max(max_diff, double(std::fabs(x[i] - y[i])));
-  }
-  return max_diff;
 }
 
 using Clock = std::chrono::steady_clock;
@@ -141,20 +105,15 @@ pid_t rank_pid(const fs::path& out, int rank) {
 class MpiTrain : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    if (!sft::mpi_built() || run("command -v mpirun").code != 0) return;
+    if (!why_no_mpi().empty()) return;
     root_ = temp_dir("mpi");
-    fs::create_directories(root_);
-    std::ofstream(root_ / "small.json") << kConfig;
-    const CmdResult r = run(kSft + " init --preset " + (root_ / "small.json").string() + " --dtype fp32 --tokenizer " +
-                            kTokenizer + " --output_dir " + (root_ / "model").string() + " --seed 11");
-    ASSERT_EQ(r.code, 0) << r.out;
+    make_micro_model(root_);
   }
   static void TearDownTestSuite() {
     if (!root_.empty()) fs::remove_all(root_);
   }
   void SetUp() override {
-    if (!sft::mpi_built()) GTEST_SKIP() << "this build has no MPI: " << sft::no_mpi_reason();
-    if (run("command -v mpirun").code != 0) GTEST_SKIP() << "mpirun not found (apt-get install openmpi-bin)";
+    if (const std::string why = why_no_mpi(); !why.empty()) GTEST_SKIP() << why;
   }
   static std::string train(const fs::path& out, const std::string& extra) {
     return kSft + " train --model_name_or_path " + (root_ / "model").string() + " --data_path " + kDummyData +
@@ -228,8 +187,9 @@ TEST_F(MpiTrain, ModesNotBuiltYetAreRefusedNotIgnored) {
 }
 
 // FSDP full_shard across 2 ranks trains what one process accumulating 2 micro-batches trains; its
-// checkpoints are the one-process layout (rank 0 writes them as the other rank feeds it unit by
-// unit), so the same command resumes from one bit for bit and one process resumes from it too.
+// checkpoints hold the model as one process writes it (rank 0 writes it as the other rank feeds it
+// unit by unit) and each rank's optimizer shard, so the same command resumes from one bit for bit
+// and one process resumes from it too.
 TEST_F(MpiTrain, FullShardTrainsWhatOneProcessTrainsAndCheckpointsInTheSameLayout) {
   const std::string steps = " --max_steps 6 --save_strategy steps --save_steps 3";
   const fs::path one = root_ / "fs_one", two = root_ / "fs_two", back = root_ / "fs_back";
@@ -247,11 +207,13 @@ TEST_F(MpiTrain, FullShardTrainsWhatOneProcessTrainsAndCheckpointsInTheSameLayou
   // buffer): relative 1e-7 on the losses, 1e-6 on the weights after 6 AdamW steps at lr 1e-3.
   for (auto [step, loss] : a) EXPECT_NEAR(b.at(step), loss, 1e-7 * loss) << "step " << step;
   EXPECT_LT(max_weight_diff(one, two), 1e-6);
-  // Rank 0 wrote the checkpoints and the final model in the one-process layout.
-  for (const char* f : {"checkpoint-3/optimizer.safetensors", "checkpoint-6/model.safetensors", "config.json"})
+  // Rank 0 wrote the model files as one process does; each rank its optimizer shard
+  // (test_mpi_checkpoint.cpp tests that layout).
+  for (const char* f : {"checkpoint-3/optimizer-rank-00001-of-00002.safetensors", "checkpoint-6/model.safetensors",
+                        "config.json"})
     EXPECT_TRUE(fs::exists(two / f)) << f;
-  EXPECT_EQ(read_file(one / "checkpoint-3" / "optimizer.safetensors").size(),
-            read_file(two / "checkpoint-3" / "optimizer.safetensors").size());
+  EXPECT_EQ(read_file(one / "checkpoint-3" / "model.safetensors").size(),
+            read_file(two / "checkpoint-3" / "model.safetensors").size());
 
   // The same command resumes from checkpoint-3 (each rank takes its slices): bit for bit.
   fs::remove_all(two / "checkpoint-6");

@@ -345,8 +345,9 @@ TEST(ShardedStore, HybridShardsWithinTheNodeAndReducesAcrossNodes) {
                        "all_reduce[across]:grads layers.0", "all_reduce[across]:grads embed"}));
 }
 
-// Rank 0 writes the one-process layout while rank 1 serves it one unit at a time; 2 full_shard
-// ranks and 3 shard_grad_op ranks resume from it (re-sliced) as the one process continues.
+// Rank 0 writes the model while rank 1 serves it one unit at a time, and each rank its optimizer
+// shard; 2 full_shard ranks and 3 shard_grad_op ranks resume from it (re-sliced) as the one
+// process continues.
 TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesAtAnyWorldSizeAsOneProcessContinues) {
   const LlamaConfig cfg = odd_config();
   const std::vector<Batch> all = micro_batches(3);  // 6 micro-batches per step, all world sizes
@@ -378,9 +379,9 @@ TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesAtAnyWorldSizeAsOneProcess
       AdamW opt(m, kAdam);
       for (int s = 0; s < 3; ++s) train_step(m, opt, tw.comm(r), mine(r, 2), 1e-2, {});
       ss.reset_peak_resident();
-      write_on_rank0(m, tw.comm(r), opt.state(), [&](const OptimizerState& full) {
-        ckpt = save_checkpoint(dir.string(), 3, m, full, nlohmann::json{{"global_step", 3}}, CheckpointFiles{});
-      });
+      const std::string saved =
+          save_checkpoint_any(dir.string(), 3, m, tw.comm(r), opt.state(), nlohmann::json{{"global_step", 3}}, {});
+      if (r == 0) ckpt = saved;
       if (r == 1) served_peak = ss.peak_resident_units();
       tw.comm(r).barrier("saved");
     });
@@ -394,7 +395,7 @@ TEST(ShardedStore, ACheckpointWrittenByRankZeroResumesAtAnyWorldSizeAsOneProcess
       LlamaModel m(cfg, *rb, {}, std::make_unique<ShardedParamStore>(cfg, *rb, tw.comm(r), mode));
       AdamW opt(m, kAdam);
       OptimizerState st = opt.state();
-      load_checkpoint_any(ckpt, m, st);
+      load_checkpoint(ckpt, m, st);
       opt.set_steps_taken(st.steps);
       for (int s = 0; s < 2; ++s) {
         const double loss = train_step(m, opt, tw.comm(r), mine(r, world), 1e-2, {}).loss;

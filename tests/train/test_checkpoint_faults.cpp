@@ -5,8 +5,8 @@
 // cause), and auto-resume skips it loudly, resumes from the previous one and ends bit-identical
 // to an uninterrupted run. A second `sft train` on a live run's output_dir fails naming the
 // holder's pid and host; after the holder is SIGKILLed a new run proceeds. Under mpirun -np 2
-// (full_shard) rank 0 alone verifies, both ranks resume from the same older checkpoint and end
-// bit-identical to an uninterrupted 2-rank run.
+// (full_shard) a damaged rank's optimizer shard is skipped alike: rank 0 alone verifies, both
+// ranks resume from the same older checkpoint and end bit-identical to an uninterrupted 2-rank run.
 #include <gtest/gtest.h>
 
 #include <signal.h>
@@ -138,7 +138,8 @@ TEST_F(CheckpointFaults, ADamagedCheckpointIsRefusedByNameAndSkippedByAutoResume
       EXPECT_EQ(got.at(s), want.at(s)) << "step " << s;
     }
     const std::string last = "checkpoint-" + std::to_string(kSteps);
-    for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+    for (const char* f : {"model.safetensors", "optimizer-rank-00000-of-00002.safetensors",
+                        "optimizer-rank-00001-of-00002.safetensors"})
       EXPECT_TRUE(read_file(straight() / last / f) == read_file(out / last / f)) << last << "/" << f;
     EXPECT_TRUE(read_file(straight() / "model.safetensors") == read_file(out / "model.safetensors"));
     // The step-4 checkpoint was written again, whole.
@@ -216,11 +217,11 @@ TEST_F(CheckpointFaults, UnderMpirunRankZeroVerifiesAndEveryRankResumesFromItsCh
   ASSERT_EQ(r.code, 0) << r.out;
   fs::create_directories(out);
   for (const char* c : {"checkpoint-2", "checkpoint-4"}) fs::copy(straight2 / c, out / c, fs::copy_options::recursive);
-  apply({"optimizer.safetensors", Damage::flip, ""}, out / "checkpoint-4");
+  apply({"optimizer-rank-00001-of-00002.safetensors", Damage::flip, ""}, out / "checkpoint-4");  // rank 1's shard
   r = run(cmd(out));
   ASSERT_EQ(r.code, 0) << r.out;
   const std::string warning = "WARNING: checkpoint " + (out / "checkpoint-4").string() +
-                              " is damaged, skipped for resume: optimizer.safetensors: XXH3";
+                              " is damaged, skipped for resume: optimizer-rank-00001-of-00002.safetensors: XXH3";
   const size_t first = r.out.find(warning);
   EXPECT_NE(first, std::string::npos) << r.out;
   EXPECT_EQ(r.out.find(warning, first + 1), std::string::npos) << "only rank 0 verifies:\n" << r.out;
@@ -230,6 +231,7 @@ TEST_F(CheckpointFaults, UnderMpirunRankZeroVerifiesAndEveryRankResumesFromItsCh
     EXPECT_EQ(got.at(s), want.at(s)) << "step " << s;
   }
   const std::string last = "checkpoint-" + std::to_string(kSteps);
-  for (const char* f : {"model.safetensors", "optimizer.safetensors"})
+  for (const char* f : {"model.safetensors", "optimizer-rank-00000-of-00002.safetensors",
+                        "optimizer-rank-00001-of-00002.safetensors"})
     EXPECT_TRUE(read_file(straight2 / last / f) == read_file(out / last / f)) << last << "/" << f;
 }
