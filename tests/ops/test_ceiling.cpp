@@ -145,6 +145,16 @@ TEST(GemmBench, DISABLED_AmxOursVsOneDnn) {
         cpu::pack_b_bf16(x.data(), Nr, IC, false, xp.data());
         cpu::gemm_amx(w, dout.data(), xp.data());
       });
+      // fp32 dout (every layer's but SwiGLU's input gradient): rounded while packed
+      AlignedVector<float> dout32(size_t(Nr * OC), 1.0f);
+      cpu::GemmArgs d32 = d, w32 = w;
+      d32.A = w32.A = dout32.data();
+      const double od32 = best_ms([&] { cpu::gemm_amx(d32, nullptr, wd.data()); });
+      const double ow32 = best_ms([&] {
+        cpu::pack_b_bf16(x.data(), Nr, IC, false, xp.data());
+        cpu::gemm_amx(w32, nullptr, xp.data());
+      });
+      std::printf("  fp32 dout: ours dx %6.2f dw %6.2f ms\n", od32, ow32);
       const double nf = tm.gemm(Nr, OC, IC, false, 'p', false) * 1e3, nd = tm.gemm(Nr, IC, OC, false, 'p', false) * 1e3,
                    nw = tm.gemm(OC, IC, Nr, false, 't', true) * 1e3;
       const double flop = 2.0 * double(Nr) * double(OC) * double(IC) * 1e-9;  // GFLOP per GEMM

@@ -1,8 +1,10 @@
 // Linear layers on the CPU: out = x·wᵀ + b and its backward (dx = dout·w, dw += doutᵀ·x), weights
 // stored (OC, IC) row-major as torch nn.Linear, fp32 or bf16 (a gathered bf16 unit). Each GEMM
-// family (bf16, fp32) runs on the route gemm_route.h chose for this CPU: oneDNN bf16 matmul (AMX
-// tiles; activations rounded per call, weights once per update into oneDNN's packed layout), our
-// AVX-512 GEMM (rounding while packing), or oneDNN fp32. A/B runs: bench/gemm_ab.sh.
+// family (bf16, fp32) runs on the route gemm_route.h chose for this CPU: our AMX GEMM (weights
+// rounded once per update into the blocked layout of pack_b.h, activations packed per call in the
+// layout they come in), oneDNN bf16 matmul (AMX tiles or vdpbf16ps; activations rounded and
+// transposed per call, weights once per update into oneDNN's packed layout), our AVX-512 GEMM
+// (rounding while packing), or oneDNN fp32. A/B runs: bench/gemm_ab.sh.
 #include <malloc.h>
 
 #include <cstdlib>
