@@ -127,7 +127,8 @@ class ThreadComm final : public Comm {
     all_gather_host(mine, 3, all.data(), fmt::format("split {}", what).c_str());
     std::vector<std::tuple<double, int, int>> members;  // (key, rank here, world rank)
     for (int q = 0; q < size(); ++q)
-      if (all[size_t(3 * q)] == double(color)) members.emplace_back(all[size_t(3 * q + 1)], q, int(all[size_t(3 * q + 2)]));
+      if (all[size_t(3 * q)] == double(color))
+        members.emplace_back(all[size_t(3 * q + 1)], q, int(all[size_t(3 * q + 2)]));
     std::sort(members.begin(), members.end());
     int index = 0;
     while (std::get<1>(members[size_t(index)]) != rank_) ++index;
@@ -152,7 +153,8 @@ class ThreadComm final : public Comm {
  private:
   // Publish input, meet, check every rank is in the same collective.
   void publish(const char* op, const char* what, const void* input) {
-    const std::string name = s_.label.empty() ? fmt::format("{}:{}", op, what) : fmt::format("{}[{}]:{}", op, s_.label, what);
+    const std::string name =
+        s_.label.empty() ? fmt::format("{}:{}", op, what) : fmt::format("{}[{}]:{}", op, s_.label, what);
     {
       std::lock_guard lock(s_.mu);
       s_.op[size_t(rank_)] = name;

@@ -28,9 +28,10 @@ std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, con
     SFT_CHECK(device == "cpu", "train",
               "--fsdp '{}' on --device {}: 'offload' (weights, gradients and AdamW moments in host memory) is not "
               "built yet for GPU ranks; leave it out (the model state then stays on the device)", fsdp, device);
+    const char* as = world <= 1 ? "one process" : mode ? shard_mode_name(*mode) : "no_shard";
     if (detect_launch().rank == 0)
       std::printf("note: --fsdp offload on CPU ranks: the model state is in host memory already, nothing to move; "
-                  "training as %s\n", mode && world > 1 ? shard_mode_name(*mode) : world > 1 ? "no_shard" : "one process");
+                  "training as %s\n", as);
   }
   if (world <= 1) return std::nullopt;
   SFT_CHECK(!mode || !is_hybrid(*mode) || device == "cpu", "train",
