@@ -3,10 +3,16 @@
 // so they overlap the backend's compute: each waits for the compute work issued before it (an
 // event on the backend's stream) and wait() makes later compute wait for it (stream order, no
 // host sync). The step's host scalars and the bootstrap (ncclUniqueId from rank 0, MPI_Bcast)
-// go through MPI, which launched the ranks. A watchdog thread follows every collective's completion
-// event and polls ncclCommGetAsyncError about once a second: a NCCL error, or a collective not
-// complete --ddp_timeout seconds after it was issued, aborts the communicator (ncclCommAbort) and
-// ends the process so the launcher ends the job. Built only with CUDA, MPI and NCCL (SFT_HAVE_NCCL).
+// go through MPI, which launched the ranks. The communicator is non-blocking (config.blocking = 0):
+// no NCCL call blocks the host; a call that returns ncclInProgress (init, a collective still being
+// enqueued in the background, finalize) is followed by polling ncclCommGetAsyncError until the
+// state leaves ncclInProgress, bounded by --ddp_timeout, before anything else touches the
+// communicator or its stream. Calls on the communicator are serialized by a mutex (NCCL forbids
+// concurrent calls on one communicator; being non-blocking, none holds it long), so a watchdog
+// thread can poll ncclCommGetAsyncError about once a second and follow every collective's
+// completion event: a NCCL error, or a collective not complete --ddp_timeout seconds after it was
+// issued, aborts the communicator (ncclCommAbort) and ends the process so the launcher ends the
+// job. Built only with CUDA, MPI and NCCL (SFT_HAVE_NCCL).
 #include <cuda_runtime.h>
 #include <mpi.h>
 #include <nccl.h>
@@ -56,12 +62,22 @@ class NcclComm final : public Comm {
     if (host_->rank() == 0) check_nccl(ncclGetUniqueId(&id), "ncclGetUniqueId", "start");
     SFT_CHECK(MPI_Bcast(&id, sizeof(id), MPI_BYTE, 0, MPI_COMM_WORLD) == MPI_SUCCESS, "nccl",
               "MPI_Bcast of the NCCL unique id from rank 0 failed");
-    check_nccl(ncclCommInitRank(&comm_, host_->size(), id, host_->rank()), "ncclCommInitRank", "start");
+    ncclConfig_t config = NCCL_CONFIG_INITIALIZER;
+    config.blocking = 0;
+    ncclResult_t rc = ncclSuccess;
+    {
+      std::lock_guard<std::mutex> lock(nccl_mu_);
+      rc = ncclCommInitRankConfig(&comm_, host_->size(), id, host_->rank(), &config);
+    }
+    settle(rc, "ncclCommInitRankConfig", "start");  // every rank's init, bounded by the timeout
     check_cuda(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreateWithFlags", "start");
     check_cuda(cudaGetDevice(&device_), "cudaGetDevice", "start");
     if (host_->size() > 1) watchdog_ = std::thread([this] { watch(); });
   }
-  ~NcclComm() override {  // nothing here may throw
+  // Nothing here may throw. A normal end finalizes (every rank's issued work flushed; polled with
+  // the timeout) and destroys; unwinding an error, or a communicator that failed, aborts instead:
+  // finalizing would wait for ranks that may be blocked elsewhere.
+  ~NcclComm() override {
     {
       std::lock_guard<std::mutex> lock(wd_mu_);
       wd_stop_ = true;
@@ -70,8 +86,22 @@ class NcclComm final : public Comm {
     if (watchdog_.joinable()) watchdog_.join();
     for (Inflight& f : inflight_) cudaEventDestroy(f.done);
     for (auto& [id, e] : pending_) cudaEventDestroy(e);
-    cudaStreamSynchronize(stream_);
-    ncclCommDestroy(comm_);
+    std::lock_guard<std::mutex> lock(nccl_mu_);
+    if (!aborted_ && std::uncaught_exceptions() == 0) {
+      ncclResult_t rc = ncclCommFinalize(comm_);
+      const auto deadline = std::chrono::steady_clock::now() + std::chrono::duration<double>(timeout_s_.load());
+      ncclResult_t state = rc;
+      while (rc == ncclInProgress || (rc == ncclSuccess && state == ncclInProgress)) {
+        if (std::chrono::steady_clock::now() > deadline) break;
+        std::this_thread::sleep_for(std::chrono::milliseconds(1));
+        rc = ncclCommGetAsyncError(comm_, &state);
+      }
+      if (rc == ncclSuccess && state == ncclSuccess) {
+        ncclCommDestroy(comm_);
+        aborted_ = true;  // released
+      }
+    }
+    if (!aborted_) ncclCommAbort(comm_);
     cudaStreamDestroy(stream_);
   }
   int rank() const override { return host_->rank(); }
@@ -142,7 +172,12 @@ class NcclComm final : public Comm {
     check_cuda(cudaEventRecord(ready, compute_), "cudaEventRecord", what);
     check_cuda(cudaStreamWaitEvent(stream_, ready, 0), "cudaStreamWaitEvent", what);
     cudaEventDestroy(ready);  // destroyed once the recorded work completes
-    check_nccl(start(), call, what);
+    ncclResult_t rc = ncclSuccess;
+    {
+      std::lock_guard<std::mutex> lock(nccl_mu_);
+      rc = start();
+    }
+    settle(rc, call, what);  // its kernels are on stream_ now: the event below follows them
     check_cuda(cudaEventCreateWithFlags(&done, cudaEventDisableTiming), "cudaEventCreate", what);
     check_cuda(cudaEventRecord(done, stream_), "cudaEventRecord", what);
     const int64_t id = next_id_++;
@@ -155,6 +190,44 @@ class NcclComm final : public Comm {
       inflight_.push_back({watched, std::chrono::steady_clock::now(), op, what});
     }
     return {id};
+  }
+
+  // After a call on the non-blocking communicator returned `rc`: ncclSuccess means its work is
+  // issued; ncclInProgress means NCCL is still carrying it out in the background, and the state
+  // must be polled (ncclCommGetAsyncError) until it leaves ncclInProgress before the next call or
+  // any CUDA call on its stream. An error, or still in progress after --ddp_timeout seconds (a rank
+  // that stopped answering during init or connection setup), aborts the communicator and throws.
+  void settle(ncclResult_t rc, const char* call, const char* what) {
+    const auto start = std::chrono::steady_clock::now();
+    auto pause = std::chrono::microseconds(20);
+    ncclResult_t state = rc;
+    while (rc == ncclInProgress || (rc == ncclSuccess && state == ncclInProgress)) {
+      const double waited = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+      if (waited > timeout_s_.load()) {
+        abort_comm();
+        fail("dist", "{} ({}) was still in progress after {:.0f} s, more than --ddp_timeout {:.0f}: another rank "
+                     "stopped responding; communicator aborted, ending this job", call, what, waited, timeout_s_.load());
+      }
+      std::this_thread::sleep_for(pause);
+      pause = std::min<std::chrono::microseconds>(2 * pause, std::chrono::milliseconds(1));
+      std::lock_guard<std::mutex> lock(nccl_mu_);
+      rc = ncclCommGetAsyncError(comm_, &state);
+    }
+    if (rc == ncclSuccess && state == ncclSuccess) return;
+    const ncclResult_t err = rc != ncclSuccess ? rc : state;
+    const char* last = comm_ ? ncclGetLastError(comm_) : nullptr;
+    const std::string detail = last ? last : "";
+    if (comm_) abort_comm();
+    fail("nccl", "{} ({}) failed: {}{}{}; communicator aborted", call, what, ncclGetErrorString(err),
+         detail.empty() ? "" : ": " + detail,
+         err == ncclSystemError || err == ncclRemoteError ? " (a rank may have died; see its error above)" : "");
+  }
+
+  void abort_comm() {
+    std::lock_guard<std::mutex> lock(nccl_mu_);
+    if (aborted_) return;
+    ncclCommAbort(comm_);
+    aborted_ = true;
   }
 
   // The watchdog thread: collectives complete in stream order, so the oldest incomplete one is
@@ -171,8 +244,12 @@ class NcclComm final : public Comm {
         cudaEventDestroy(inflight_.front().done);
         inflight_.pop_front();
       }
-      ncclResult_t async = ncclSuccess;
-      const ncclResult_t rc = ncclCommGetAsyncError(comm_, &async);
+      ncclResult_t async = ncclSuccess, rc = ncclSuccess;
+      {
+        std::lock_guard<std::mutex> nccl_lock(nccl_mu_);
+        if (aborted_) return;  // the compute thread's settle() ended it and is reporting
+        rc = ncclCommGetAsyncError(comm_, &async);
+      }
       std::string why;
       if (rc != ncclSuccess) why = fmt::format("[dist] ncclCommGetAsyncError failed: {}", ncclGetErrorString(rc));
       else if (async != ncclSuccess && async != ncclInProgress)
@@ -188,7 +265,7 @@ class NcclComm final : public Comm {
       std::fflush(stdout);
       std::fprintf(stderr, "%serror: %s\n", rank_prefix().c_str(), why.c_str());
       std::fflush(stderr);
-      ncclCommAbort(comm_);
+      abort_comm();
       std::_Exit(1);  // no destructors: they would wait on the aborted work
     }
   }
@@ -197,6 +274,8 @@ class NcclComm final : public Comm {
   std::unique_ptr<Comm> host_;
   cudaStream_t compute_ = nullptr, stream_ = nullptr;
   ncclComm_t comm_ = nullptr;
+  std::mutex nccl_mu_;   // held by every call on comm_ (the compute thread's and the watchdog's)
+  bool aborted_ = false;  // comm_ aborted or released (under nccl_mu_)
   int64_t next_id_ = 0;
   std::unordered_map<int64_t, cudaEvent_t> pending_;
   // The watchdog (started when there are several ranks).
