@@ -1,10 +1,11 @@
 // Two hosts on one machine: `mpirun` over two Linux network namespaces joined by a bridge
 // (tests/dist/netns_hosts.sh), 2 ranks on each, `--fsdp hybrid_shard` (full_shard within a host,
 // replicated across the hosts) trains what one process accumulating the same global batch trains:
-// losses, gradient norms and final weights; the memory plan shards by the ranks of a host. Every
-// namespace, veth and bridge is removed again, also when the test fails. Skips visibly where MPI
-// is missing or namespaces cannot be made (not root, no `ip`, no permission). CTest runs it alone
-// (RUN_SERIAL, CMakeLists.txt).
+// losses, gradient norms and final weights; the memory plan shards by the ranks of a host; its
+// checkpoint (the first host's) resumes in one process to the same losses. Every namespace, veth
+// and bridge is removed again, also when the test fails. Skips visibly where MPI is missing or
+// namespaces cannot be made (not root, no `ip`, no permission). CTest runs it alone (RUN_SERIAL,
+// CMakeLists.txt).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -94,7 +95,8 @@ TEST(MpiHybrid, TwoHostsOfTwoRanksTrainWhatOneProcessTrains) {
                              " --per_device_train_batch_size 2 --gradient_accumulation_steps 4 --threads 2");
     ASSERT_EQ(r1.code, 0) << r1.out;
     const CmdResult r2 = run(mpirun(4) + hosts.mpirun_options(2) + train + " --output_dir " + hybrid.string() +
-                             " --per_device_train_batch_size 2 --fsdp 'hybrid_shard auto_wrap' --ddp_timeout 60");
+                             " --per_device_train_batch_size 2 --fsdp 'hybrid_shard auto_wrap' --ddp_timeout 60"
+                             " --save_strategy steps --save_steps 3");
     ASSERT_EQ(r2.code, 0) << r2.out;
     EXPECT_NE(r2.out.find("hybrid_shard: 2 nodes of 2 ranks"), std::string::npos) << r2.out;
     // The per-rank plan shards by the 2 ranks of a host, not by all 4 (to the 0.1 MiB printed).
@@ -109,5 +111,21 @@ TEST(MpiHybrid, TwoHostsOfTwoRanksTrainWhatOneProcessTrains) {
       EXPECT_NEAR(got.at(step).second, w.second, 1e-6 * w.second) << "step " << step;
     }
     EXPECT_LT(max_weight_diff(one, hybrid), 1e-6);
+
+    // The checkpoint is the first host's: its 2 ranks wrote an optimizer shard each (the other
+    // host holds the same values), in the layout one process resumes from, to the same losses.
+    const fs::path c3 = hybrid / "checkpoint-3", back = root / "back";
+    int shards = 0;
+    for (const auto& e : fs::directory_iterator(c3))
+      shards += e.path().filename().string().rfind("optimizer-rank-", 0) == 0;
+    EXPECT_EQ(shards, 2);
+    EXPECT_TRUE(fs::exists(c3 / "optimizer-rank-00001-of-00002.safetensors"));
+    const CmdResult r3 = run(train + " --output_dir " + back.string() + " --resume_from_checkpoint " + c3.string() +
+                             " --per_device_train_batch_size 2 --gradient_accumulation_steps 4 --threads 2");
+    ASSERT_EQ(r3.code, 0) << r3.out;
+    const auto resumed = losses_and_norms(back);
+    for (int64_t step = 4; step <= 6; ++step)
+      EXPECT_NEAR(resumed.at(step).first, want.at(step).first, 1e-7 * want.at(step).first) << "step " << step;
+    EXPECT_LT(max_weight_diff(one, back), 1e-6);
   }
 }
