@@ -2,10 +2,10 @@
 // (tests/dist/netns_hosts.sh), 2 ranks on each, `--fsdp hybrid_shard` (full_shard within a host,
 // replicated across the hosts) trains what one process accumulating the same global batch trains:
 // losses, gradient norms and final weights; the memory plan shards by the ranks of a host; its
-// checkpoint (the first host's) resumes in one process to the same losses. Every namespace, veth
-// and bridge is removed again, also when the test fails. Skips visibly where MPI is missing or
-// namespaces cannot be made (not root, no `ip`, no permission). CTest runs it alone (RUN_SERIAL,
-// CMakeLists.txt).
+// checkpoint (the first host's) resumes in one process to the same losses; hosts with different
+// rank counts are refused. Every namespace, veth and bridge is removed again, also when the test
+// fails. Skips visibly where MPI is missing or namespaces cannot be made (not root, no `ip`, no
+// permission). CTest runs it alone (RUN_SERIAL, CMakeLists.txt).
 #include <gtest/gtest.h>
 
 #include <unistd.h>
@@ -42,10 +42,10 @@ class NetnsHosts {
   }
   ~NetnsHosts() { run("bash " + kScript + " down " + tag_ + " 2>&1"); }
   const std::string& error() const { return error_; }
-  // mpirun's options that start L ranks on each host, over TCP within the hosts' subnet.
-  std::string mpirun_options(int per_host) const {
-    const std::string l = std::to_string(per_host);
-    return "--host " + a_ + ":" + l + "," + b_ + ":" + l + " --mca plm_rsh_agent " + agent_ +
+  // mpirun's options that start ranks_a and ranks_b ranks on the hosts, over TCP within their subnet.
+  std::string mpirun_options(int ranks_a, int ranks_b) const {
+    return "--host " + a_ + ":" + std::to_string(ranks_a) + "," + b_ + ":" + std::to_string(ranks_b) +
+           " --mca plm_rsh_agent " + agent_ +
            " --mca oob_tcp_if_include " + subnet_ + " --mca btl self,tcp --mca btl_tcp_if_include " + subnet_ + " ";
   }
 
@@ -94,7 +94,7 @@ TEST(MpiHybrid, TwoHostsOfTwoRanksTrainWhatOneProcessTrains) {
     const CmdResult r1 = run(train + " --output_dir " + one.string() +
                              " --per_device_train_batch_size 2 --gradient_accumulation_steps 4 --threads 2");
     ASSERT_EQ(r1.code, 0) << r1.out;
-    const CmdResult r2 = run(mpirun(4) + hosts.mpirun_options(2) + train + " --output_dir " + hybrid.string() +
+    const CmdResult r2 = run(mpirun(4) + hosts.mpirun_options(2, 2) + train + " --output_dir " + hybrid.string() +
                              " --per_device_train_batch_size 2 --fsdp 'hybrid_shard auto_wrap' --ddp_timeout 60"
                              " --save_strategy steps --save_steps 3");
     ASSERT_EQ(r2.code, 0) << r2.out;
@@ -127,5 +127,11 @@ TEST(MpiHybrid, TwoHostsOfTwoRanksTrainWhatOneProcessTrains) {
     for (int64_t step = 4; step <= 6; ++step)
       EXPECT_NEAR(resumed.at(step).first, want.at(step).first, 1e-7 * want.at(step).first) << "step " << step;
     EXPECT_LT(max_weight_diff(one, back), 1e-6);
+
+    // Hosts with different rank counts cannot hold equal shards: refused, naming the counts.
+    const CmdResult r4 = run(mpirun(3) + hosts.mpirun_options(2, 1) + train + " --output_dir " +
+                             (root / "uneven").string() + " --per_device_train_batch_size 2 --fsdp hybrid_shard");
+    EXPECT_NE(r4.code, 0) << r4.out;
+    EXPECT_NE(r4.out.find("hybrid_shard needs the same number of ranks on every node"), std::string::npos) << r4.out;
   }
 }
