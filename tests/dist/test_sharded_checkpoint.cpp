@@ -1,5 +1,6 @@
 // Checkpoints and HF files of sharded stores on the in-process ThreadWorld: each rank writes its
-// own optimizer shard, the manifest verifies them, a missing or damaged rank file is an error
+// own optimizer shard (one that cannot fails the save on every rank, naming it), the manifest
+// verifies them, a missing or damaged rank file is an error
 // naming it (and auto-resume's choice falls back past it), one process re-slices the shards into
 // exactly the moments the ranks held (under hybrid_shard: the first node's); rank 0's streamed HF save writes the bytes one process
 // writes; rank 0's memory while saving stays within one unit of what training left, and a rank
@@ -153,6 +154,32 @@ TEST(ShardedCheckpoint, EachRankWritesItsOptimizerShardWhichOneProcessReslicesEx
     EXPECT_NE(std::string(e.what()).find("optimizer-rank-00001-of-00002.safetensors is missing (the optimizer state "
                                          "was written by 2 ranks)"), std::string::npos) << e.what();
   }
+}
+
+// A rank whose shard cannot be written (here rank 1 hands the writer a state it refuses): every
+// rank fails, rank 0 naming rank 1, and no checkpoint or temporary directory is left behind.
+TEST(ShardedCheckpoint, ARankThatCannotWriteItsShardFailsTheSaveOnEveryRankNamingIt) {
+  const LlamaConfig cfg = config();
+  TempDir out("failing");
+  ThreadWorld tw(2);
+  std::vector<std::string> errors(2);
+  run_ranks(2, [&](int r) {
+    auto be = create_backend("cpu");
+    auto m = sharded_model(cfg, *be, tw.comm(r));
+    AdamW opt(*m, kAdam);
+    OptimizerState state = opt.state();
+    if (r == 1) state.tensors[0].first = "__metadata__";  // not a tensor name: the writer refuses it
+    try {
+      save_checkpoint_any(out.path.string(), 2, *m, tw.comm(r), state, nlohmann::json{{"global_step", 2}}, {});
+    } catch (const Error& e) {
+      errors[size_t(r)] = e.what();
+    }
+  });
+  EXPECT_NE(errors[0].find("rank(s) 1 could not write their optimizer shard into " +
+                           (out.path / ".tmp-checkpoint-2").string()), std::string::npos) << errors[0];
+  EXPECT_NE(errors[1].find("'__metadata__' is not a tensor name"), std::string::npos) << errors[1];
+  EXPECT_FALSE(fs::exists(out.path / "checkpoint-2"));
+  EXPECT_FALSE(fs::exists(out.path / ".tmp-checkpoint-2"));
 }
 
 // hybrid_shard over 2 nodes × 2 ranks: the first node's ranks write the two shards (the second
