@@ -51,10 +51,12 @@ std::vector<Piece> rank_file_pieces(const SafetensorsFile& f, int64_t num_params
                     std::all_of(s.begin(), s.end(), [](const nlohmann::json& x) { return x.is_number_unsigned(); });
     SFT_CHECK(ok, "checkpoint", "{}: metadata 'slices' entry {} is not [flat offset, local offset, size]", f.path(),
               s.dump());
-    const Piece p{s[0].get<int64_t>(), s[1].get<int64_t>(), s[2].get<int64_t>()};
-    SFT_CHECK(p.offset + p.size <= num_params, "checkpoint",
-              "{}: slice {} ends after the model's {} parameters", f.path(), s.dump(), num_params);
-    out.push_back(p);
+    // Compared as unsigned before any sum, so no value can wrap around or point outside.
+    const uint64_t offset = s[0].get<uint64_t>(), at = s[1].get<uint64_t>(), size = s[2].get<uint64_t>();
+    const uint64_t P = uint64_t(num_params);
+    SFT_CHECK(offset <= P && size <= P - offset && at <= P, "checkpoint",
+              "{}: slice {} lies outside the model's {} parameters", f.path(), s.dump(), num_params);
+    out.push_back({int64_t(offset), int64_t(at), int64_t(size)});
   }
   return out;
 }
@@ -70,8 +72,8 @@ void copy_overlaps(const SafetensorsFile& f, const std::vector<Piece>& pieces, B
               expect_numel < 0 ? std::string("(n,)") : fmt::format("({},)", expect_numel));
     const float* src = reinterpret_cast<const float*>(t.data);
     for (const Piece& p : pieces) {
-      SFT_CHECK(p.at + p.size <= t.numel(), "checkpoint", "{}: slice at {} of {} elements is outside '{}' {}",
-                f.path(), p.at, p.size, name, t.shape_str());
+      SFT_CHECK(p.at <= t.numel() && p.size <= t.numel() - p.at, "checkpoint",
+                "{}: slice at {} of {} elements is outside '{}' {}", f.path(), p.at, p.size, name, t.shape_str());
       for (const LocalSlice& s : slices) {
         const int64_t lo = std::max(s.offset, p.offset), hi = std::min(s.offset + s.size, p.offset + p.size);
         if (lo >= hi) continue;

@@ -1,7 +1,8 @@
 // The optimizer files of a checkpoint (io/optimizer_files.h): rank files written with any split of
 // the flat layout are re-sliced exactly into any other split (one process, other ranks) and the
 // one-process file into any split; rank files that miss or repeat parameters, disagree on the
-// step or the parameter count, or lack a rank are errors naming the file and what is wrong.
+// step or the parameter count, lack a rank, or list slices outside the file are errors naming the
+// file and what is wrong.
 #include <gtest/gtest.h>
 
 #include <numeric>
@@ -9,6 +10,7 @@
 
 #include "backend/backend.h"
 #include "io/optimizer_files.h"
+#include "io/safetensors.h"
 #include "io_test_util.h"
 
 namespace sft {
@@ -124,6 +126,16 @@ TEST(OptimizerFiles, RankFilesThatDoNotFitAreNamedErrors) {
   {
     TempDir d;
     expect_error(load(d), {d.path.string() + ": no optimizer.safetensors or optimizer-rank-XXXXX-of-YYYYY.safetensors"});
+  }
+  // Slices whose numbers would wrap around or point outside the file's tensors.
+  for (const char* slices : {"[[18446744073709551615, 0, 1]]", "[[0, 9223372036854775808, 10]]", "[[0, 5, 10]]"}) {
+    TempDir d;
+    std::vector<float> zeros(10, 0.0f);
+    const std::vector<SafetensorsWriteItem> items = {{"exp_avg", zeros.data(), "F32", {10}},
+                                                     {"exp_avg_sq", zeros.data(), "F32", {10}}};
+    write_safetensors((d.path / optimizer_rank_file(0, 1)).string(), items,
+                      {{"step", "1"}, {"num_params", "10"}, {"slices", slices}});
+    expect_error(load(d), {"optimizer-rank-00000-of-00001.safetensors: slice"});
   }
 }
 
