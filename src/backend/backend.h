@@ -49,6 +49,15 @@ class Backend {
   // side is host memory.
   virtual void copy(void* dst, const void* src, size_t bytes) = 0;
   virtual void fill_zero(Tensor t) = 0;
+  // Host memory this backend copies to and from fastest, for state kept off the device (--fsdp
+  // offload): page-locked (pinned) on CUDA, plain memory on a host backend. Zero-filled, 64-byte
+  // aligned; freed with free_host (host_memory.cpp has the plain defaults).
+  virtual void* alloc_host(size_t bytes);
+  virtual void free_host(void* ptr);
+  // dst = src as copy(), but ordered on this backend's stream without waiting on the host (CUDA:
+  // from pinned memory, cudaMemcpyAsync): a host source must stay unchanged until synchronize() or
+  // a later copy() involving host memory. Host backends: copy().
+  virtual void copy_async(void* dst, const void* src, size_t bytes) { copy(dst, src, bytes); }
 
   // ---- device control and facts (the defaults suit a synchronous host backend) ----
   // Ops may run asynchronously; this waits for all of them (for timing).
@@ -178,6 +187,10 @@ std::unique_ptr<Backend> create_backend(const std::string& name);
 // A data-parallel rank's backend: "cuda" takes the GPU of the node-local rank (create.h), "cpu"
 // is the same for every rank.
 std::unique_ptr<Backend> create_backend(const std::string& name, int local_rank);
+// The CPU backend over `device`'s host memory (alloc/dealloc are device.alloc_host/free_host:
+// pinned on CUDA): runs the host side of --fsdp offload (the AdamW update, gradient sums) on
+// buffers the device copies to and from at full speed. `device` must outlive it.
+std::unique_ptr<Backend> create_host_backend(Backend& device);
 // "" when create_backend("cuda") can work here, else the reason (no CUDA backend in this build,
 // no GPU, driver too old, compute capability below 8.0). Tests skip GPU checks on it.
 std::string cuda_unavailable_reason();

@@ -1,6 +1,7 @@
 // Host access to backend memory for model and I/O code (weight load/save, RoPE tables, loss sums,
-// optimizer state): on the CPU backend the tensor's own memory (zero copy, no extra work); on a
-// GPU backend a host staging buffer moved with Backend::copy. Read: construct with load = true.
+// optimizer state): on the CPU backend, or for a tensor in host memory (--fsdp offload's shards),
+// the tensor's own memory (zero copy, no extra work); on a GPU backend a host staging buffer moved
+// with Backend::copy. Read: construct with load = true.
 // Write: fill f32(), then store().
 #pragma once
 #include <memory>
@@ -12,7 +13,7 @@ namespace sft {
 class HostTensor {
  public:
   HostTensor(Backend& be, const Tensor& t, bool load) : be_(&be), t_(t) {
-    if (be.device() == Device::cpu) {
+    if (be.device() == Device::cpu || t.device == Device::cpu) {  // host memory (e.g. offloaded state)
       host_ = t.data;
       return;
     }

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <optional>
 
 #include "backend/host_access.h"
 #include "core/dtype.h"
@@ -72,8 +73,21 @@ NodeComms hybrid_groups(Comm& world, ShardMode mode) {
 
 }  // namespace
 
-ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode)
-    : ParamStore(cfg, backend), nodes_(hybrid_groups(comm, mode)), comm_(nodes_.node ? *nodes_.node : comm),
+namespace {
+
+std::unique_ptr<Backend> offload_host(Backend& device, ShardMode mode, const ShardOptions& opt) {
+  if (!opt.offload) return nullptr;
+  SFT_CHECK(mode == ShardMode::full_shard, "sharded_store", "offload with {}: it works with full_shard only",
+            shard_mode_name(mode));
+  return create_host_backend(device);
+}
+
+}  // namespace
+
+ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode,
+                                     ShardOptions opt)
+    : OffloadHost{offload_host(backend, mode, opt)}, ParamStore(cfg, host ? *host : backend), dev_(backend),
+      nodes_(hybrid_groups(comm, mode)), comm_(nodes_.node ? *nodes_.node : comm),
       requested_(mode), mode_(within_node(mode)), rank_(comm_.rank()), world_(comm_.size()),
       keep_(cfg.tie_word_embeddings ? 3 : 2) {
   const int U = num_units();
@@ -118,8 +132,9 @@ ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, C
     const LayerWeights& lw = layout.layers[size_t(u - 1)];
     for (const Tensor* t : {&lw.attn_norm, &lw.bqkv, &lw.bo, &lw.mlp_norm}) keep_exact(u, *t);
   }
-  lay_out_weights(cfg_, nullptr, w_, be_.device(), nullptr);
-  lay_out_weights(cfg_, nullptr, g_, be_.device(), nullptr);
+  lay_out_weights(cfg_, nullptr, w_, dev_.device(), nullptr);
+  lay_out_weights(cfg_, nullptr, g_, dev_.device(), nullptr);
+  if (host) grad_host_ = alloc_f32(max_shard_);
   for (ParamRef& p : table_) p.view.data = nullptr;
   refs_.assign(size_t(U), 0);
   slot_of_.assign(size_t(U), -1);
@@ -136,14 +151,31 @@ ShardedParamStore::ShardedParamStore(const LlamaConfig& cfg, Backend& backend, C
 
 ShardedParamStore::~ShardedParamStore() {
   for (Slot& s : slots_) {
-    if (s.pending) comm_.wait(s.req);
-    if (s.buf.data) be_.dealloc(s.buf.data);
+    if (s.pending && s.by_comm) comm_.wait(s.req);
+    dev_free(s.buf);
+    dev_free(s.in);
   }
   for (GradBuf& g : grad_bufs_) {
     if (g.rs_unit >= 0) comm_.wait(g.req);
-    for (void* p : {g.buf.data, g.out.data, g.buf16.data})
-      if (p) be_.dealloc(p);
+    for (Tensor* t : {&g.buf, &g.out, &g.buf16}) dev_free(*t);
   }
+  dev_free(exact_);
+}
+
+void* ShardedParamStore::dev_alloc(int64_t bytes) {
+  device_bytes_ += bytes;
+  return dev_.alloc(size_t(bytes));
+}
+
+void ShardedParamStore::dev_free(Tensor& t) {
+  if (!t.data) return;
+  device_bytes_ -= int64_t(t.nbytes());
+  dev_.dealloc(t.data);
+  t = Tensor();
+}
+
+int64_t ShardedParamStore::device_bytes() const {
+  return device_bytes_ + (offload() ? 0 : persistent_bytes() - (exact_.data ? int64_t(exact_.nbytes()) : 0));
 }
 
 Tensor ShardedParamStore::block(Tensor flat, int64_t offset, int64_t n) const {
@@ -168,7 +200,7 @@ float* ShardedParamStore::unit_memory(int unit) const {
 void ShardedParamStore::bind(Weights& views, int unit, float* base) {
   const ParamUnit& pu = units_[size_t(unit)];
   Weights at;
-  lay_out_weights(cfg_, base ? shifted(base, pu.offset) : nullptr, at, be_.device(), nullptr);
+  lay_out_weights(cfg_, base ? shifted(base, pu.offset) : nullptr, at, dev_.device(), nullptr);
   const bool tied = cfg_.tie_word_embeddings;
   if (unit == unit_embed()) {
     views.embed = at.embed;
@@ -195,7 +227,7 @@ bool ShardedParamStore::gathers_bf16(int unit) const {
 void ShardedParamStore::bind16(int unit, uint16_t* base) {
   float* const stand_in = stand_in_base();
   Weights at;
-  lay_out_weights(cfg_, shifted(stand_in, units_[size_t(unit)].offset), at, be_.device(), nullptr);
+  lay_out_weights(cfg_, shifted(stand_in, units_[size_t(unit)].offset), at, dev_.device(), nullptr);
   auto view = [&](Tensor t) {
     if (t.empty()) return t;
     const int64_t e = static_cast<const float*>(t.data) - stand_in;  // element within the unit
@@ -246,14 +278,14 @@ void ShardedParamStore::refresh_bf16_copies() {
     shard16_ = as_bf16(alloc_f32((n + 1) / 2).data, n, be_.device());
     int64_t total = 0;
     for (const ExactRange& r : exact_ranges_) total = r.off + r.n;
-    if (total > 0) exact_ = alloc_f32(total);
+    if (total > 0) exact_ = Tensor(dev_alloc(total * 4), DType::f32, {total}, dev_.device());  // the gathers' side
   }
   {
     HostTensor master(be_, shard_, true), rounded(be_, shard16_, false);
     round_to_bf16(master.f32(), rounded.host_view().bf16(), n);
     rounded.store();
     if (exact_.data) {
-      HostTensor ex(be_, exact_, false);
+      HostTensor ex(dev_, exact_, false);
       float* e = ex.f32();
       std::fill(e, e + exact_.numel(), 0.0f);
       for (const ExactRange& r : exact_ranges_) {
@@ -275,8 +307,8 @@ int ShardedParamStore::resident_units() const {
 void ShardedParamStore::count_resident() { peak_resident_ = std::max(peak_resident_, resident_units()); }
 
 int64_t ShardedParamStore::persistent_bytes() const {
-  return (shard_.numel() * int64_t(2 + states_.size()) + full_.numel() + exact_.numel()) * int64_t(sizeof(float)) +
-         int64_t(shard16_.nbytes());
+  auto bytes = [](const Tensor& t) { return t.data ? int64_t(t.nbytes()) : 0; };  // (an empty Tensor's numel is 1)
+  return bytes(shard_) * int64_t(2 + states_.size()) + bytes(full_) + bytes(exact_) + bytes(shard16_);
 }
 
 int ShardedParamStore::gather(int unit) {
@@ -289,15 +321,28 @@ int ShardedParamStore::gather(int unit) {
   const bool b16 = gather_dtype_ == DType::bf16 && mode_ == ShardMode::full_shard && !root_access_ && gathers_bf16(unit);
   if (b16 && copies_stale_) refresh_bf16_copies();
   Slot& slot = slots_[s];
-  if (!slot.buf.data) slot.buf = Tensor(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
+  if (!slot.buf.data) slot.buf = Tensor(dev_alloc(max_padded_ * 4), DType::f32, {max_padded_}, dev_.device());
   slot.unit = unit;
   slot.dtype = b16 ? DType::bf16 : DType::f32;
-  const int64_t P = padded_[size_t(unit)], len = shard_len_[size_t(unit)];
-  slot.req = b16 ? comm_.all_gather(as_bf16(slot.buf.data, P, be_.device()),
-                                    as_bf16(shard16_.bf16() + shard_off_[size_t(unit)], len, be_.device()),
-                                    gather_names_[size_t(unit)].c_str())
-                 : comm_.all_gather(padded_unit(slot.buf.f32(), unit), shard_of(shard_, unit),
-                                    gather_names_[size_t(unit)].c_str());
+  const int64_t P = padded_[size_t(unit)], len = shard_len_[size_t(unit)], off = shard_off_[size_t(unit)];
+  // The gather's input: this rank's block, or under offload its copy on the device (issued on the
+  // device's stream ahead of the compute, as the gather is). A world of one gathers by the copy.
+  Tensor in = b16 ? as_bf16(shard16_.bf16() + off, len, shard16_.device) : shard_of(shard_, unit);
+  slot.by_comm = true;
+  if (offload()) {
+    if (world_ == 1) {
+      dev_.copy_async(slot.buf.data, in.data, in.nbytes());
+      slot.by_comm = false;
+    } else {
+      if (!slot.in.data) slot.in = Tensor(dev_alloc(max_shard_ * 4), DType::f32, {max_shard_}, dev_.device());
+      dev_.copy_async(slot.in.data, in.data, in.nbytes());
+      in.data = slot.in.data;
+    }
+    in.device = dev_.device();
+  }
+  if (slot.by_comm)
+    slot.req = b16 ? comm_.all_gather(as_bf16(slot.buf.data, P, dev_.device()), in, gather_names_[size_t(unit)].c_str())
+                   : comm_.all_gather(padded_unit(slot.buf.f32(), unit), in, gather_names_[size_t(unit)].c_str());
   gathered_bytes_ += P * (b16 ? 2 : 4);
   slot.pending = true;
   slot_of_[size_t(unit)] = int(s);
@@ -307,10 +352,10 @@ int ShardedParamStore::gather(int unit) {
 
 void ShardedParamStore::wait_slot(Slot& s) {
   if (!s.pending) return;
-  comm_.wait(s.req);
+  if (s.by_comm) comm_.wait(s.req);
   s.pending = false;
   // One buffer holds unit after unit: derived copies (bf16 roundings) of its old contents go.
-  be_.invalidate_weight_copies(s.buf.data, size_t(padded_[size_t(s.unit)]) * 4);
+  dev_.invalidate_weight_copies(s.buf.data, size_t(padded_[size_t(s.unit)]) * 4);
 }
 
 // Pass order: forward embed → layers → head; backward (from the head's grads_ready to the
@@ -352,11 +397,8 @@ void ShardedParamStore::release(int unit) {
     bind(g_, unit, nullptr);
     const size_t allocated =
         size_t(std::count_if(grad_bufs_.begin(), grad_bufs_.end(), [](const GradBuf& x) { return x.buf.data; }));
-    if (g.rs_unit < 0 && allocated > size_t(keep_)) {
-      for (void* p : {g.buf.data, g.out.data, g.buf16.data})
-        if (p) be_.dealloc(p);
-      g.buf = g.out = g.buf16 = Tensor();
-    }
+    if (g.rs_unit < 0 && allocated > size_t(keep_))
+      for (Tensor* t : {&g.buf, &g.out, &g.buf16}) dev_free(*t);
   }
   if (mode_ != ShardMode::full_shard) return;
   const int s = slot_of_[size_t(unit)];
@@ -367,8 +409,8 @@ void ShardedParamStore::release(int unit) {
   bind(w_, unit, nullptr);
   const size_t allocated = size_t(std::count_if(slots_.begin(), slots_.end(), [](const Slot& x) { return x.buf.data; }));
   if (allocated > size_t(keep_)) {  // many units were held at once (initialisation, a save): give it back
-    be_.dealloc(slot.buf.data);
-    slot.buf = Tensor();
+    dev_free(slot.buf);
+    dev_free(slot.in);
   }
 }
 
@@ -381,8 +423,8 @@ void ShardedParamStore::written(int unit) {
   copies_stale_ = true;
   // Every rank wrote the same full unit; each keeps its block. The gathered copy is current.
   float* mem = unit_memory(unit);
-  be_.copy(shard_of(shard_, unit).data, mem + rank_ * shard_len_[size_t(unit)], size_t(shard_len_[size_t(unit)]) * 4);
-  be_.invalidate_weight_copies(mem, size_t(padded_[size_t(unit)]) * 4);
+  dev_.copy(shard_of(shard_, unit).data, mem + rank_ * shard_len_[size_t(unit)], size_t(shard_len_[size_t(unit)]) * 4);
+  dev_.invalidate_weight_copies(mem, size_t(padded_[size_t(unit)]) * 4);
 }
 
 int ShardedParamStore::take_grad_buf(int unit) {
@@ -409,12 +451,12 @@ int ShardedParamStore::take_grad_buf(int unit) {
   GradBuf& g = grad_bufs_[size_t(pick)];
   finish_reduce(g);  // the reduce-scatter of an earlier unit, overlapped until now
   if (!g.buf.data) {
-    g.buf = Tensor(be_.alloc(size_t(max_padded_) * 4), DType::f32, {max_padded_}, be_.device());
-    g.out = Tensor(be_.alloc(size_t(max_shard_) * 4), DType::f32, {max_shard_}, be_.device());
+    g.buf = Tensor(dev_alloc(max_padded_ * 4), DType::f32, {max_padded_}, dev_.device());
+    g.out = Tensor(dev_alloc(max_shard_ * 4), DType::f32, {max_shard_}, dev_.device());
   }
   g.unit = unit;
   grad_of_[size_t(unit)] = pick;
-  be_.fill_zero(padded_unit(g.buf.f32(), unit));
+  dev_.fill_zero(padded_unit(g.buf.f32(), unit));
   return pick;
 }
 
@@ -429,11 +471,11 @@ void ShardedParamStore::grads_ready(int unit) {
   // Sum over ranks (train_step's loss scale already divides by the step's global target count).
   const int64_t P = padded_[size_t(unit)], n = shard_len_[size_t(unit)];
   if (reduce_dtype_ == DType::bf16) {  // HF's bf16 reduce: rounded, summed in bf16, widened in finish_reduce
-    if (!g.buf16.data) g.buf16 = as_bf16(be_.alloc(size_t(max_padded_) * 2), max_padded_, be_.device());
-    HostTensor full(be_, padded_unit(g.buf.f32(), unit), true), rounded(be_, as_bf16(g.buf16.data, P, be_.device()), false);
+    if (!g.buf16.data) g.buf16 = as_bf16(dev_alloc(max_padded_ * 2), max_padded_, dev_.device());
+    HostTensor full(dev_, padded_unit(g.buf.f32(), unit), true), rounded(dev_, as_bf16(g.buf16.data, P, dev_.device()), false);
     round_to_bf16(full.f32(), rounded.host_view().bf16(), P);
     rounded.store();
-    g.req = comm_.reduce_scatter(as_bf16(g.out.data, n, be_.device()), as_bf16(g.buf16.data, P, be_.device()),
+    g.req = comm_.reduce_scatter(as_bf16(g.out.data, n, dev_.device()), as_bf16(g.buf16.data, P, dev_.device()),
                                  ReduceOp::sum, reduce_names_[size_t(unit)].c_str());
   } else {
     g.req = comm_.reduce_scatter(block(g.out, 0, n), padded_unit(g.buf.f32(), unit), ReduceOp::sum,
@@ -453,21 +495,25 @@ void ShardedParamStore::finish_reduce(GradBuf& g) {
   comm_.wait(g.req);
   const int64_t n = shard_len_[size_t(g.rs_unit)];
   if (Comm* across = nodes_.across.get()) {  // hybrid: this node's sum + the other nodes' = every rank's
-    const Tensor block16 = as_bf16(g.out.data, n, be_.device());
+    const Tensor block16 = as_bf16(g.out.data, n, dev_.device());
     across->wait(across->all_reduce(g.rs_dtype == DType::bf16 ? block16 : block(g.out, 0, n), ReduceOp::sum,
                                     reduce_names_[size_t(g.rs_unit)].c_str()));
   }
-  // grad shard += this micro-batch's reduced block (host math: the Comm carries host memory)
+  // grad shard += this micro-batch's reduced block (host math; under offload the block comes
+  // device→host, the shard is in host memory already)
   HostTensor acc(be_, shard_of(grad_shard_, g.rs_unit), true);
   float* a = acc.f32();
+  const Tensor out = g.rs_dtype == DType::bf16 ? as_bf16(g.out.data, n, dev_.device()) : block(g.out, 0, n);
+  std::optional<HostTensor> staged;  // without offload: the block itself on a host device, else a staged copy
+  const void* reduced = grad_host_.data;
+  if (offload()) dev_.copy(grad_host_.data, out.data, out.nbytes());  // waits for the reduce-scatter's end
+  else reduced = staged.emplace(dev_, out, true).host_view().data;
   if (g.rs_dtype == DType::bf16) {
-    HostTensor add(be_, as_bf16(g.out.data, n, be_.device()), true);
-    const uint16_t* b = add.host_view().bf16();
+    const auto* b = static_cast<const uint16_t*>(reduced);
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) a[i] += bf16_to_f32(b[i]);
   } else {
-    HostTensor add(be_, block(g.out, 0, n), true);
-    const float* b = add.f32();
+    const auto* b = static_cast<const float*>(reduced);
 #pragma omp parallel for schedule(static) if (n > (1 << 16))
     for (int64_t i = 0; i < n; ++i) a[i] += b[i];
   }
@@ -481,6 +527,9 @@ void ShardedParamStore::finish_all_reduces() {
     if (grad_bufs_[i].rs_unit >= 0) order.push_back(i);
   std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return reduce_issued_[a] < reduce_issued_[b]; });
   for (size_t i : order) finish_reduce(grad_bufs_[i]);
+  // Offload: no host→device copy of a shard is in flight once the host may write the shards (the
+  // optimizer step follows the backward; a forward-only pass is followed by another pass).
+  if (offload()) dev_.synchronize();
 }
 
 void ShardedParamStore::params_updated() {

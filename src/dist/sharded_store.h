@@ -9,8 +9,15 @@
 // is full_shard (shard_grad_op) among the L ranks of each node, every node a replica: N above is then
 // L, and each unit's reduce-scattered gradient block is all-reduced across the nodes (between the
 // ranks with the same place in their node) before it is added to the gradient shard.
+// `offload` (with full_shard, ShardOptions): the shards (master weights, gradient sums, AdamW
+// moments) live in the device backend's host memory (pinned on CUDA) and the host runs the
+// optimizer on them (the store's backend() is then a CPU backend over that memory); each unit's
+// shard is copied host→device before its all-gather (already rounded to bf16 on the host in a
+// bf16 gather) and each reduce-scattered gradient block device→host into the gradient shard. The
+// device holds only the units in flight (gather and gradient buffers).
 #pragma once
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -26,11 +33,25 @@ const char* shard_mode_name(ShardMode m);
 ShardMode within_node(ShardMode m);
 bool is_hybrid(ShardMode m);
 
-class ShardedParamStore final : public ParamStore {
+struct ShardOptions {
+  // full_shard only: this rank's shards in host memory, the AdamW update on the host (see above).
+  // A world of one is allowed (one device training a model larger than its memory). With the CPU
+  // backend as the device every copy and every host step runs all the same (the tests' way).
+  bool offload = false;
+};
+
+namespace detail {
+struct OffloadHost {  // constructed before the ParamStore base, which allocates from it
+  std::unique_ptr<Backend> host;
+};
+}  // namespace detail
+
+class ShardedParamStore final : private detail::OffloadHost, public ParamStore {
  public:
   // comm is the world; a hybrid mode splits it into nodes (split_by_node: every rank constructs its
   // store at the same point). A world of one node makes hybrid_shard full_shard (rank 0 says so).
-  ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode);
+  // backend is the device the model computes on; under offload backend() is the host's.
+  ShardedParamStore(const LlamaConfig& cfg, Backend& backend, Comm& comm, ShardMode mode, ShardOptions opt = {});
   ~ShardedParamStore() override;
 
   void acquire(int unit) override;
@@ -84,6 +105,11 @@ class ShardedParamStore final : public ParamStore {
   void reset_peak_resident() { peak_resident_ = resident_units(); }
   // Bytes this rank keeps between steps: shards of parameters, gradients and every state.
   int64_t persistent_bytes() const;
+  bool offload() const { return host != nullptr; }
+  // Bytes of the device backend's memory this store holds now: the gather and gradient buffers
+  // allocated (and their staging), the fp32 norm copies of bf16 gathers, and, without offload,
+  // the persistent shards too. Under offload only the first ones: the units in flight.
+  int64_t device_bytes() const;
 
   // ---- rank 0 reads the full model (checkpoints) while the other ranks serve it ----
   // Every rank calls begin_root_access; then rank 0 acquires and releases units as it likes (each
@@ -100,7 +126,9 @@ class ShardedParamStore final : public ParamStore {
     DType dtype = DType::f32;  // what the unit in it was gathered in
     int unit = -1;
     bool pending = false;
+    bool by_comm = false;  // req is a collective (else a copy alone: offload in a world of one)
     CommRequest req;
+    Tensor in;  // offload, N > 1: (max shard) this rank's block copied to the device, the gather's input
   };
   struct GradBuf {  // one unit's full gradient while its backward runs, then its reduce-scatter
     Tensor buf;     // (max padded unit) fp32
@@ -113,8 +141,10 @@ class ShardedParamStore final : public ParamStore {
   };
 
   Tensor block(Tensor flat, int64_t offset, int64_t n) const;
+  void* dev_alloc(int64_t bytes);  // device memory of the buffers in flight, counted in device_bytes_
+  void dev_free(Tensor& t);
   Tensor shard_of(Tensor local, int unit) const { return block(local, shard_off_[size_t(unit)], shard_len_[size_t(unit)]); }
-  Tensor padded_unit(float* base, int unit) const { return Tensor(base, DType::f32, {padded_[size_t(unit)]}, be_.device()); }
+  Tensor padded_unit(float* base, int unit) const { return Tensor(base, DType::f32, {padded_[size_t(unit)]}, dev_.device()); }
   float* unit_memory(int unit) const;  // where the unit's gathered values are (acquired units)
   void bind(Weights& views, int unit, float* base);
   void bind16(int unit, uint16_t* base);  // weights() of a unit gathered in bf16 (set_gather_dtype)
@@ -129,6 +159,7 @@ class ShardedParamStore final : public ParamStore {
   void announce(double code);
   void count_resident();
 
+  Backend& dev_;     // where units are gathered and computed (be_, the shards' backend, unless offload)
   NodeComms nodes_;  // hybrid: this node's Comm and the across-nodes Comm (else empty)
   Comm& comm_;       // the world, or this node (hybrid)
   const ShardMode requested_;
@@ -163,6 +194,8 @@ class ShardedParamStore final : public ParamStore {
   std::vector<ExactRange> exact_ranges_;
   bool copies_stale_ = true;
   int64_t gathered_bytes_ = 0;
+  int64_t device_bytes_ = 0;  // dev_alloc'ed and not freed
+  Tensor grad_host_;          // offload: (max shard) fp32 host staging of a reduced gradient block
   int64_t reduce_seq_ = 0;    // reduce-scatters issued, to finish the oldest first
   std::vector<int64_t> reduce_issued_;  // (grad bufs) the sequence number of the one in flight
 };

@@ -41,6 +41,7 @@ void rows_to_bf16(uint16_t* out16, int64_t N, int64_t W, RowOp&& row_op) {
 }  // namespace
 
 void* CpuBackend::alloc(size_t bytes) {
+  if (memory_of_) return memory_of_->alloc_host(bytes);
   // Buffers of 2 MB and more start on a 2 MB boundary and ask for transparent huge pages
   // (Linux's default THP mode is madvise): GEMMs and the streaming passes over weights,
   // gradients and activations then miss the TLB 512x less often.
@@ -55,7 +56,8 @@ void* CpuBackend::alloc(size_t bytes) {
 }
 void CpuBackend::dealloc(void* ptr) {
   weights_written(ptr, 0, true);
-  std::free(ptr);
+  if (memory_of_) memory_of_->free_host(ptr);
+  else std::free(ptr);
 }
 void CpuBackend::copy(void* dst, const void* src, size_t bytes) {
   weights_written(dst, bytes);

@@ -15,6 +15,9 @@ class CpuBackend final : public Backend {
   std::string name() const override { return "cpu"; }
   Device device() const override { return Device::cpu; }
 
+  // Allocations from now on come from memory_of->alloc_host (create_host_backend: pinned memory of
+  // a GPU backend), freed by its free_host; null: this backend's own (aligned, huge pages).
+  void take_memory_from(Backend* memory_of) { memory_of_ = memory_of; }
   void* alloc(size_t bytes) override;
   void dealloc(void* ptr) override;
   void copy(void* dst, const void* src, size_t bytes) override;
@@ -63,6 +66,7 @@ class CpuBackend final : public Backend {
   struct Gemm;  // routing between our GEMM and oneDNN, bf16 copies for oneDNN (matmul.cpp)
   std::unique_ptr<Gemm> gemm_;
   DType matmul_dtype_ = DType::f32;
+  Backend* memory_of_ = nullptr;  // take_memory_from
 };
 
 }  // namespace sft

@@ -214,6 +214,31 @@ void CudaBackend::copy(void* dst, const void* src, size_t bytes) {
   if (!is_device_memory(dst) || !is_device_memory(src)) SFT_CUDA_CHECK("copy", cudaStreamSynchronize(stream_));
 }
 
+void* CudaBackend::alloc_host(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t e = cudaHostAlloc(&p, bytes ? bytes : 64, cudaHostAllocDefault);
+  if (e != cudaSuccess) {
+    cudaGetLastError();
+    fail("cuda", "alloc_host: cudaHostAlloc of {} MB of pinned host memory failed: {}", bytes >> 20,
+         cudaGetErrorString(e));
+  }
+  std::memset(p, 0, bytes);
+  return p;
+}
+
+void CudaBackend::free_host(void* ptr) {
+  if (!ptr) return;
+  cudaError_t e = cudaStreamSynchronize(stream_);  // no copy still reads or writes it
+  if (e == cudaSuccess) e = cudaFreeHost(ptr);
+  if (e != cudaSuccess) std::fprintf(stderr, "[cuda] free_host: %s\n", cudaGetErrorString(e));
+}
+
+void CudaBackend::copy_async(void* dst, const void* src, size_t bytes) {
+  if (bytes == 0) return;
+  weights_written(dst, bytes);
+  SFT_CUDA_CHECK("copy_async", cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDefault, stream_));
+}
+
 void CudaBackend::fill_zero(Tensor t) {
   weights_written(t.data, t.nbytes());
   SFT_CUDA_CHECK("fill_zero", cudaMemsetAsync(t.data, 0, t.nbytes(), stream_));

@@ -31,6 +31,9 @@ class CudaBackend final : public Backend {
   void dealloc(void* ptr) override;
   void copy(void* dst, const void* src, size_t bytes) override;
   void fill_zero(Tensor t) override;
+  void* alloc_host(size_t bytes) override;  // pinned (cudaHostAlloc), zero-filled
+  void free_host(void* ptr) override;
+  void copy_async(void* dst, const void* src, size_t bytes) override;  // cudaMemcpyAsync on the stream
   void set_matmul_dtype(DType dt) override;
   DType matmul_dtype() const override { return matmul_dtype_; }
   void begin_pass() override;
