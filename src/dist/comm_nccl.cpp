@@ -175,6 +175,7 @@ class NcclComm final : public Comm {
     ncclResult_t rc = ncclSuccess;
     {
       std::lock_guard<std::mutex> lock(nccl_mu_);
+      SFT_CHECK(!aborted_, "nccl", "{} ({}) on a communicator that was aborted after an error", call, what);
       rc = start();
     }
     settle(rc, call, what);  // its kernels are on stream_ now: the event below follows them
@@ -211,12 +212,17 @@ class NcclComm final : public Comm {
       std::this_thread::sleep_for(pause);
       pause = std::min<std::chrono::microseconds>(2 * pause, std::chrono::milliseconds(1));
       std::lock_guard<std::mutex> lock(nccl_mu_);
+      SFT_CHECK(!aborted_, "nccl", "{} ({}): the communicator was aborted while it was in progress", call, what);
       rc = ncclCommGetAsyncError(comm_, &state);
     }
     if (rc == ncclSuccess && state == ncclSuccess) return;
     const ncclResult_t err = rc != ncclSuccess ? rc : state;
-    const char* last = comm_ ? ncclGetLastError(comm_) : nullptr;
-    const std::string detail = last ? last : "";
+    std::string detail;
+    {
+      std::lock_guard<std::mutex> lock(nccl_mu_);
+      const char* last = comm_ && !aborted_ ? ncclGetLastError(comm_) : nullptr;
+      detail = last ? last : "";
+    }
     if (comm_) abort_comm();
     fail("nccl", "{} ({}) failed: {}{}{}; communicator aborted", call, what, ncclGetErrorString(err),
          detail.empty() ? "" : ": " + detail,
@@ -265,7 +271,10 @@ class NcclComm final : public Comm {
       std::fflush(stdout);
       std::fprintf(stderr, "%serror: %s\n", rank_prefix().c_str(), why.c_str());
       std::fflush(stderr);
-      abort_comm();
+      // Abort and end the process holding the lock, so that no call of the compute thread reaches
+      // the aborted (freed) communicator in between.
+      nccl_mu_.lock();
+      if (!aborted_) ncclCommAbort(comm_);
       std::_Exit(1);  // no destructors: they would wait on the aborted work
     }
   }
