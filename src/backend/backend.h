@@ -67,6 +67,8 @@ class Backend {
   // High-water mark of device memory this backend held (allocations and its own scratch),
   // 0 when not tracked (the CPU backend: see the process's peak RSS instead).
   virtual size_t peak_memory_bytes() const { return 0; }
+  // Starts the high-water mark again from the memory held now (e.g. after initialisation).
+  virtual void reset_peak_memory() {}
   // TF32 tensor-core math for fp32 GEMMs (--tf32 True); no effect where there is none.
   virtual void set_tf32(bool) {}
   // Which implementation runs each GEMM family (bf16, fp32) on this backend and why, one line

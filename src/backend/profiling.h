@@ -25,6 +25,10 @@ class ProfilingBackend final : public Backend {
   std::string route_report() const override { return inner_->route_report(); }
   void* alloc(size_t bytes) override { return inner_->alloc(bytes); }
   void dealloc(void* ptr) override { inner_->dealloc(ptr); }
+  void* alloc_host(size_t bytes) override { return inner_->alloc_host(bytes); }
+  void free_host(void* ptr) override { inner_->free_host(ptr); }
+  void copy_async(void* dst, const void* src, size_t bytes) override { inner_->copy_async(dst, src, bytes); }
+  void reset_peak_memory() override { inner_->reset_peak_memory(); }
   void copy(void* dst, const void* src, size_t bytes) override;
   void fill_zero(Tensor t) override;
   void set_matmul_dtype(DType dt) override { inner_->set_matmul_dtype(dt); }

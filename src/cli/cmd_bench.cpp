@@ -49,7 +49,7 @@ int run_bench(int argc, char** argv) {
   int steps = 5, warmup = 1, threads = 0;
   double peak_gflops = 0.0;
   bool json = false, recompute = false, profile = false, tf32 = false;
-  app.add_option("--preset", preset_name, "tiny | small | base | 1b")->capture_default_str();
+  app.add_option("--preset", preset_name, "tiny | small | base | 1b | 7b")->capture_default_str();
   app.add_option("--dtype", dtype, "GEMM precision: fp32 | bf16")->capture_default_str()
       ->check(CLI::IsMember({"fp32", "bf16"}));
   app.add_option("--steps", steps, "timed steps")->capture_default_str()->check(CLI::PositiveNumber);
@@ -59,15 +59,16 @@ int run_bench(int argc, char** argv) {
                  "peak for MFU (default: cpu measured at start with register-only FMA / vdpbf16ps loops on the bench's threads; "
                  "cuda 989000 bf16, 494500 tf32, 67000 fp32, H100/H200 SXM dense)");
   app.add_option("--device", device, "cpu | cuda")->capture_default_str();
-  int64_t batch_size = 0, seq_len = 0;
+  int64_t batch_size = 0, seq_len = 0, num_layers = 0;
   app.add_option("--batch_size", batch_size, "rows per step (default: the preset's)");
   app.add_option("--seq_len", seq_len, "tokens per row (default: the preset's)");
+  app.add_option("--num_layers", num_layers, "decoder layers (default: the preset's; fewer to fit a machine)");
   app.add_flag("--gradient_checkpointing", recompute, "recompute each layer's activations in backward");
   app.add_flag("--tf32", tf32, "TF32 tensor cores for fp32 GEMMs (GPU only)");
   app.add_flag("--profile", profile, "print time per op (each op timed separately; slows the run a little)");
   app.add_flag("--json", json, "print one JSON object as the last line");
   std::string fsdp;
-  app.add_option("--fsdp", fsdp, "under mpirun/srun: full_shard | shard_grad_op | hybrid_shard | hybrid_shard_zero2 | no_shard (default: no_shard, DDP)");
+  app.add_option("--fsdp", fsdp, "under mpirun/srun: full_shard | shard_grad_op | hybrid_shard | hybrid_shard_zero2 | no_shard (default: no_shard, DDP); \"full_shard offload\" on --device cuda, also one rank");
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -80,7 +81,8 @@ int run_bench(int argc, char** argv) {
   if (launch.rank != 0 && !std::freopen("/dev/null", "w", stdout)) fail("bench", "cannot silence stdout of rank {}", launch.rank);
   if (threads > 0) omp_set_num_threads(threads);
   else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
-  const std::optional<ShardMode> shard = parse_fsdp_mode(fsdp, launch.size);
+  const std::optional<ShardMode> shard = parse_fsdp_mode(fsdp, launch.size, device);
+  const bool offload = fsdp_offload(fsdp, device);
   const bool gpu = device == "cuda";
   std::string peak_how = "given with --peak_gflops";
   if (peak_gflops <= 0) {
@@ -92,6 +94,7 @@ int run_bench(int argc, char** argv) {
   Preset preset = get_preset(preset_name);
   if (batch_size > 0) preset.batch = batch_size;  // e.g. the shapes of a training run, to compare
   if (seq_len > 0) preset.seq_len = seq_len;
+  if (num_layers > 0) preset.config.num_hidden_layers = num_layers;
   std::unique_ptr<Backend> backend = create_backend(device, launch.size > 1 ? launch.local_rank : -1);
   ProfilingBackend* profiler = nullptr;
   if (profile) {
@@ -104,20 +107,22 @@ int run_bench(int argc, char** argv) {
   const std::unique_ptr<Comm> world = make_world_comm(*backend, launch);
   TimedComm comm(*world);  // exposed communication: the time the step spends inside the Comm
   std::unique_ptr<ParamStore> store;
-  if (shard) store = std::make_unique<ShardedParamStore>(preset.config, *backend, comm, *shard);
+  if (shard) store = std::make_unique<ShardedParamStore>(preset.config, *backend, comm, *shard, ShardOptions{.offload = offload});
   else if (comm.size() > 1) store = std::make_unique<ReplicatedParamStore>(preset.config, *backend, comm);
   LlamaModel model(preset.config, *backend, ModelOptions{.recompute = recompute}, std::move(store));
   init_weights(model, 1234);
+  backend->reset_peak_memory();  // init holds every unit at once; the peak reported is the training's
   AdamW opt(model, AdamWConfig{0.9f, 0.999f, 1e-8f, 0.0f});
   const std::vector<Batch> micro = {
       random_token_batch(preset.batch, preset.seq_len, int32_t(preset.config.vocab_size), 42 + uint64_t(launch.rank))};
   const Batch& batch = micro.front();
   const double flops_per_token = train_flops(preset.config, batch) / double(batch.num_tokens());
-  std::printf("sft bench: preset %s (%.1fM params), dtype %s%s, B=%ld T=%ld, %s%s\n", preset.name.c_str(),
-              double(model.num_params()) / 1e6, dtype.c_str(), tf32 && dtype == "fp32" ? " (tf32)" : "",
-              long(preset.batch), long(preset.seq_len),
+  std::printf("sft bench: preset %s (%.1fM params, %ld layers), dtype %s%s, B=%ld T=%ld, %s%s%s\n",
+              preset.name.c_str(), double(model.num_params()) / 1e6, long(preset.config.num_hidden_layers),
+              dtype.c_str(), tf32 && dtype == "fp32" ? " (tf32)" : "", long(preset.batch), long(preset.seq_len),
               gpu ? backend->device_description().c_str() : fmt::format("{} threads", omp_get_max_threads()).c_str(),
-              recompute ? ", gradient checkpointing" : "");
+              recompute ? ", gradient checkpointing" : "",
+              offload ? ", --fsdp full_shard offload (weights, gradients, AdamW moments in pinned host memory)" : "");
   const std::string routes = backend->route_report();
   if (!routes.empty()) std::printf("%s%s", routes.c_str(), routes.back() == '\n' ? "" : "\n");
   std::printf("MFU peak: %.0f GFLOP/s (%s)\n", peak_gflops, peak_how.c_str());
@@ -166,7 +171,8 @@ int run_bench(int argc, char** argv) {
                         {"gflops", gflops},      {"mfu", mfu},         {"peak_rss_mb", peak_rss_mb()},
                         {"impl", "sft"},         {"threads", omp_get_max_threads()},
                         {"gradient_checkpointing", recompute}, {"peak_gflops", peak_gflops},
-                        {"peak_how", peak_how}};
+                        {"peak_how", peak_how},  {"num_layers", preset.config.num_hidden_layers},
+                        {"offload", offload}};
     if (R > 1) {
       j["world_size"] = R;
       j["fsdp"] = shard ? shard_mode_name(*shard) : "no_shard";

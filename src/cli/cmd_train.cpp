@@ -164,6 +164,37 @@ MemoryPlan per_rank_plan(MemoryPlan plan, const LlamaConfig& cfg, ShardMode mode
   return plan;
 }
 
+// full_shard offload (fsdp_offload): per_rank_plan's parts split into what stays on the device (the
+// units in flight: gather and gradient buffers, bf16 copies of fp32-gathered weights; the
+// activations) and what lives in pinned host memory (the shards: fp32 master, its bf16 rounding,
+// gradient sums, AdamW moments; 4 bytes each per shard element, i.e. a quarter of the moments).
+struct OffloadPlan {
+  MemoryPlan device, host;
+};
+OffloadPlan split_offload(const MemoryPlan& rank) {
+  const int64_t shard4 = rank.optimizer / 2;
+  OffloadPlan p{rank, {}};
+  p.host.params = rank.params;
+  p.host.weights = shard4;
+  p.host.grads = shard4;
+  p.host.optimizer = rank.optimizer;
+  p.host.weight_copies = rank.weight_copies > 0 ? shard4 / 2 : 0;
+  p.device.weights -= shard4;
+  p.device.grads -= shard4;
+  p.device.optimizer = 0;
+  p.device.weight_copies -= p.host.weight_copies;
+  p.device.data = 0;
+  p.host.data = rank.data;
+  return p;
+}
+
+std::string describe_host_part(const MemoryPlan& h) {
+  return fmt::format("fp32 weights {}{}, gradients {}, AdamW moments {}{} = {}", human_bytes(h.weights),
+                     h.weight_copies ? fmt::format(" (+ bf16 {})", human_bytes(h.weight_copies)) : "",
+                     human_bytes(h.grads), human_bytes(h.optimizer),
+                     h.data ? fmt::format(", tokenized data {}", human_bytes(h.data)) : "", human_bytes(h.total()));
+}
+
 // What every rank must agree on: the resolved options except paths that may differ per host, the
 // data as a resume checks it (each file's size and XXH3, the template), what the ranks' joined
 // parts of it hold (the tokenized content's XXH3), and the checkpoint the run resumes from.
@@ -230,6 +261,7 @@ int run_train(int argc, char** argv) {
   if (cfg.threads > 0) omp_set_num_threads(int(cfg.threads));
   else if (launch.local_size > 1) omp_set_num_threads(std::max(1, omp_get_num_procs() / launch.local_size));
   const std::optional<ShardMode> shard = parse_fsdp_mode(cfg.fsdp, launch.size, cfg.device);
+  const bool offload = fsdp_offload(cfg.fsdp, cfg.device);  // GPU ranks: the shards in pinned host memory
 
   auto backend = create_backend(cfg.device, launch.size > 1 ? launch.local_rank : -1);  // a GPU per local rank
   backend->set_matmul_dtype(cfg.bf16 ? DType::bf16 : DType::f32);
@@ -275,9 +307,9 @@ int run_train(int argc, char** argv) {
   const bool host_model = backend->device() == Device::cpu;  // a GPU backend checks its own device memory
   MemoryPlan model_plan = plan_training_memory(mcfg, mopt, 0, copy_bytes);
   if (shard) model_plan = per_rank_plan(model_plan, mcfg, *shard, shard_group_size(*shard, launch));
-  if (host_model)
-    check_memory_fits(model_plan, available, cfg.per_device_train_batch_size, cfg.model_max_length,
-                      cfg.gradient_checkpointing);
+  if (host_model || offload)
+    check_memory_fits(offload ? split_offload(model_plan).host : model_plan, available,
+                      cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
 
   DataOptions dopt;
   dopt.conversation_template = cfg.conversation_template;
@@ -285,7 +317,7 @@ int run_train(int argc, char** argv) {
   dopt.model_max_length = cfg.model_max_length;
   dopt.strict = cfg.strict_data;
   if (available >= 0) {
-    const int64_t model_bytes = host_model ? model_plan.total() : 0;
+    const int64_t model_bytes = host_model ? model_plan.total() : offload ? split_offload(model_plan).host.total() : 0;
     dopt.memory_budget = std::max<int64_t>(0, available - model_bytes);
     dopt.memory_budget_note = model_bytes ? fmt::format("free memory {} less the model's {}", human_bytes(available),
                                                         human_bytes(model_bytes))
@@ -323,12 +355,19 @@ int run_train(int argc, char** argv) {
   plan.data = train_data.memory_bytes() + (eval_data ? eval_data->memory_bytes() : 0);
   for (const Batch& b : eval_batches)
     plan.data += int64_t(b.tokens.size() * sizeof(int32_t) * 3 + b.cu_seqlens.size() * sizeof(int32_t));
-  std::printf("memory%s: %s; %s\n", comm->size() > 1 ? " per rank" : "", describe(plan).c_str(),
+  const std::string parts = offload ? fmt::format("offload: on the device {}; in pinned host memory {}",
+                                                  describe(split_offload(plan).device),
+                                                  describe_host_part(split_offload(plan).host))
+                                    : describe(plan);
+  std::printf("memory%s: %s; %s\n", comm->size() > 1 ? " per rank" : "", parts.c_str(),
               available < 0 ? "free memory unknown"
                             : fmt::format("{:.1f} GiB available{}", double(available) / (1 << 30),
                                           launch.local_size > 1 ? fmt::format(" to each of {} ranks here", launch.local_size)
                                                                 : "").c_str());
-  if (host_model) {
+  if (offload) {
+    check_memory_fits(split_offload(plan).host, available, cfg.per_device_train_batch_size, cfg.model_max_length,
+                      cfg.gradient_checkpointing);
+  } else if (host_model) {
     check_memory_fits(plan, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
   } else if (available >= 0 && plan.data > available) {
     MemoryPlan host;  // the data is in host memory whatever the device
@@ -336,7 +375,7 @@ int run_train(int argc, char** argv) {
     check_memory_fits(host, available, cfg.per_device_train_batch_size, cfg.model_max_length, cfg.gradient_checkpointing);
   }
   std::unique_ptr<ParamStore> store;
-  if (shard) store = std::make_unique<ShardedParamStore>(mcfg, *backend, *comm, *shard);
+  if (shard) store = std::make_unique<ShardedParamStore>(mcfg, *backend, *comm, *shard, ShardOptions{.offload = offload});
   else if (comm->size() > 1) store = std::make_unique<ReplicatedParamStore>(mcfg, *backend, *comm);
   LlamaModel model(mcfg, *backend, mopt, std::move(store));
   load_hf_weights(model_dir, model);

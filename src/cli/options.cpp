@@ -106,7 +106,7 @@ const std::vector<Option> kOptions = {
   {"seed",                 &C::seed,                 "seed for data order and anything random", {}, nullptr, any_number()},
   // accepted for compatibility
   {"fsdp",                 &C::fsdp,                 "FSDP sharding (FastChat scripts pass \"full_shard auto_wrap\")", {},
-                            "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP), full_shard (ZeRO-3), shard_grad_op (ZeRO-2), hybrid_shard (full_shard within a node, replicated across nodes) and hybrid_shard_zero2 are built; offload on CPU ranks has nothing to move (noted), on GPU ranks it is not built yet"},
+                            "--fsdp: one process has nothing to shard; under mpirun/srun no_shard (DDP), full_shard (ZeRO-3), shard_grad_op (ZeRO-2), hybrid_shard (full_shard within a node, replicated across nodes) and hybrid_shard_zero2 are built; offload on CPU ranks has nothing to move (noted); \"full_shard offload\" on --device cuda keeps the state in pinned host memory, one process included"},
   {"fsdp_transformer_layer_cls_to_wrap", &C::fsdp_transformer_layer_cls_to_wrap, "FSDP wrap unit (decoder layers)", {},
                             "--fsdp_transformer_layer_cls_to_wrap: accepted for compatibility; sft always shards per decoder layer"},
   {"fsdp_config",          &C::fsdp_config,          "HF's FSDP config JSON (min_num_params, transformer_layer_cls_to_wrap, backward_prefetch, forward_prefetch, limit_all_gathers, activation_checkpointing, ...): each key honoured or noted at start", {}},

@@ -24,10 +24,17 @@ std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, con
                     "hybrid_shard_zero2, offload or auto_wrap (HF's words)",
            fsdp, w);
   }
+  if (offload && device != "cpu") {
+    SFT_CHECK(mode == ShardMode::full_shard, "train",
+              "--fsdp '{}' on --device {}: 'offload' works with full_shard (--fsdp \"full_shard offload\"), not {}",
+              fsdp, device, mode ? shard_mode_name(*mode) : "no_shard");
+    if (detect_launch().rank == 0)
+      std::printf("note: --fsdp offload: fp32 weights, gradients and AdamW moments of each rank's shard in pinned "
+                  "host memory, the AdamW update on the host CPU; each layer's weights copied to the %s around its "
+                  "use, its gradients back after its reduce-scatter\n", device.c_str());
+    return mode;
+  }
   if (offload) {
-    SFT_CHECK(device == "cpu", "train",
-              "--fsdp '{}' on --device {}: 'offload' (weights, gradients and AdamW moments in host memory) is not "
-              "built yet for GPU ranks; leave it out (the model state then stays on the device)", fsdp, device);
     const char* as = world <= 1 ? "one process" : mode ? shard_mode_name(*mode) : "no_shard";
     if (detect_launch().rank == 0)
       std::printf("note: --fsdp offload on CPU ranks: the model state is in host memory already, nothing to move; "
@@ -38,6 +45,14 @@ std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, con
             "--fsdp '{}' on --device {}: '{}' is not built yet for GPU ranks (NCCL has no node split here); use "
             "full_shard", fsdp, device, shard_mode_name(*mode));
   return mode;
+}
+
+bool fsdp_offload(const std::string& fsdp, const std::string& device) {
+  if (device == "cpu") return false;
+  std::istringstream words(fsdp);
+  for (std::string w; words >> w;)
+    if (w == "offload") return true;
+  return false;
 }
 
 int shard_group_size(ShardMode mode, const LaunchInfo& launch) {

@@ -15,10 +15,13 @@ namespace sft {
 // (ZeRO-2), hybrid_shard (full_shard within a node, replicated across nodes) and
 // hybrid_shard_zero2 (also "_hybrid_shard_zero2": shard_grad_op within a node). `offload` on CPU
 // ranks (device "cpu") has nothing to move: launch rank 0 says so once and the mode goes on
-// without it; on a GPU device it is refused as not built yet, as are the hybrid modes across GPU
-// ranks. A world of one holds everything
-// whatever the words (nothing to shard: nullopt); the words are checked all the same.
+// without it; on a GPU device it needs full_shard (fsdp_offload then holds, ShardOptions::offload)
+// and is full_shard even in a world of one (one GPU training a model larger than its memory). The
+// hybrid modes across GPU ranks are refused as not built yet. Otherwise a world of one holds
+// everything whatever the words (nothing to shard: nullopt); the words are checked all the same.
 std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, const std::string& device = "cpu");
+// Whether the words ask for offload on a device that has something to move (not "cpu").
+bool fsdp_offload(const std::string& fsdp, const std::string& device);
 
 // The ranks one shard spans: the world, or under a hybrid mode the ranks on this node (the
 // launcher's local size; the store checks at start that every node holds as many).

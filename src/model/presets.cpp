@@ -1,4 +1,5 @@
-// The preset table of design.md §9, as one aligned table.
+// The preset table of design.md §9, as one aligned table (plus 7b: LLaMA-2-7B's shapes, for the
+// GPU check of --fsdp "full_shard offload", usually with fewer layers: sft bench --num_layers).
 #include "model/presets.h"
 
 #include <fmt/format.h>
@@ -19,7 +20,8 @@ struct Row {
 constexpr Row kPresets[] = {{"tiny",   288,  6,    6,    6,  768,  256,  8},
                             {"small",  512,  8,    8,    8,  1376, 512,  4},
                             {"base",   768,  12,   12,   12, 2048, 1024, 2},
-                            {"1b",     2048, 22,   32,   4,  5632, 2048, 1}};
+                            {"1b",     2048, 22,   32,   4,  5632, 2048, 1},
+                            {"7b",     4096, 32,   32,   32, 11008, 2048, 1}};  // LLaMA-2-7B's widths
 
 }  // namespace
 

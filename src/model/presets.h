@@ -15,7 +15,7 @@ struct Preset {
   int64_t batch;    // B used by `sft bench`
 };
 
-// tiny | small | base | 1b; unknown names are an error listing the known ones.
+// tiny | small | base | 1b | 7b; unknown names are an error listing the known ones.
 Preset get_preset(const std::string& name);
 std::vector<std::string> preset_names();
 

@@ -51,8 +51,11 @@ TEST_P(OffloadTrains, LikeFullShardBitForBit) {
   // The same shards, now in host memory: the device holds less by all of them (one rank: exactly;
   // more ranks add the gathers' staging of this rank's block).
   EXPECT_EQ(offload.persistent_bytes, plain.persistent_bytes);
-  if (world == 1) EXPECT_EQ(plain.device_bytes - offload.device_bytes, plain.persistent_bytes);
-  else EXPECT_LT(offload.device_bytes, plain.device_bytes);
+  if (world == 1) {
+    EXPECT_EQ(plain.device_bytes - offload.device_bytes, plain.persistent_bytes);
+  } else {
+    EXPECT_LT(offload.device_bytes, plain.device_bytes);
+  }
 }
 
 TEST_P(OffloadTrains, UnderBf16LikeFullShardBitForBit) {

@@ -24,6 +24,7 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::cuda; }
   std::string device_description() const override;
   size_t peak_memory_bytes() const override { return peak_bytes_; }
+  void reset_peak_memory() override { peak_bytes_ = bytes_in_use_; }
   void synchronize() override;
   void set_tf32(bool on) override { tf32_ = on; }
 
