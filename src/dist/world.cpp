@@ -98,6 +98,16 @@ std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch
 #endif
 }
 
+std::unique_ptr<Comm> make_nccl_world_comm(Backend& backend) {
+#if defined(SFT_HAVE_MPI) && defined(SFT_HAVE_NCCL)
+  return make_nccl_comm(backend, make_mpi_comm());
+#else
+  (void)backend;
+  fail("launch", "NCCL needs MPI and NCCL in the build: MPI {}, NCCL {}", mpi_built() ? "built" : no_mpi_reason(),
+       nccl_built() ? "built" : "not built");
+#endif
+}
+
 void check_same_config(Comm& comm, const Fingerprint& config) {
   const std::vector<FingerprintItem>& items = config.items();
   const int n = int(items.size()), N = comm.size();

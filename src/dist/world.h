@@ -27,6 +27,10 @@ LaunchInfo detect_launch();
 // MPI when launched as one of several ranks (an Error when this build has no MPI), else a world
 // of one. One per process.
 std::unique_ptr<Comm> make_world_comm(Backend& backend, const LaunchInfo& launch);
+// GPU ranks' Comm, NCCL bootstrapped over MPI, for a world of any size, one rank included
+// (make_world_comm gives a world of one its local Comm; tools/gpu_check.sh checks NCCL on one GPU
+// with this). An Error naming what is missing in builds without MPI or NCCL.
+std::unique_ptr<Comm> make_nccl_world_comm(Backend& backend);
 // Whether this build has MPI, and why not.
 bool mpi_built();
 bool nccl_built();  // GPU ranks (comm_nccl.cpp) in this build
