@@ -44,6 +44,7 @@ class HostBackend final : public Backend {
   void swiglu_backward(Tensor, Tensor, Tensor) override { std::abort(); }
   void cross_entropy_forward(Tensor, Tensor, const int32_t*) override { std::abort(); }
   void cross_entropy_forward_backward(Tensor, Tensor, const int32_t*, float) override { std::abort(); }
+  void cross_entropy_forward_backward_bf16(Tensor, Tensor, const int32_t*, float, Tensor) override { std::abort(); }
   void adamw_step(Tensor, Tensor, Tensor, Tensor, const AdamWParams&) override { std::abort(); }
   double sum_squares(Tensor) override { std::abort(); }
   void scale(Tensor, float) override { std::abort(); }

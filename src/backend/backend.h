@@ -175,6 +175,11 @@ class Backend {
   // dlogits = (softmax - onehot(target)) * dloss_scale (zero rows where ignored).
   virtual void cross_entropy_forward_backward(Tensor losses, Tensor logits, const int32_t* targets,
                                               float dloss_scale) = 0;
+  // The same with dlogits written to dlogits16 (N, V) in bf16 (rounded as f32_to_bf16, so the
+  // LM head's backward GEMMs get the operand they would round to anyway, at half the bytes), the
+  // logits left as they were. Only where bf16_activations(); other backends fail.
+  virtual void cross_entropy_forward_backward_bf16(Tensor losses, Tensor logits, const int32_t* targets,
+                                                   float dloss_scale, Tensor dlogits16) = 0;
 
   // ---- optimizer and reductions over flat fp32 buffers ----
   // AdamW as torch.optim.AdamW: decoupled decay param *= 1 - lr*wd, then the Adam update.

@@ -105,6 +105,12 @@ void ProfilingBackend::cross_entropy_forward_backward(Tensor losses, Tensor logi
                                                       float dloss_scale) {
   timed("cross_entropy_fwd_bwd", [&] { inner_->cross_entropy_forward_backward(losses, logits, targets, dloss_scale); });
 }
+void ProfilingBackend::cross_entropy_forward_backward_bf16(Tensor losses, Tensor logits, const int32_t* targets,
+                                                           float dloss_scale, Tensor dlogits16) {
+  timed("cross_entropy_fwd_bwd", [&] {
+    inner_->cross_entropy_forward_backward_bf16(losses, logits, targets, dloss_scale, dlogits16);
+  });
+}
 void ProfilingBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) {
   timed("adamw_step", [&] { inner_->adamw_step(param, grad, m, v, p); });
 }

@@ -29,6 +29,7 @@ struct LlamaModel::Acts {
   Tensor xf;                     // (N, C)  final norm output
   Tensor rstdf;                  // (N)
   Tensor logits;                 // (head_chunk rounded up to kHeadRows, V)
+  Tensor dlogits16;              // (same) bf16: the training head's dlogits under bf16 activations
   Tensor losses;                 // (N)  per-row losses of the head, read by the host once per pass
   Tensor xf_rows;                // (N, C)  rows of xf that have a target (training head)
   Tensor dxf_rows;               // (N, C)
@@ -123,6 +124,7 @@ void LlamaModel::lay_out_acts(const LlamaConfig& cfg, const ModelOptions& opt, i
   a.xf = alloc({N, C}, f32);
   a.rstdf = alloc({N}, f32);
   a.logits = alloc({chunk, V}, f32);
+  if (bf16) a.dlogits16 = alloc({chunk, V}, DType::bf16);
   a.losses = alloc({NP}, f32);
   a.xf_rows = alloc({NP, C}, f32);
   a.dxf_rows = alloc({NP, C}, f32);
@@ -319,9 +321,15 @@ double LlamaModel::head_forward_backward(const Batch& batch, float loss_scale) {
     const int64_t n = std::min(chunk, MP - r0);
     const Tensor x = rows(a.xf_rows, r0, n), dx = rows(a.dxf_rows, r0, n), logits = rows(a.logits, n);
     be_.linear_forward(logits, x, store_->weights().lm_head, Tensor(), false);
-    be_.cross_entropy_forward_backward(Tensor(a.losses.f32() + r0, DType::f32, {n}, a.losses.device), logits,
-                                       tgt.data() + r0, loss_scale);
-    be_.linear_backward(dx, store_->grads().lm_head, Tensor(), logits, x, store_->weights().lm_head, false);  // logits now hold dlogits
+    const Tensor losses(a.losses.f32() + r0, DType::f32, {n}, a.losses.device);
+    if (a.bf16) {  // dlogits rounded to bf16 by the cross-entropy: the GEMMs below read half the bytes
+      const Tensor dlogits = rows(a.dlogits16, n);
+      be_.cross_entropy_forward_backward_bf16(losses, logits, tgt.data() + r0, loss_scale, dlogits);
+      be_.linear_backward(dx, store_->grads().lm_head, Tensor(), dlogits, x, store_->weights().lm_head, false);
+    } else {
+      be_.cross_entropy_forward_backward(losses, logits, tgt.data() + r0, loss_scale);
+      be_.linear_backward(dx, store_->grads().lm_head, Tensor(), logits, x, store_->weights().lm_head, false);  // logits now hold dlogits
+    }
   }
   Tensor dxf = rows(a.dxn, N);
   be_.fill_zero(dxf);

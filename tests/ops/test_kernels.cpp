@@ -285,6 +285,17 @@ TEST_P(Isa, CrossEntropy) {
     expect_close(loss, loss_ref, "cross_entropy", what + " fused losses");
     expect_close(g, g_ref, "cross_entropy", what + " dlogits");
     for (int64_t v = 0; v < V; ++v) EXPECT_EQ(g[size_t(2 * V + v)], 0.0f);  // ignored row zeroed
+    // the bf16 form (bf16 activations): the same losses, dlogits equal to rounding the fp32
+    // kernel's bit for bit, the logits untouched
+    std::vector<float> loss16(loss.size());
+    std::vector<uint16_t> g16(size_t(N * V), 0xffff);
+    const auto before = logits;
+    cpu::cross_entropy_forward_backward_bf16(loss16.data(), logits.data(), tgt.data(), N, V, 0.37f, g16.data());
+    EXPECT_EQ(loss16, loss) << what;
+    EXPECT_EQ(logits, before) << what;
+    size_t differ = 0;
+    for (size_t i = 0; i < g16.size(); ++i) differ += g16[i] != f32_to_bf16(g[i]);
+    EXPECT_EQ(differ, 0u) << what << ": bf16 dlogits differ from the fp32 kernel's rounding";
   }
 }
 

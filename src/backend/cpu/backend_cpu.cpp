@@ -177,6 +177,14 @@ void CpuBackend::cross_entropy_forward_backward(Tensor losses, Tensor logits,
   const int64_t V = logits.dim(-1), N = logits.numel() / V;
   cpu::cross_entropy_forward_backward(losses.f32(), logits.f32(), targets, N, V, dloss_scale);
 }
+void CpuBackend::cross_entropy_forward_backward_bf16(Tensor losses, Tensor logits, const int32_t* targets,
+                                                     float dloss_scale, Tensor dlogits16) {
+  const int64_t V = logits.dim(-1), N = logits.numel() / V;
+  SFT_CHECK(dlogits16.dtype == DType::bf16 && dlogits16.numel() == N * V, "cpu",
+            "cross_entropy_forward_backward_bf16: dlogits16 is {} with {} elements, expected bf16 with N*V = {}",
+            dtype_name(dlogits16.dtype), dlogits16.numel(), N * V);
+  cpu::cross_entropy_forward_backward_bf16(losses.f32(), logits.f32(), targets, N, V, dloss_scale, dlogits16.bf16());
+}
 
 void CpuBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) {
   SFT_ASSERT(param.numel() == grad.numel() && m.numel() == param.numel() &&

@@ -1,7 +1,8 @@
 // Token cross-entropy in fp32 (HF LlamaForCausalLM loss, torch F.cross_entropy with
 // ignore_index=-100, reduction left to the caller): losses (N) = logsumexp(logits) - logit[target]
 // with the row max subtracted, 0 for ignored tokens. The fused variant overwrites logits (N, V)
-// with dlogits = (softmax - onehot(target)) * dloss_scale. Exponentials are fp32; their sum is
+// with dlogits = (softmax - onehot(target)) * dloss_scale (or writes them rounded to bf16 into a
+// separate buffer, the bf16 activations' form). Exponentials are fp32; their sum is
 // accumulated in double (torch sums in fp32 lanes: this is a little more accurate for large V and
 // costs little). AVX-512 rows live in cross_entropy_avx512.cpp.
 #include <algorithm>
@@ -9,7 +10,11 @@
 #include <cstdlib>
 #include <string_view>
 
+#include <xmmintrin.h>  // _mm_sfence
+
 #include "backend/cpu/kernels.h"
+#include "core/aligned_vector.h"
+#include "core/dtype.h"
 #include "core/check.h"
 
 namespace sft::cpu {
@@ -17,6 +22,7 @@ namespace sft::cpu {
 namespace detail {
 float ce_row_lse_avx512(const float* x, int64_t V);
 float ce_row_softmax_avx512(float* x, int64_t V, float scale);
+float ce_row_softmax_bf16_avx512(const float* x, float* row, int64_t V, float scale, int32_t t, uint16_t* out);
 }  // namespace detail
 
 static bool use_avx512() {
@@ -90,6 +96,38 @@ void cross_entropy_forward_backward(float* losses, float* logits, const int32_t*
     const float xt = x[t];
     losses[n] = row_softmax(x, V, dloss_scale, vec) - xt;
     x[t] -= dloss_scale;
+  }
+}
+
+void cross_entropy_forward_backward_bf16(float* losses, const float* logits, const int32_t* targets, int64_t N,
+                                         int64_t V, float dloss_scale, uint16_t* dlogits16) {
+  check_targets(targets, N, V);
+  const bool vec = use_avx512();
+#pragma omp parallel if (N * V > (1 << 15))
+  {
+    // the fp32 dlogits of one row (V) in L2: the logits stay clean (no write-back to memory)
+    thread_local AlignedVector<float> row;
+    if (row.size() < size_t(V)) row.resize(size_t(V));
+#pragma omp for schedule(static)
+    for (int64_t n = 0; n < N; ++n) {
+      const float* x = logits + n * V;  // (V)
+      uint16_t* d = dlogits16 + n * V;  // (V)
+      const int32_t t = targets[n];
+      if (t == -100) {
+        losses[n] = 0.0f;
+        std::fill(d, d + V, uint16_t(0));
+        continue;
+      }
+      if (vec) {
+        losses[n] = detail::ce_row_softmax_bf16_avx512(x, row.data(), V, dloss_scale, t, d) - x[t];
+        continue;
+      }
+      std::copy(x, x + V, row.data());  // the same fp32 steps as the in-place kernel, then rounded
+      losses[n] = row_softmax(row.data(), V, dloss_scale, vec) - x[t];
+      row[size_t(t)] -= dloss_scale;
+      convert_f32_to_bf16(row.data(), d, size_t(V));
+    }
+    _mm_sfence();  // the streamed rows, before the GEMMs read them
   }
 }
 

@@ -1,7 +1,8 @@
 // AVX-512 rows of the cross-entropy kernels in cross_entropy.cpp: row max, Σ e^(x-max) in two
-// 8-lane double accumulators, and the in-place scaled softmax. The vector exp is in
+// 8-lane double accumulators, the in-place scaled softmax and its bf16 form. The vector exp is in
 // simd_avx512.h. Called only after a run-time CPU check.
 #include "backend/cpu/simd_avx512.h"
+#include "core/bf16_avx512.h"
 
 #include <cmath>
 #include <cstdint>
@@ -59,6 +60,34 @@ float ce_row_softmax_avx512(float* x, int64_t V, float scale) {
   for (int64_t v = 0; v < V; v += 16) {
     const __mmask16 k = tail_mask(V - v);
     _mm512_mask_storeu_ps(x + v, k, _mm512_mul_ps(_mm512_maskz_loadu_ps(k, x + v), a));
+  }
+  return m + float(std::log(sum));
+}
+
+// The bf16 form: e^(x - max) into row (V, an L2 scratch: x is only read), then dlogits = e·a with
+// the target's scale subtracted, rounded to bf16 (as f32_to_bf16) and streamed to out: the same
+// fp32 values as ce_row_softmax_avx512 followed by the in-place subtraction.
+float ce_row_softmax_bf16_avx512(const float* x, float* row, int64_t V, float scale, int32_t t, uint16_t* out) {
+  const float m = row_max(x, V);
+  const __m512 mv = _mm512_set1_ps(m);
+  __m512d s0 = _mm512_setzero_pd(), s1 = _mm512_setzero_pd();
+  for (int64_t v = 0; v < V; v += 16) {
+    const __mmask16 k = tail_mask(V - v);
+    const __m512 e = _mm512_maskz_mov_ps(k, exp_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, x + v), mv)));
+    _mm512_mask_storeu_ps(row + v, k, e);
+    s0 = _mm512_add_pd(s0, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    s1 = _mm512_add_pd(s1, _mm512_cvtps_pd(_mm512_extractf32x8_ps(e, 1)));
+  }
+  const double sum = hsum(_mm512_add_pd(s0, s1));
+  const __m512 a = _mm512_set1_ps(float(scale / sum)), sv = _mm512_set1_ps(scale);
+  const bool aligned = (reinterpret_cast<uintptr_t>(out) & 31) == 0;
+  for (int64_t v = 0; v < V; v += 16) {
+    const __mmask16 k = tail_mask(V - v);
+    __m512 d = _mm512_mul_ps(_mm512_maskz_loadu_ps(k, row + v), a);
+    if (t >= v && t < v + 16) d = _mm512_mask_sub_ps(d, __mmask16(1u << (t - v)), d, sv);
+    const __m256i h = simd::bf16_16(d);
+    if (aligned && k == 0xffff) _mm256_stream_si256(reinterpret_cast<__m256i*>(out + v), h);
+    else _mm256_mask_storeu_epi16(out + v, k, h);
   }
   return m + float(std::log(sum));
 }

@@ -38,6 +38,10 @@
 
 namespace sft::cpu {
 SFT_CPU_KERNELS
+// cross_entropy_forward_backward with dlogits rounded to bf16 into dlogits16 (N, V), logits left
+// unchanged: bit-identical to rounding that kernel's fp32 dlogits (tested against it).
+void cross_entropy_forward_backward_bf16(float* losses, const float* logits, const int32_t* targets, int64_t N,
+                                         int64_t V, float dloss_scale, uint16_t* dlogits16);
 }  // namespace sft::cpu
 
 namespace sft::cpu::ref {

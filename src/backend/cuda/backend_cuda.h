@@ -70,6 +70,8 @@ class CudaBackend final : public Backend {
   void cross_entropy_forward(Tensor losses, Tensor logits, const int32_t* targets) override;
   void cross_entropy_forward_backward(Tensor losses, Tensor logits, const int32_t* targets,
                                       float dloss_scale) override;
+  void cross_entropy_forward_backward_bf16(Tensor losses, Tensor logits, const int32_t* targets, float dloss_scale,
+                                           Tensor dlogits16) override;
   void adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) override;
   double sum_squares(Tensor x) override;
   void scale(Tensor x, float s) override;

@@ -158,6 +158,11 @@ void CudaBackend::cross_entropy_forward_backward(Tensor losses, Tensor logits, c
                                        stream_);
 }
 
+void CudaBackend::cross_entropy_forward_backward_bf16(Tensor, Tensor, const int32_t*, float, Tensor) {
+  fail("cuda", "cross_entropy_forward_backward_bf16: this backend keeps activations in fp32 (bf16_activations() is "
+               "false), so the model never asks for bf16 dlogits here");
+}
+
 void CudaBackend::adamw_step(Tensor param, Tensor grad, Tensor m, Tensor v, const AdamWParams& p) {
   SFT_ASSERT(param.numel() == grad.numel() && m.numel() == param.numel() && v.numel() == param.numel());
   // The scalars exactly as the CPU kernel (and torch) forms them: double, then rounded to fp32.
