@@ -71,8 +71,8 @@ FsdpConfig read_fsdp_config(const std::string& path, const std::string& device) 
     } else if (key == "offload_params" || key == "cpu_offload") {
       const bool offload = boolean(key, v);
       SFT_CHECK(!offload || device == "cpu", "fsdp_config",
-                "{}: '{}' true on --device {} asks for parameter offload to host memory, which sft has not built yet "
-                "for GPU ranks (as --fsdp offload)", path, raw, device);
+                "{}: '{}' true on --device {} asks for parameter offload to host memory: sft takes it from --fsdp's "
+                "words, --fsdp \"full_shard offload\"; leave '{}' out of the file", path, raw, device, raw);
       note(key, v, offload ? "CPU ranks: the model state is in host memory already, nothing to move (as --fsdp offload)"
                            : "honoured: no offload");
     } else if (key == "sync_module_states") {
