@@ -6,6 +6,7 @@
 #include <algorithm>
 #include <memory>
 #include <mutex>
+#include <string>
 #include <vector>
 
 #include "backend/backend.h"
@@ -47,6 +48,7 @@ struct Trained {
   int64_t train_gathered_bytes = 0;  // rank 0's weight all-gathers during the steps (after init)
   int64_t persistent_bytes = 0;      // rank 0's store after the steps (ShardedParamStore's accounting)
   int64_t device_bytes = 0;
+  std::vector<std::string> collectives;  // rank 0's, in issue order ("op:what", ThreadWorld's log)
 };
 
 inline std::vector<float> host_copy(Tensor t) { return std::vector<float>(t.f32(), t.f32() + t.numel()); }
@@ -123,6 +125,7 @@ inline Trained sharded(const LlamaConfig& cfg, int world, ShardMode mode, ModelO
   run.params = params[0];
   run.m = m[0];
   run.v = v[0];
+  run.collectives = tw.log(0);
   if (replicas) *replicas = params;
   return run;
 }
