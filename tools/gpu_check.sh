@@ -66,14 +66,19 @@ offload_checks() {
     step nccl_world 90 "${test_cuda[@]}" --gtest_filter='NcclWorld.*'
   fi
   grep -E '^\[  (PASSED|FAILED|SKIPPED) |no GPU|no NCCL' "$out/nccl_world.log"
-  local avail_kb layers
+  # sft bench's random init (model/init.cpp) acquires every unit at once: while it runs the GPU
+  # holds each unit's gather buffer, gradient buffer and reduce output (3 x 4 B/param), which
+  # bounds the layers too on a 78 GiB H100.
+  local avail_kb gpu_mib layers
   avail_kb=$(awk '/^MemAvailable:/{print $2}' /proc/meminfo)
+  gpu_mib=$(nvidia-smi --query-gpu=memory.total --format=csv,noheader,nounits 2>/dev/null | head -n 1)
   layers=${SFT_OFFLOAD_LAYERS:-$(python3 -c "
-avail = $avail_kb * 1024
+avail, gpu = $avail_kb * 1024, ${gpu_mib:-81920} * 2**20
 margin = 16 * 2**30 + 0.1 * avail  # the OS, CUDA's own pinned pools, the data, the staging
-fixed = 2 * 131.1e6 * 18
-print(max(1, min(32, int((avail - margin - fixed) / (202.4e6 * 18)))))")}
-  echo "offload: MemAvailable $((avail_kb / 1048576)) GiB -> $layers of 7b's 32 layers"
+host = (avail - margin - 2 * 131.1e6 * 18) / (202.4e6 * 18)
+device = (0.85 * gpu - 4 * 2**30 - 2 * 131.1e6 * 12) / (202.4e6 * 12)
+print(max(1, min(32, int(host), int(device))))")}
+  echo "offload: MemAvailable $((avail_kb / 1048576)) GiB, GPU ${gpu_mib:-?} MiB -> $layers of 7b's 32 layers"
   local timed=()
   [[ -x /usr/bin/time ]] && timed=(/usr/bin/time -v)
   step offload_7b 420 "${timed[@]}" "${sft[@]}" bench --device cuda --preset 7b --num_layers "$layers" \
