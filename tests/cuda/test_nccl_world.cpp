@@ -39,7 +39,7 @@ TEST(NcclWorld, OneRankCollectivesMoveTheDataAsOneRankShould) {
   ASSERT_EQ(comm->size(), 1);
   ASSERT_EQ(comm->rank(), 0);
   constexpr int64_t n = (int64_t(1) << 20) + 3;  // several NCCL chunks, not a multiple of anything
-  std::vector<float> x(n), nan(n, std::numeric_limits<float>::quiet_NaN()), back(n);
+  std::vector<float> x(n), nan(n, std::numeric_limits<float>::quiet_NaN());
   for (int64_t i = 0; i < n; ++i) x[size_t(i)] = float(i % 1000) * 0.25f - 100.0f;
   auto device = [&](const std::vector<float>& v) {
     Tensor t(gpu->alloc(v.size() * 4), DType::f32, {int64_t(v.size())}, Device::cuda);
