@@ -17,7 +17,7 @@ namespace sft {
 // ranks (device "cpu") has nothing to move: launch rank 0 says so once and the mode goes on
 // without it; on a GPU device it needs full_shard (fsdp_offload then holds, ShardOptions::offload)
 // and is full_shard even in a world of one (one GPU training a model larger than its memory). The
-// hybrid modes across GPU ranks are refused as not built yet. Otherwise a world of one holds
+// hybrid modes on GPU ranks are noted as not yet run on GPUs. Otherwise a world of one holds
 // everything whatever the words (nothing to shard: nullopt); the words are checked all the same.
 std::optional<ShardMode> parse_fsdp_mode(const std::string& fsdp, int world, const std::string& device = "cpu");
 // Whether the words ask for offload on a device that has something to move (not "cpu").
