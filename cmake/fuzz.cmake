@@ -15,7 +15,7 @@ if(SFT_FUZZ)
   # (fuzz/host_backend.h) instead of the CPU kernels. ISA options of *_avx512.cpp are source properties.
   set(SFT_FUZZ_SOURCES ${SFT_SOURCES})
   list(FILTER SFT_FUZZ_SOURCES INCLUDE REGEX
-       ".*/src/(core|tokenizer|data|io|model)/[^/]*\\.cpp$|.*/src/cli/options\\.cpp$|.*/src/train/schedule\\.cpp$|.*/src/dist/fsdp_config\\.cpp$")
+       ".*/src/(core|tokenizer|data|io|model)/[^/]*\\.cpp$|.*/src/backend/backend\\.cpp$|.*/src/cli/options\\.cpp$|.*/src/train/schedule\\.cpp$|.*/src/dist/fsdp_config\\.cpp$")
   list(FILTER SFT_FUZZ_SOURCES EXCLUDE REGEX ".*/src/model/(generate|init|presets)\\.cpp$")
   add_library(sft_fuzz_core STATIC ${SFT_FUZZ_SOURCES})
   target_include_directories(sft_fuzz_core PUBLIC src ${DNNL_INCLUDE_DIR} ${CLI11_INCLUDE_DIR})

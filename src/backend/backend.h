@@ -51,7 +51,7 @@ class Backend {
   virtual void fill_zero(Tensor t) = 0;
   // Host memory this backend copies to and from fastest, for state kept off the device (--fsdp
   // offload): page-locked (pinned) on CUDA, plain memory on a host backend. Zero-filled, 64-byte
-  // aligned; freed with free_host (host_memory.cpp has the plain defaults).
+  // aligned; freed with free_host (backend.cpp has the plain defaults).
   virtual void* alloc_host(size_t bytes);
   virtual void free_host(void* ptr);
   // dst = src as copy(), but ordered on this backend's stream without waiting on the host (CUDA:
