@@ -14,9 +14,15 @@ constexpr int kB = 64;  // queries per tile = keys per tile
 void tiles_begin();  // this thread's tile configuration (all tiles 16 rows × 64 bytes)
 void tiles_end();    // releases the tile state
 
-// C (32, 32) fp32 = [C +] A (32, 32·ks) · B (32·ks, 32); strides in elements.
-void mm_32x32(float* c, int64_t ldc, const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ldb,
-              int ks, bool accumulate);
+// C (32, 32) fp32 = [C +] A (32, 32·ks) · B (32·ks, 32); strides in elements. A's k-block s (32
+// rows of 32 k, row stride lda) starts at a + s·a_step; B's at b + s·16·ldb. The tile product of
+// the attention (a_step 32: plain rows) and of our AMX GEMM (gemm_amx.cpp: k-blocked panels).
+void mm_32x32_blocked(float* c, int64_t ldc, const bf16_t* a, int64_t lda, int64_t a_step, const bf16_t* b,
+                      int64_t ldb, int64_t ks, bool accumulate);
+inline void mm_32x32(float* c, int64_t ldc, const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ldb, int ks,
+                     bool accumulate) {
+  mm_32x32_blocked(c, ldc, a, lda, 32, b, ldb, ks, accumulate);
+}
 
 // fp32 rows src (n <= 64 valid rows of a tile, stride ld, HS wide, HS % 32 == 0) to bf16, zero
 // past n: rows (64, HS); cols = transposed (HS, 64); pairs_t = Bᵀ pairs (HS/2, 2·64), the B of

@@ -113,10 +113,11 @@ void tiles_begin() {
   _tile_loadconfig(&cfg);
 }
 
-// C (32, 32) = [C +] A (32, 32·ks) · B (32·ks, 32), strides in elements: A(m, k) = a[m·lda + k]
-// (bf16); B in VNNI pairs, B(k, n) = b[(k/2)·ldb + 2n + k%2] (bf16); C(m, n) = c[m·ldc + n].
-void mm_32x32(float* c, int64_t ldc, const bf16_t* a, int64_t lda, const bf16_t* b, int64_t ldb,
-              int ks, bool accumulate) {
+// C (32, 32) = [C +] A (32, 32·ks) · B (32·ks, 32), strides in elements: A's k-block s at
+// a + s·a_step, rows lda apart (bf16); B in VNNI pairs, B(k, n) = b[(k/2)·ldb + 2n + k%2] (bf16);
+// C(m, n) = c[m·ldc + n]. Loads interleaved with the products: one tile load per tdpbf16ps.
+void mm_32x32_blocked(float* c, int64_t ldc, const bf16_t* a, int64_t lda, int64_t a_step, const bf16_t* b,
+                      int64_t ldb, int64_t ks, bool accumulate) {
   if (accumulate) {
     _tile_loadd(0, c, ldc * 4);
     _tile_loadd(1, c + 16, ldc * 4);
@@ -128,13 +129,15 @@ void mm_32x32(float* c, int64_t ldc, const bf16_t* a, int64_t lda, const bf16_t*
     _tile_zero(2);
     _tile_zero(3);
   }
-  for (int s = 0; s < ks; ++s) {
-    _tile_loadd(4, a + 32 * s, lda * 2);
-    _tile_loadd(5, a + 16 * lda + 32 * s, lda * 2);
-    _tile_loadd(6, b + 16 * s * ldb, ldb * 2);
-    _tile_loadd(7, b + 16 * s * ldb + 32, ldb * 2);
+  for (int64_t s = 0; s < ks; ++s) {
+    const bf16_t* as = a + s * a_step;
+    const bf16_t* bs = b + 16 * s * ldb;
+    _tile_loadd(4, as, lda * 2);
+    _tile_loadd(6, bs, ldb * 2);
     _tile_dpbf16ps(0, 4, 6);
+    _tile_loadd(7, bs + 32, ldb * 2);
     _tile_dpbf16ps(1, 4, 7);
+    _tile_loadd(5, as + 16 * lda, lda * 2);
     _tile_dpbf16ps(2, 5, 6);
     _tile_dpbf16ps(3, 5, 7);
   }

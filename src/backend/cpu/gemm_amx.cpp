@@ -35,38 +35,11 @@ constexpr int64_t kT = 32;  // the kernel's C block (32 x 32) and k-block (32)
 
 int64_t round_up(int64_t x, int64_t m) { return (x + m - 1) / m * m; }
 
-// C block (32, 32) fp32 at c (stride ldc) = / += Apanel (32, 32 ks) · Bpanel (32 ks, 32).
-// a: k-blocks of 32 x 32 bf16 rows (1024 elements each); b: BlockedB rows of one 64-wide column
-// block (128 elements = 256 bytes per k-pair row, 2048 per k-block), starting at the 32 columns.
+// C block (32, 32) fp32 at c (stride ldc) = / += Apanel (32, 32 ks) · Bpanel (32 ks, 32) by the
+// shared tile product: a holds k-blocks of 32 x 32 bf16 rows (1024 elements each); b BlockedB rows
+// of one 64-wide column block (128 elements per k-pair row, 2048 per k-block), from the 32 columns.
 inline void kernel(float* c, int64_t ldc, const uint16_t* a, const uint16_t* b, int64_t ks, bool accumulate) {
-  if (accumulate) {
-    _tile_loadd(0, c, ldc * 4);
-    _tile_loadd(1, c + 16, ldc * 4);
-    _tile_loadd(2, c + 16 * ldc, ldc * 4);
-    _tile_loadd(3, c + 16 * ldc + 16, ldc * 4);
-  } else {
-    _tile_zero(0);
-    _tile_zero(1);
-    _tile_zero(2);
-    _tile_zero(3);
-  }
-  constexpr int64_t b_stride = 2 * BlockedB::kN * 2;  // bytes per k-pair row
-  for (int64_t s = 0; s < ks; ++s) {
-    const uint16_t* as = a + s * kT * kT;
-    const uint16_t* bs = b + s * BlockedB::kK * BlockedB::kN;
-    _tile_loadd(4, as, 64);
-    _tile_loadd(6, bs, b_stride);
-    _tile_dpbf16ps(0, 4, 6);
-    _tile_loadd(7, bs + 32, b_stride);
-    _tile_dpbf16ps(1, 4, 7);
-    _tile_loadd(5, as + 16 * kT, 64);
-    _tile_dpbf16ps(2, 5, 6);
-    _tile_dpbf16ps(3, 5, 7);
-  }
-  _tile_stored(0, c, ldc * 4);
-  _tile_stored(1, c + 16, ldc * 4);
-  _tile_stored(2, c + 16 * ldc, ldc * 4);
-  _tile_stored(3, c + 16 * ldc + 16, ldc * 4);
+  amx::mm_32x32_blocked(c, ldc, a, kT, kT * kT, b, 2 * BlockedB::kN, ks, accumulate);
 }
 
 // 16 elements of a row as fp32 (masked): fp32 as is, bf16 widened exactly.
