@@ -30,6 +30,7 @@ last=$(grep '"loss"' "$metrics" | grep -v '"eval_loss"' | tail -n 1)
 LC_ALL=C printf 'logged loss (mean over each logging window): step %s %.3f -> step %s %.3f (%.0f tokens/s); plot: %s\n' \
   "$(field step <<<"$first")" "$(field loss <<<"$first")" "$(field step <<<"$last")" \
   "$(field loss <<<"$last")" "$(field tokens_per_s <<<"$last")" "$out/vicuna-tiny/loss.svg"
+# the answer first, so that generate's start-up lines (stderr) do not land inside the dialogue
+answer=$("$sft" generate --model "$out/vicuna-tiny" --prompt "Who are you?" --temperature 0 --max_new_tokens 64)
 echo "USER: Who are you?"
-echo -n "ASSISTANT: "
-"$sft" generate --model "$out/vicuna-tiny" --prompt "Who are you?" --temperature 0 --max_new_tokens 64
+echo "ASSISTANT: $answer"
