@@ -25,6 +25,21 @@
 namespace sft {
 namespace {
 
+// v in new GPU memory (freed by the caller's dealloc, or at the end of the test process).
+Tensor to_device(Backend& gpu, const std::vector<float>& v) {
+  Tensor t(gpu.alloc(v.size() * 4), DType::f32, {int64_t(v.size())}, Device::cuda);
+  gpu.copy(t.data, v.data(), v.size() * 4);
+  return t;
+}
+
+// t's values on the host, after every collective issued on the backend's stream has finished.
+std::vector<float> to_host(Backend& gpu, Tensor t) {
+  gpu.synchronize();
+  std::vector<float> h(size_t(t.numel()));
+  gpu.copy(h.data(), t.data, h.size() * 4);
+  return h;
+}
+
 TEST(NcclWorld, OneRankCollectivesMoveTheDataAsOneRankShould) {
   if (const std::string why = cuda_unavailable_reason(); !why.empty()) GTEST_SKIP() << "no GPU: " << why;
   if (!mpi_built() || !nccl_built())
@@ -41,17 +56,8 @@ TEST(NcclWorld, OneRankCollectivesMoveTheDataAsOneRankShould) {
   constexpr int64_t n = (int64_t(1) << 20) + 3;  // several NCCL chunks, not a multiple of anything
   std::vector<float> x(n), nan(n, std::numeric_limits<float>::quiet_NaN());
   for (int64_t i = 0; i < n; ++i) x[size_t(i)] = float(i % 1000) * 0.25f - 100.0f;
-  auto device = [&](const std::vector<float>& v) {
-    Tensor t(gpu->alloc(v.size() * 4), DType::f32, {int64_t(v.size())}, Device::cuda);
-    gpu->copy(t.data, v.data(), v.size() * 4);
-    return t;
-  };
-  auto host = [&](Tensor t) {
-    gpu->synchronize();
-    std::vector<float> h(size_t(t.numel()));
-    gpu->copy(h.data(), t.data, h.size() * 4);
-    return h;
-  };
+  auto device = [&](const std::vector<float>& v) { return to_device(*gpu, v); };
+  auto host = [&](Tensor t) { return to_host(*gpu, t); };
   const Tensor in = device(x);
   {
     const Tensor out = device(nan);
@@ -147,17 +153,8 @@ TEST(NcclSplit, HybridGroupsOverSeveralGpuRanks) {
     node.all_gather_host(&mine, 1, node_ranks.data(), "check node ranks");
     across.all_gather_host(&mine, 1, across_ranks.data(), "check across ranks");
     constexpr int64_t n = (int64_t(1) << 16) + 5;
-    auto device = [&](const std::vector<float>& v) {
-      Tensor t(gpu->alloc(v.size() * 4), DType::f32, {int64_t(v.size())}, Device::cuda);
-      gpu->copy(t.data, v.data(), v.size() * 4);
-      return t;
-    };
-    auto host = [&](Tensor t) {
-      gpu->synchronize();
-      std::vector<float> h(size_t(t.numel()));
-      gpu->copy(h.data(), t.data, h.size() * 4);
-      return h;
-    };
+    auto device = [&](const std::vector<float>& v) { return to_device(*gpu, v); };
+    auto host = [&](Tensor t) { return to_host(*gpu, t); };
     const float nan = std::numeric_limits<float>::quiet_NaN();
     {  // NCCL's node ranks are the host's: block r of the gather is the world rank the host lists at r
       const Tensor in = device(std::vector<float>(size_t(n), float(me)));
